@@ -1,0 +1,19 @@
+//! Command-line arguments and the `Subcommand::execute` dispatch: the binary's only entry point.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, about = "Chains dbt Cloud jobs on cron schedules, as a DAG.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {}
+}

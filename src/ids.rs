@@ -1,0 +1,54 @@
+//! Newtypes for every identifier baton handles, so a job id is never passed where a run id belongs.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+macro_rules! int_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl From<i64> for $name {
+            fn from(v: i64) -> Self {
+                Self(v)
+            }
+        }
+    };
+}
+
+int_id!(
+    /// A dbt Cloud account id (14 digits since 2024: always 64-bit).
+    AccountId
+);
+int_id!(
+    /// A dbt Cloud job definition id.
+    JobId
+);
+int_id!(
+    /// A dbt Cloud run id.
+    RunId
+);
+int_id!(
+    /// A dbt Cloud project id.
+    ProjectId
+);
+int_id!(
+    /// A dbt Cloud environment id.
+    EnvironmentId
+);
+int_id!(
+    /// A dbt Cloud trigger id.
+    TriggerId
+);
+int_id!(
+    /// A dbt Cloud run step id.
+    StepId
+);

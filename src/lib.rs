@@ -1,0 +1,7 @@
+//! baton: a scheduler daemon that chains dbt Cloud jobs. The library holds every part; `main.rs` only
+//! calls `cli::main`.
+
+pub mod cli;
+pub mod clock;
+pub mod ids;
+pub mod secret;

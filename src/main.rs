@@ -1,0 +1,5 @@
+//! The `baton` binary: everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    baton::cli::main()
+}

@@ -3,5 +3,6 @@
 
 pub mod cli;
 pub mod clock;
+pub mod dbt_cloud;
 pub mod ids;
 pub mod secret;

@@ -5,4 +5,5 @@ pub mod cli;
 pub mod clock;
 pub mod dbt_cloud;
 pub mod ids;
+pub mod model;
 pub mod secret;

@@ -1,0 +1,5 @@
+//! Validated pipelines: the types every other part consumes once `config` has lowered and checked the
+//! YAML. Nothing here can be invalid: a `Pipeline` that exists has an acyclic DAG, parsed schedules and
+//! templates that render.
+
+pub mod pipeline;

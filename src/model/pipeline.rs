@@ -1,0 +1,160 @@
+//! The validated pipeline: name, schedule, concurrency policy, steps in topological order, and each
+//! step's job, overrides and policies.
+
+use crate::ids::JobId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A pipeline's unique name (one pipeline per file).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PipelineName(pub String);
+
+/// A step's name, unique within its pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StepName(pub String);
+
+impl fmt::Display for PipelineName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for StepName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What to do with schedule ticks missed while the daemon was down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchupPolicy {
+    /// Missed ticks are dropped.
+    None,
+    /// Only the most recent missed tick runs.
+    #[default]
+    Latest,
+    /// Every missed tick runs (up to the daemon's configured maximum).
+    All,
+}
+
+/// What to do when a tick arrives while the pipeline's previous run is still active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ConcurrencyPolicy {
+    #[default]
+    Skip,
+    Queue,
+    CancelRunning,
+}
+
+/// Retry policy of a step, by failure class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Total attempts allowed, the first included (1 = no retry).
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Retry a run that ended in error through `jobs/{id}/rerun/` when it is still the job's latest.
+    pub from_failure: bool,
+    /// Whether a timed-out attempt (ours or dbt Cloud's) is retried. Default false.
+    pub on_timeout: bool,
+    /// Whether a run cancelled from outside baton is retried. Default false.
+    pub on_cancel: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 1,
+            backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(30 * 60),
+            from_failure: false,
+            on_timeout: false,
+            on_cancel: false,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before attempt number `next_attempt` (2 for the first retry): exponential, capped.
+    pub fn delay_before(&self, next_attempt: u32) -> Duration {
+        let exponent = next_attempt.saturating_sub(2).min(30);
+        let delay = self.backoff.saturating_mul(1u32 << exponent);
+        delay.min(self.max_backoff)
+    }
+}
+
+/// A template string (minijinja syntax), already checked to render against a sample context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Template(pub String);
+
+/// An override value as written in the pipeline file: strings are templates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OverrideValue {
+    Text(Template),
+    Integer(i64),
+    Bool(bool),
+    List(Vec<Template>),
+}
+
+/// The overrides of a step, keyed by the trigger endpoint's field name (`schema_override`,
+/// `threads_override`, `steps_override`, ...). Each key is one the trigger endpoint takes, with a
+/// value of the right type (checked at validation).
+pub type Overrides = BTreeMap<String, OverrideValue>;
+
+/// One node of the DAG: a dbt Cloud job with its overrides and policies (defaults already applied).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub name: StepName,
+    pub job_id: JobId,
+    pub depends_on: Vec<StepName>,
+    pub overrides: Overrides,
+    pub retry: RetryPolicy,
+    /// Whole-attempt limit, enforced by baton with a confirmed cancel.
+    pub timeout: Option<Duration>,
+    /// Limit on time spent in dbt Cloud status 1 or 2.
+    pub queue_timeout: Option<Duration>,
+}
+
+/// A pipeline's schedule: a 5-field cron expression in an IANA time zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleSpec {
+    pub cron: String,
+    pub timezone: chrono_tz::Tz,
+    pub catchup: CatchupPolicy,
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub name: PipelineName,
+    pub description: Option<String>,
+    /// The file it was loaded from.
+    pub source: PathBuf,
+    pub schedule: Option<ScheduleSpec>,
+    pub concurrency: ConcurrencyPolicy,
+    pub suspended: bool,
+    /// `cause` template; the daemon always appends the attempt key to what it renders.
+    pub cause: Option<Template>,
+    /// Steps in a topological order (every step after all its upstreams), ties by name.
+    pub steps: Vec<Step>,
+}
+
+impl Pipeline {
+    pub fn step(&self, name: &StepName) -> Option<&Step> {
+        self.steps.iter().find(|s| &s.name == name)
+    }
+
+    /// Steps that list `name` in their `depends_on`.
+    pub fn downstream_of<'a>(&'a self, name: &'a StepName) -> impl Iterator<Item = &'a Step> + 'a {
+        self.steps.iter().filter(move |s| s.depends_on.contains(name))
+    }
+}

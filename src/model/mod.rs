@@ -3,3 +3,5 @@
 //! templates that render.
 
 pub mod pipeline;
+pub mod schedule;
+pub mod template;

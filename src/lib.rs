@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod clock;
 pub mod dbt_cloud;
+pub mod engine;
 pub mod ids;
 pub mod model;
 pub mod secret;

@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "baton", version, about = "Chains dbt Cloud jobs on cron schedules, as a DAG.")]
+#[command(
+    name = "baton",
+    version,
+    about = "Chains dbt Cloud jobs on cron schedules, as a DAG."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -155,6 +155,8 @@ impl Pipeline {
 
     /// Steps that list `name` in their `depends_on`.
     pub fn downstream_of<'a>(&'a self, name: &'a StepName) -> impl Iterator<Item = &'a Step> + 'a {
-        self.steps.iter().filter(move |s| s.depends_on.contains(name))
+        self.steps
+            .iter()
+            .filter(move |s| s.depends_on.contains(name))
     }
 }

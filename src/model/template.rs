@@ -47,7 +47,9 @@ pub fn render_overrides(
     let mut req = TriggerRequest::default();
     for (key, value) in overrides {
         match (key.as_str(), value) {
-            ("schema_override", OverrideValue::Text(t)) => req.schema_override = Some(render(t, ctx)?),
+            ("schema_override", OverrideValue::Text(t)) => {
+                req.schema_override = Some(render(t, ctx)?)
+            }
             ("threads_override", OverrideValue::Integer(n)) => req.threads_override = Some(*n),
             ("timeout_seconds_override", OverrideValue::Integer(n)) => {
                 req.timeout_seconds_override = Some(*n)

@@ -1,0 +1,401 @@
+//! The scheduler's pure core: `apply(event, now)` records what happened, `plan(now)` decides what
+//! to trigger, poll, cancel or retry and when to wake next. No IO and no clock reads: the runtime
+//! passes `now` in, persists `take_writes()` and only then carries out the plan's actions.
+
+mod dispatch;
+pub mod event;
+mod operator;
+mod schedule;
+pub mod state;
+mod watch;
+
+#[cfg(test)]
+mod tests;
+
+use crate::ids::RunId;
+use crate::model::pipeline::{Pipeline, PipelineName};
+use crate::model::schedule::Schedule;
+use chrono::{DateTime, Utc};
+use event::{Event, Plan, Transition, TransitionKind};
+use state::{AttemptPhase, AttemptRef, PipelineRun, PipelineRunId, State, Write};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Tunables of the engine, from the daemon's config.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub poll_interval: Duration,
+    /// Cap on attempts in flight (triggering or running) for the account.
+    pub max_in_flight: usize,
+    /// Most missed ticks run per pipeline under `catchup: all`.
+    pub catchup_max: usize,
+    /// How long after an ambiguous trigger answer to search for the run it may have created.
+    pub reconcile_delay: Duration,
+    /// Finished pipeline runs older than this are pruned.
+    pub history_retention: Duration,
+    /// A tick found this late is still on time; later ones count as missed (catch-up).
+    pub on_time_grace: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(10),
+            max_in_flight: 50,
+            catchup_max: 10,
+            reconcile_delay: Duration::from_secs(10),
+            history_retention: Duration::from_secs(30 * 86_400),
+            on_time_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A loaded pipeline with its parsed schedule.
+#[derive(Debug, Clone)]
+struct Loaded {
+    def: Arc<Pipeline>,
+    schedule: Option<Schedule>,
+}
+
+/// Calls to dbt Cloud the engine has asked for and not yet heard back from. Not persisted: after a
+/// restart the persisted phases alone decide what to re-issue.
+#[derive(Debug, Default)]
+struct InFlight {
+    triggers: BTreeSet<AttemptRef>,
+    reconciles: BTreeSet<AttemptRef>,
+    cancels: BTreeSet<AttemptRef>,
+    poll: bool,
+}
+
+/// The scheduler state machine.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    pipelines: BTreeMap<PipelineName, Loaded>,
+    state: State,
+    /// Pipeline runs not yet terminal.
+    active: BTreeSet<PipelineRunId>,
+    /// Which attempt watches which dbt Cloud run.
+    by_dbt_run: HashMap<RunId, AttemptRef>,
+    in_flight: InFlight,
+    next_poll_at: Option<DateTime<Utc>>,
+    /// When a cancel that failed may be sent again.
+    cancel_retry: HashMap<AttemptRef, DateTime<Utc>>,
+    last_prune: Option<DateTime<Utc>>,
+    dirty_runs: BTreeSet<PipelineRunId>,
+    dirty_cursors: BTreeSet<PipelineName>,
+    deleted_runs: Vec<PipelineRunId>,
+    transitions: Vec<Transition>,
+}
+
+/// A pipeline definition the engine could not use.
+#[derive(Debug, thiserror::Error)]
+#[error("pipeline {pipeline}: {message}")]
+pub struct LoadError {
+    pub pipeline: PipelineName,
+    pub message: String,
+}
+
+impl Engine {
+    /// Builds the engine from loaded state. Every attempt that was triggering when the state was
+    /// written is reconciled before anything is sent again: the POST may have reached dbt Cloud.
+    pub fn new(
+        config: EngineConfig,
+        pipelines: Vec<Pipeline>,
+        state: State,
+        now: DateTime<Utc>,
+    ) -> Result<Self, LoadError> {
+        let mut engine = Self {
+            config,
+            pipelines: BTreeMap::new(),
+            state,
+            active: BTreeSet::new(),
+            by_dbt_run: HashMap::new(),
+            in_flight: InFlight::default(),
+            next_poll_at: None,
+            cancel_retry: HashMap::new(),
+            last_prune: None,
+            dirty_runs: BTreeSet::new(),
+            dirty_cursors: BTreeSet::new(),
+            deleted_runs: Vec::new(),
+            transitions: Vec::new(),
+        };
+        engine.set_pipelines(pipelines)?;
+        let mut to_reconcile = Vec::new();
+        for run in engine.state.runs.values() {
+            if !run.state.is_terminal() {
+                engine.active.insert(run.id.clone());
+            }
+            for (step, step_run) in &run.steps {
+                for attempt in &step_run.attempts {
+                    let at = AttemptRef {
+                        run: run.id.clone(),
+                        step: step.clone(),
+                        number: attempt.number,
+                    };
+                    if let Some(id) = attempt.run_id {
+                        if attempt.phase != AttemptPhase::Finished {
+                            engine.by_dbt_run.insert(id, at.clone());
+                        }
+                    }
+                    if attempt.phase == AttemptPhase::Triggering && attempt.resend_at.is_none() {
+                        to_reconcile.push(at);
+                    }
+                }
+            }
+        }
+        if !engine.by_dbt_run.is_empty() {
+            engine.next_poll_at = Some(now);
+        }
+        for at in to_reconcile {
+            if let Some(attempt) = engine.attempt_mut(&at) {
+                attempt.reconcile_at = Some(now);
+            }
+            engine.dirty_runs.insert(at.run);
+        }
+        Ok(engine)
+    }
+
+    /// Replaces the pipeline definitions (start-up and reload). Runs in flight keep the definition
+    /// they started with; removed pipelines stop being scheduled.
+    pub fn set_pipelines(&mut self, pipelines: Vec<Pipeline>) -> Result<(), LoadError> {
+        let mut loaded = BTreeMap::new();
+        for def in pipelines {
+            let schedule = match &def.schedule {
+                Some(spec) => Some(Schedule::new(spec).map_err(|e| LoadError {
+                    pipeline: def.name.clone(),
+                    message: e.to_string(),
+                })?),
+                None => None,
+            };
+            loaded.insert(
+                def.name.clone(),
+                Loaded {
+                    def: Arc::new(def),
+                    schedule,
+                },
+            );
+        }
+        self.pipelines = loaded;
+        Ok(())
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn pipeline(&self, name: &PipelineName) -> Option<&Arc<Pipeline>> {
+        self.pipelines.get(name).map(|l| &l.def)
+    }
+
+    pub fn pipelines(&self) -> impl Iterator<Item = &Arc<Pipeline>> {
+        self.pipelines.values().map(|l| &l.def)
+    }
+
+    /// The next schedule tick of a pipeline after `now`, if it is scheduled and not paused.
+    pub fn next_tick(&self, name: &PipelineName, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let loaded = self.pipelines.get(name)?;
+        let schedule = loaded.schedule.as_ref()?;
+        schedule.next_after(now)
+    }
+
+    /// Number of attempts triggering or running in dbt Cloud.
+    pub fn in_flight_attempts(&self) -> usize {
+        self.active
+            .iter()
+            .filter_map(|id| self.state.runs.get(id))
+            .flat_map(|run| run.steps.values())
+            .filter(|s| s.current().is_some_and(|a| a.is_in_flight()))
+            .count()
+    }
+
+    /// Records what happened.
+    pub fn apply(&mut self, event: Event, now: DateTime<Utc>) {
+        match event {
+            Event::Tick => {}
+            Event::Triggered { attempt, result } => self.on_triggered(attempt, result, now),
+            Event::Reconciled { attempt, found } => self.on_reconciled(attempt, found, now),
+            Event::ReconcileFailed { attempt, message } => {
+                self.on_reconcile_failed(attempt, message, now)
+            }
+            Event::RunsSeen { runs } => {
+                self.in_flight.poll = false;
+                for run in runs {
+                    self.on_run_seen(&run, now);
+                }
+            }
+            Event::PollFailed { message } => {
+                self.in_flight.poll = false;
+                tracing::warn!(error = %message, "poll failed; trying again at the next poll tick");
+            }
+            Event::CancelAcknowledged { attempt, run } => {
+                self.in_flight.cancels.remove(&attempt);
+                if let Some(a) = self.attempt_mut(&attempt) {
+                    if let Some(cancel) = a.cancel.as_mut() {
+                        cancel.acknowledged = true;
+                    }
+                }
+                self.dirty_runs.insert(attempt.run.clone());
+                self.on_run_seen(&run, now);
+            }
+            Event::CancelFailed { attempt, message } => {
+                self.in_flight.cancels.remove(&attempt);
+                tracing::warn!(%attempt, error = %message, "cancel failed; trying again at the next poll tick");
+            }
+            Event::RunHint { run } => {
+                if self.by_dbt_run.contains_key(&run) {
+                    self.next_poll_at = Some(now);
+                }
+            }
+            Event::Operator(request) => self.on_operator(request, now),
+        }
+    }
+
+    /// Decides what to do now and when to look again.
+    pub fn plan(&mut self, now: DateTime<Utc>) -> Plan {
+        let mut plan = Plan::default();
+        self.plan_schedules(now, &mut plan);
+        // A run that ends during dispatch may free its pipeline for a queued one.
+        for _ in 0..8 {
+            self.plan_queued_runs(now);
+            if !self.plan_dispatch(now, &mut plan) {
+                break;
+            }
+        }
+        self.plan_attempts(now, &mut plan);
+        self.plan_poll(now, &mut plan);
+        self.prune(now);
+        plan
+    }
+
+    /// The changes to make durable, in order, since the last call.
+    pub fn take_writes(&mut self) -> Vec<Write> {
+        let mut writes = Vec::new();
+        for id in std::mem::take(&mut self.deleted_runs) {
+            writes.push(Write::DeleteRun(id));
+        }
+        for id in std::mem::take(&mut self.dirty_runs) {
+            if let Some(run) = self.state.runs.get(&id) {
+                writes.push(Write::Run(Box::new(run.clone())));
+            }
+        }
+        for name in std::mem::take(&mut self.dirty_cursors) {
+            if let Some(cursor) = self.state.cursors.get(&name) {
+                writes.push(Write::Cursor(name, cursor.clone()));
+            }
+        }
+        writes
+    }
+
+    /// The transitions since the last call, for logs and metrics.
+    pub fn take_transitions(&mut self) -> Vec<Transition> {
+        std::mem::take(&mut self.transitions)
+    }
+
+    /// Whether any call to dbt Cloud is outstanding.
+    pub fn has_calls_in_flight(&self) -> bool {
+        self.in_flight.poll
+            || !self.in_flight.triggers.is_empty()
+            || !self.in_flight.reconciles.is_empty()
+            || !self.in_flight.cancels.is_empty()
+    }
+
+    fn attempt_mut(&mut self, at: &AttemptRef) -> Option<&mut state::Attempt> {
+        self.state
+            .runs
+            .get_mut(&at.run)?
+            .steps
+            .get_mut(&at.step)?
+            .attempts
+            .iter_mut()
+            .find(|a| a.number == at.number)
+    }
+
+    fn note(
+        &mut self,
+        now: DateTime<Utc>,
+        run: &PipelineRun,
+        what: TransitionKind,
+        detail: String,
+    ) {
+        self.transitions.push(Transition {
+            at: now,
+            pipeline: run.pipeline().clone(),
+            run: Some(run.id.clone()),
+            step: None,
+            attempt: None,
+            dbt_run: None,
+            href: None,
+            what,
+            detail,
+        });
+    }
+
+    fn note_attempt(
+        &mut self,
+        now: DateTime<Utc>,
+        at: &AttemptRef,
+        what: TransitionKind,
+        detail: String,
+    ) {
+        let Some(run) = self.state.runs.get(&at.run) else {
+            return;
+        };
+        let attempt = run
+            .steps
+            .get(&at.step)
+            .and_then(|s| s.attempts.iter().find(|a| a.number == at.number));
+        self.transitions.push(Transition {
+            at: now,
+            pipeline: run.pipeline().clone(),
+            run: Some(run.id.clone()),
+            step: Some(at.step.0.clone()),
+            attempt: Some(at.number),
+            dbt_run: attempt.and_then(|a| a.run_id),
+            href: attempt.and_then(|a| a.href.clone()),
+            what,
+            detail,
+        });
+    }
+
+    /// Drops finished pipeline runs older than the retention from memory and from the store.
+    fn prune(&mut self, now: DateTime<Utc>) {
+        // Pruning scans every finished run: once an hour is plenty.
+        if self
+            .last_prune
+            .is_some_and(|t| now - t < chrono::Duration::hours(1))
+        {
+            return;
+        }
+        self.last_prune = Some(now);
+        let Ok(retention) = chrono::Duration::from_std(self.config.history_retention) else {
+            return;
+        };
+        let cutoff = now - retention;
+        let old: Vec<PipelineRunId> = self
+            .state
+            .runs
+            .values()
+            .filter(|r| r.state.is_terminal() && r.finished_at.is_some_and(|f| f < cutoff))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in old {
+            self.state.runs.remove(&id);
+            self.dirty_runs.remove(&id);
+            self.deleted_runs.push(id);
+        }
+    }
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn earliest(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    Some(a.map_or(b, |a| a.min(b)))
+}

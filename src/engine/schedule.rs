@@ -1,0 +1,253 @@
+//! Turning schedule ticks into pipeline runs: on-time ticks, catch-up of missed ones after downtime,
+//! and the pipeline's concurrency policy when the previous run is still active.
+
+use super::event::{Plan, TransitionKind};
+use super::state::{
+    CancelReason, PipelineRun, PipelineRunId, PipelineRunState, RunOrigin, ScheduleCursor, StepRun,
+};
+use super::{earliest, to_chrono, Engine};
+use crate::model::pipeline::{CatchupPolicy, ConcurrencyPolicy, Pipeline, PipelineName};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+impl Engine {
+    pub(super) fn plan_schedules(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
+        let names: Vec<PipelineName> = self.pipelines.keys().cloned().collect();
+        for name in names {
+            let Some(loaded) = self.pipelines.get(&name) else {
+                continue;
+            };
+            let (Some(schedule), def) = (loaded.schedule.clone(), loaded.def.clone()) else {
+                continue;
+            };
+            if def.suspended {
+                continue;
+            }
+            let cursor = self.state.cursors.entry(name.clone()).or_default();
+            if cursor.paused {
+                continue;
+            }
+            let Some(last_tick) = cursor.last_tick else {
+                // First sight of this pipeline: its schedule starts now, nothing before is "missed".
+                cursor.last_tick = Some(now);
+                self.dirty_cursors.insert(name.clone());
+                if let Some(next) = schedule.next_after(now) {
+                    plan.wake_at = earliest(plan.wake_at, next);
+                }
+                continue;
+            };
+            let catchup = def.schedule.as_ref().map(|s| s.catchup).unwrap_or_default();
+            let limit = self.config.catchup_max.max(1);
+            // One more than we could ever run, to know whether ticks were dropped.
+            let due = schedule.ticks_between(last_tick, now, limit + 1);
+            if let Some(&newest) = due.last() {
+                let grace = to_chrono(self.config.on_time_grace);
+                let on_time = due.len() == 1 && now - newest <= grace;
+                let run_ticks: Vec<DateTime<Utc>> = if on_time {
+                    due.clone()
+                } else {
+                    // Re-read the true newest tick: `due` may have stopped at the cap.
+                    let newest = schedule_newest(&schedule, newest, now);
+                    let chosen = match catchup {
+                        CatchupPolicy::None => Vec::new(),
+                        CatchupPolicy::Latest => vec![newest],
+                        CatchupPolicy::All => {
+                            let mut all = schedule.ticks_between(last_tick, now, usize::MAX >> 1);
+                            let skip = all.len().saturating_sub(limit);
+                            all.drain(..skip);
+                            all
+                        }
+                    };
+                    self.transitions.push(super::event::Transition {
+                        at: now,
+                        pipeline: name.clone(),
+                        run: None,
+                        step: None,
+                        attempt: None,
+                        dbt_run: None,
+                        href: None,
+                        what: TransitionKind::TicksMissed,
+                        detail: format!(
+                            "ticks missed since {last_tick}; catch-up policy {catchup:?} runs {} of them",
+                            chosen.len()
+                        ),
+                    });
+                    chosen
+                };
+                let newest_seen = schedule_newest(&schedule, newest, now);
+                for tick in run_ticks {
+                    let origin = if on_time {
+                        RunOrigin::Schedule
+                    } else {
+                        RunOrigin::Catchup
+                    };
+                    let interval_start = schedule.previous_before(tick).unwrap_or(tick);
+                    self.admit_run(&def, tick, interval_start, origin, now);
+                }
+                if let Some(cursor) = self.state.cursors.get_mut(&name) {
+                    cursor.last_tick = Some(newest_seen);
+                }
+                self.dirty_cursors.insert(name.clone());
+            }
+            let after = self
+                .state
+                .cursors
+                .get(&name)
+                .and_then(|c| c.last_tick)
+                .unwrap_or(now)
+                .max(now);
+            if let Some(next) = schedule.next_after(after) {
+                plan.wake_at = earliest(plan.wake_at, next);
+            }
+        }
+    }
+
+    /// Creates a pipeline run for a tick, applying the pipeline's concurrency policy.
+    pub(super) fn admit_run(
+        &mut self,
+        def: &Arc<Pipeline>,
+        logical_date: DateTime<Utc>,
+        interval_start: DateTime<Utc>,
+        origin: RunOrigin,
+        now: DateTime<Utc>,
+    ) -> Option<PipelineRunId> {
+        let id = PipelineRunId::new(&def.name, logical_date);
+        if self.state.runs.contains_key(&id) {
+            return None;
+        }
+        let active_regular: Vec<PipelineRunId> = self
+            .active
+            .iter()
+            .filter_map(|rid| self.state.runs.get(rid))
+            .filter(|r| r.pipeline() == &def.name && !r.is_backfill())
+            .map(|r| r.id.clone())
+            .collect();
+        let backfill = matches!(origin, RunOrigin::Backfill { .. });
+        if !active_regular.is_empty() && !backfill {
+            match def.concurrency {
+                ConcurrencyPolicy::Skip => {
+                    self.transitions.push(super::event::Transition {
+                        at: now,
+                        pipeline: def.name.clone(),
+                        run: Some(id),
+                        step: None,
+                        attempt: None,
+                        dbt_run: None,
+                        href: None,
+                        what: TransitionKind::TickSkipped,
+                        detail: format!(
+                            "skipped: the previous run {} is still active (concurrency: skip)",
+                            active_regular[0]
+                        ),
+                    });
+                    return None;
+                }
+                ConcurrencyPolicy::Queue => {}
+                ConcurrencyPolicy::CancelRunning => {
+                    for old in &active_regular {
+                        self.cancel_pipeline_run(old, CancelReason::Superseded, now);
+                    }
+                }
+            }
+        }
+        let steps = def
+            .steps
+            .iter()
+            .map(|s| (s.name.clone(), StepRun::new()))
+            .collect::<BTreeMap<_, _>>();
+        let run = PipelineRun {
+            id: id.clone(),
+            definition: def.clone(),
+            logical_date,
+            data_interval_start: interval_start,
+            origin,
+            state: PipelineRunState::Queued,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            cancel_reason: None,
+            steps,
+        };
+        self.note(
+            now,
+            &run,
+            TransitionKind::PipelineRunCreated,
+            format!("{:?} run for {}", run.origin, logical_date),
+        );
+        self.state.runs.insert(id.clone(), run);
+        self.active.insert(id.clone());
+        self.dirty_runs.insert(id.clone());
+        Some(id)
+    }
+
+    /// Starts queued runs whose pipeline has no other regular run running (oldest first).
+    /// Backfill runs are started by their backfill's own concurrency limit.
+    pub(super) fn plan_queued_runs(&mut self, now: DateTime<Utc>) {
+        let queued: Vec<PipelineRunId> = self
+            .active
+            .iter()
+            .filter(|id| {
+                self.state
+                    .runs
+                    .get(*id)
+                    .is_some_and(|r| r.state == PipelineRunState::Queued)
+            })
+            .cloned()
+            .collect();
+        let mut started: Vec<PipelineName> = Vec::new();
+        let mut order: Vec<(DateTime<Utc>, PipelineRunId)> = queued
+            .into_iter()
+            .filter_map(|id| self.state.runs.get(&id).map(|r| (r.logical_date, id)))
+            .collect();
+        order.sort();
+        for (_, id) in order {
+            let Some(run) = self.state.runs.get(&id) else {
+                continue;
+            };
+            let pipeline = run.pipeline().clone();
+            let backfill = run.is_backfill();
+            let blocked = !backfill
+                && (started.contains(&pipeline)
+                    || self.active.iter().any(|other| {
+                        self.state.runs.get(other).is_some_and(|o| {
+                            o.pipeline() == &pipeline
+                                && !o.is_backfill()
+                                && o.state == PipelineRunState::Running
+                        })
+                    }));
+            if blocked {
+                continue;
+            }
+            if let Some(run) = self.state.runs.get_mut(&id) {
+                run.state = PipelineRunState::Running;
+                run.started_at = Some(now);
+            }
+            self.dirty_runs.insert(id.clone());
+            if let Some(run) = self.state.runs.get(&id).cloned() {
+                self.note(now, &run, TransitionKind::PipelineRunStarted, String::new());
+            }
+            if !backfill {
+                started.push(pipeline);
+            }
+        }
+    }
+
+    /// Records that a pipeline was seen at `tick` without running it (used by pause/resume).
+    pub(super) fn cursor_mut(&mut self, name: &PipelineName) -> &mut ScheduleCursor {
+        self.dirty_cursors.insert(name.clone());
+        self.state.cursors.entry(name.clone()).or_default()
+    }
+}
+
+/// The newest tick at or before `now`, starting from a known tick `from`.
+fn schedule_newest(
+    schedule: &crate::model::schedule::Schedule,
+    from: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    match schedule.previous_before(now + chrono::Duration::seconds(1)) {
+        Some(t) if t >= from && t <= now => t,
+        _ => from,
+    }
+}

@@ -1,0 +1,357 @@
+//! The persisted state of the scheduler: pipeline runs, their steps and attempts, and each
+//! pipeline's schedule cursor. Plain data with serde, so the store can write it and the engine can
+//! reason about it without IO.
+
+use crate::dbt_cloud::wire::{RunStatus, TriggerRequest};
+use crate::ids::{JobId, RunId};
+use crate::model::pipeline::{Pipeline, PipelineName, StepName};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Identifies one pipeline run: the pipeline and its logical time, which together are unique.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PipelineRunId(pub String);
+
+impl PipelineRunId {
+    pub fn new(pipeline: &PipelineName, logical_date: DateTime<Utc>) -> Self {
+        Self(format!(
+            "{}@{}",
+            pipeline.0,
+            logical_date.to_rfc3339_opts(SecondsFormat::Secs, true)
+        ))
+    }
+}
+
+impl fmt::Display for PipelineRunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The unique key an attempt carries inside the trigger's `cause`, so that after an ambiguous
+/// answer or a crash the run it created can be found and adopted instead of triggered again.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AttemptKey(pub String);
+
+impl AttemptKey {
+    /// Derived from what makes the attempt unique; 19 characters (`bt-` and 16 hex digits).
+    pub fn derive(run: &PipelineRunId, step: &StepName, attempt: u32) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(run.0.as_bytes());
+        hasher.update([0]);
+        hasher.update(step.0.as_bytes());
+        hasher.update([0]);
+        hasher.update(attempt.to_be_bytes());
+        let digest = hasher.finalize();
+        Self(format!("bt-{}", hex::encode(&digest[..8])))
+    }
+}
+
+impl fmt::Display for AttemptKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Points at one attempt of one step of one pipeline run.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AttemptRef {
+    pub run: PipelineRunId,
+    pub step: StepName,
+    pub number: u32,
+}
+
+impl fmt::Display for AttemptRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} #{}", self.run, self.step, self.number)
+    }
+}
+
+/// Why a pipeline run exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RunOrigin {
+    Schedule,
+    /// A tick missed while the daemon was down, run by the catch-up policy.
+    Catchup,
+    Manual,
+    Backfill {
+        backfill: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PipelineRunState {
+    /// Waiting for an earlier run of the same pipeline (concurrency `queue` or `cancel_running`).
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl PipelineRunState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// One execution of a pipeline for one logical time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineRun {
+    pub id: PipelineRunId,
+    /// The definition the run started with: a reload never changes a run in flight.
+    pub definition: Arc<Pipeline>,
+    pub logical_date: DateTime<Utc>,
+    pub data_interval_start: DateTime<Utc>,
+    pub origin: RunOrigin,
+    pub state: PipelineRunState,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Set when an operator or the concurrency policy cancels the run.
+    pub cancel_reason: Option<CancelReason>,
+    pub steps: BTreeMap<StepName, StepRun>,
+}
+
+impl PipelineRun {
+    pub fn pipeline(&self) -> &PipelineName {
+        &self.definition.name
+    }
+
+    pub fn is_backfill(&self) -> bool {
+        matches!(self.origin, RunOrigin::Backfill { .. })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum StepState {
+    /// Waiting for upstreams, or for room under the account's in-flight cap.
+    Pending,
+    /// An attempt is being triggered or is running in dbt Cloud.
+    Running,
+    /// The last attempt failed; the next starts at `until`.
+    WaitingRetry {
+        until: DateTime<Utc>,
+    },
+    Succeeded,
+    Failed,
+    UpstreamFailed,
+    Cancelled,
+}
+
+impl StepState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::UpstreamFailed | Self::Cancelled
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::WaitingRetry { .. } => "waiting_retry",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::UpstreamFailed => "upstream_failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRun {
+    pub state: StepState,
+    pub attempts: Vec<Attempt>,
+}
+
+impl StepRun {
+    pub fn new() -> Self {
+        Self {
+            state: StepState::Pending,
+            attempts: Vec::new(),
+        }
+    }
+
+    pub fn current(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+}
+
+impl Default for StepRun {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How an attempt asks dbt Cloud for a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum AttemptKind {
+    /// `POST jobs/{id}/run/` with the rendered overrides and the key in `cause`.
+    Trigger,
+    /// `POST jobs/{id}/rerun/` from the failed step, if `failed_run` is still the job's latest run;
+    /// otherwise a full trigger.
+    RerunFrom { failed_run: RunId },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptPhase {
+    /// Intent persisted; the POST may or may not have reached dbt Cloud.
+    Triggering,
+    /// dbt Cloud gave a run id; watching it.
+    Active,
+    Finished,
+}
+
+/// Why baton asked dbt Cloud to cancel a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    /// The step's `timeout` (whole attempt) passed.
+    Timeout,
+    /// The step's `queue_timeout` (time in status 1 or 2) passed.
+    QueueTimeout,
+    /// An operator cancelled the pipeline run.
+    Operator,
+    /// A newer tick arrived under `concurrency: cancel_running`.
+    Superseded,
+    /// The daemon shut down with `on_shutdown: cancel`.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRequest {
+    pub reason: CancelReason,
+    pub requested_at: DateTime<Utc>,
+    /// dbt Cloud acknowledged the cancel; baton keeps polling until it reports status 30.
+    pub acknowledged: bool,
+}
+
+/// How an attempt ended. The class decides whether the retry policy applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Success,
+    /// The run ended in status 20.
+    Error,
+    /// Ended by baton's `timeout` or by dbt Cloud's own timeout.
+    TimedOut,
+    /// Ended by baton's `queue_timeout`.
+    QueueTimedOut,
+    /// Cancelled by an operator, the concurrency policy or shutdown.
+    CancelledByBaton,
+    /// Cancelled from outside baton.
+    CancelledOutside,
+    /// dbt Cloud definitely refused the trigger (4xx).
+    Rejected,
+}
+
+impl AttemptOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Error => "error",
+            Self::TimedOut => "timed_out",
+            Self::QueueTimedOut => "queue_timed_out",
+            Self::CancelledByBaton => "cancelled",
+            Self::CancelledOutside => "cancelled_outside",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// One status change seen on the dbt Cloud side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// One dbt Cloud run of one step within a pipeline run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub number: u32,
+    pub key: AttemptKey,
+    pub job_id: JobId,
+    pub kind: AttemptKind,
+    pub phase: AttemptPhase,
+    /// The rendered trigger body, `cause` included.
+    pub request: TriggerRequest,
+    pub run_id: Option<RunId>,
+    pub href: Option<String>,
+    pub status: Option<RunStatus>,
+    pub history: Vec<StatusChange>,
+    pub blocked_by: Vec<RunId>,
+    /// When the intent was persisted (before the first POST).
+    pub created_at: DateTime<Utc>,
+    /// How many times the trigger was sent (a re-send only follows a reconciliation that found
+    /// nothing, or a definite refusal such as 429).
+    pub sends: u32,
+    /// Re-send the trigger at this instant (after a definite, transient refusal).
+    pub resend_at: Option<DateTime<Utc>>,
+    /// An ambiguous answer or a restart left the trigger's fate unknown: reconcile at this instant.
+    pub reconcile_at: Option<DateTime<Utc>>,
+    pub accepted_at: Option<DateTime<Utc>>,
+    /// When the run was last seen entering status 1 or 2.
+    pub queued_since: Option<DateTime<Utc>>,
+    pub running_since: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub cancel: Option<CancelRequest>,
+    pub outcome: Option<AttemptOutcome>,
+    /// dbt Cloud's `status_message`, or the refusal's message.
+    pub message: Option<String>,
+}
+
+impl Attempt {
+    pub fn is_in_flight(&self) -> bool {
+        self.phase != AttemptPhase::Finished
+    }
+}
+
+/// Per pipeline: the last schedule tick handled, and whether an operator paused it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleCursor {
+    pub last_tick: Option<DateTime<Utc>>,
+    pub paused: bool,
+}
+
+/// Everything the store keeps, in memory.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub runs: BTreeMap<PipelineRunId, PipelineRun>,
+    pub cursors: BTreeMap<PipelineName, ScheduleCursor>,
+}
+
+/// A change the store must make durable before the actions that depend on it run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    Run(Box<PipelineRun>),
+    DeleteRun(PipelineRunId),
+    Cursor(PipelineName, ScheduleCursor),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempt_keys_are_short_and_distinct() {
+        let run = PipelineRunId("nightly@2026-01-01T02:00:00Z".into());
+        let a = AttemptKey::derive(&run, &StepName("marts".into()), 1);
+        let b = AttemptKey::derive(&run, &StepName("marts".into()), 2);
+        assert_ne!(a, b);
+        assert_eq!(a.0.len(), 19);
+    }
+}

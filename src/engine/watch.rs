@@ -1,0 +1,369 @@
+//! Following attempts in dbt Cloud: trigger answers and their reconciliation, polling, status
+//! changes, timeouts and confirmed cancellation.
+
+use super::event::{Action, Plan, TransitionKind, TriggerResult};
+use super::state::{
+    AttemptOutcome, AttemptPhase, AttemptRef, CancelReason, CancelRequest, StatusChange,
+};
+use super::{earliest, to_chrono, Engine};
+use crate::dbt_cloud::wire::{Run, RunStatus};
+use chrono::{DateTime, Utc};
+
+impl Engine {
+    pub(super) fn on_triggered(
+        &mut self,
+        at: AttemptRef,
+        result: TriggerResult,
+        now: DateTime<Utc>,
+    ) {
+        self.in_flight.triggers.remove(&at);
+        let poll_interval = to_chrono(self.config.poll_interval);
+        let reconcile_delay = to_chrono(self.config.reconcile_delay);
+        match result {
+            TriggerResult::Accepted(run) => {
+                self.adopt(&at, &run, now, TransitionKind::StepTriggered)
+            }
+            TriggerResult::Rejected { message } => {
+                self.finish_attempt(&at, AttemptOutcome::Rejected, Some(message), now);
+            }
+            TriggerResult::NotSent {
+                message,
+                retry_after,
+            } => {
+                let wait = retry_after.map_or(poll_interval, to_chrono);
+                if let Some(a) = self.attempt_mut(&at) {
+                    a.resend_at = Some(now + wait);
+                    a.message = Some(message);
+                }
+                self.dirty_runs.insert(at.run.clone());
+            }
+            TriggerResult::Ambiguous { message } => {
+                if let Some(a) = self.attempt_mut(&at) {
+                    a.reconcile_at = Some(now + reconcile_delay);
+                    a.message = Some(message.clone());
+                }
+                self.dirty_runs.insert(at.run.clone());
+                self.note_attempt(
+                    now,
+                    &at,
+                    TransitionKind::TriggerAmbiguous,
+                    format!("{message}; will look for the run by its key before sending again"),
+                );
+            }
+        }
+    }
+
+    pub(super) fn on_reconciled(
+        &mut self,
+        at: AttemptRef,
+        found: Option<Box<Run>>,
+        now: DateTime<Utc>,
+    ) {
+        self.in_flight.reconciles.remove(&at);
+        match found {
+            Some(run) => self.adopt(&at, &run, now, TransitionKind::TriggerAdopted),
+            None => {
+                let cancelled = self
+                    .attempt_mut(&at)
+                    .map(|a| {
+                        a.reconcile_at = None;
+                        a.cancel.is_some()
+                    })
+                    .unwrap_or(true);
+                if cancelled {
+                    // Cancelled before any run existed: nothing to send, nothing to cancel.
+                    self.finish_attempt(&at, AttemptOutcome::CancelledByBaton, None, now);
+                    return;
+                }
+                if let Some(a) = self.attempt_mut(&at) {
+                    a.resend_at = Some(now);
+                }
+                self.dirty_runs.insert(at.run.clone());
+            }
+        }
+    }
+
+    pub(super) fn on_reconcile_failed(
+        &mut self,
+        at: AttemptRef,
+        message: String,
+        now: DateTime<Utc>,
+    ) {
+        self.in_flight.reconciles.remove(&at);
+        let retry = now + to_chrono(self.config.poll_interval);
+        if let Some(a) = self.attempt_mut(&at) {
+            a.reconcile_at = Some(retry);
+        }
+        self.dirty_runs.insert(at.run.clone());
+        tracing::warn!(attempt = %at, error = %message, "reconciliation failed; trying again");
+    }
+
+    /// The attempt now has a dbt Cloud run.
+    fn adopt(&mut self, at: &AttemptRef, run: &Run, now: DateTime<Utc>, what: TransitionKind) {
+        let Some(a) = self.attempt_mut(at) else {
+            return;
+        };
+        if a.phase != AttemptPhase::Triggering {
+            return;
+        }
+        a.phase = AttemptPhase::Active;
+        a.run_id = Some(run.id);
+        a.href = run.href.clone();
+        a.accepted_at = Some(now);
+        a.reconcile_at = None;
+        a.resend_at = None;
+        a.message = None;
+        self.by_dbt_run.insert(run.id, at.clone());
+        self.dirty_runs.insert(at.run.clone());
+        let next = now + to_chrono(self.config.poll_interval);
+        self.next_poll_at = Some(match self.next_poll_at {
+            Some(p) if p >= now => p.min(next),
+            _ => next,
+        });
+        self.note_attempt(now, at, what, format!("dbt Cloud run {}", run.id));
+        self.on_run_seen(run, now);
+    }
+
+    /// Applies a run's status as dbt Cloud reports it.
+    pub(super) fn on_run_seen(&mut self, run: &Run, now: DateTime<Utc>) {
+        let Some(at) = self.by_dbt_run.get(&run.id).cloned() else {
+            return;
+        };
+        let Some(a) = self.attempt_mut(&at) else {
+            return;
+        };
+        if a.phase != AttemptPhase::Active {
+            return;
+        }
+        let status = run.status;
+        let changed = a.status != Some(status);
+        a.status = Some(status);
+        a.blocked_by = run.blocked_by.clone();
+        if a.href.is_none() {
+            a.href = run.href.clone();
+        }
+        if changed {
+            a.history.push(StatusChange {
+                status: status.code(),
+                at: now,
+            });
+        }
+        if status.is_queued() {
+            a.queued_since.get_or_insert(now);
+        }
+        if status == RunStatus::Running {
+            a.running_since.get_or_insert(now);
+        }
+        let cancel = a.cancel.clone();
+        let message = run.status_message.clone();
+        if changed {
+            self.dirty_runs.insert(at.run.clone());
+            let kind = if matches!(status, RunStatus::Unknown(_)) {
+                tracing::warn!(run = %run.id, code = status.code(), "dbt Cloud reported an unknown run status; treating it as not finished");
+                TransitionKind::UnknownStatus
+            } else {
+                TransitionKind::StepStatus
+            };
+            self.note_attempt(now, &at, kind, status.to_string());
+        }
+        if !status.is_terminal() {
+            return;
+        }
+        let outcome = match status {
+            RunStatus::Success => AttemptOutcome::Success,
+            RunStatus::Error => AttemptOutcome::Error,
+            _ => match cancel.map(|c| c.reason) {
+                Some(CancelReason::Timeout) => AttemptOutcome::TimedOut,
+                Some(CancelReason::QueueTimeout) => AttemptOutcome::QueueTimedOut,
+                Some(_) => AttemptOutcome::CancelledByBaton,
+                None if message
+                    .as_deref()
+                    .is_some_and(|m| m.to_ascii_lowercase().contains("timed out")) =>
+                {
+                    AttemptOutcome::TimedOut
+                }
+                None => AttemptOutcome::CancelledOutside,
+            },
+        };
+        self.finish_attempt(&at, outcome, message, now);
+    }
+
+    /// Re-sends, reconciles, enforces timeouts and sends cancels for attempts in flight.
+    pub(super) fn plan_attempts(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
+        let mut refs = Vec::new();
+        for id in &self.active {
+            let Some(run) = self.state.runs.get(id) else {
+                continue;
+            };
+            for (name, step) in &run.steps {
+                if let Some(a) = step.current().filter(|a| a.is_in_flight()) {
+                    refs.push(AttemptRef {
+                        run: id.clone(),
+                        step: name.clone(),
+                        number: a.number,
+                    });
+                }
+            }
+        }
+        for at in refs {
+            self.plan_attempt(&at, now, plan);
+        }
+    }
+
+    fn plan_attempt(&mut self, at: &AttemptRef, now: DateTime<Utc>, plan: &mut Plan) {
+        let busy = self.in_flight.triggers.contains(at)
+            || self.in_flight.reconciles.contains(at)
+            || self.in_flight.cancels.contains(at);
+        let Some(run) = self.state.runs.get(&at.run) else {
+            return;
+        };
+        let def = run.definition.clone();
+        let Some(step) = def.step(&at.step) else {
+            return;
+        };
+        let poll_interval = to_chrono(self.config.poll_interval);
+        let Some(a) = self.attempt_mut(at) else {
+            return;
+        };
+        match a.phase {
+            AttemptPhase::Finished => {}
+            AttemptPhase::Triggering => {
+                if busy {
+                    return;
+                }
+                if let Some(when) = a.reconcile_at {
+                    if when > now {
+                        plan.wake_at = earliest(plan.wake_at, when);
+                        return;
+                    }
+                    let action = Action::Reconcile {
+                        attempt: at.clone(),
+                        job: a.job_id,
+                        key: a.key.clone(),
+                        rerun_of: match a.kind {
+                            super::state::AttemptKind::RerunFrom { failed_run } => Some(failed_run),
+                            super::state::AttemptKind::Trigger => None,
+                        },
+                    };
+                    self.in_flight.reconciles.insert(at.clone());
+                    plan.actions.push(action);
+                } else if let Some(when) = a.resend_at {
+                    if when > now {
+                        plan.wake_at = earliest(plan.wake_at, when);
+                        return;
+                    }
+                    if a.cancel.is_some() {
+                        // Nothing was created and nobody wants it any more.
+                        self.finish_attempt(at, AttemptOutcome::CancelledByBaton, None, now);
+                        return;
+                    }
+                    a.resend_at = None;
+                    a.sends += 1;
+                    let action = Action::Trigger {
+                        attempt: at.clone(),
+                        job: a.job_id,
+                        request: a.request.clone(),
+                        rerun_of: match a.kind {
+                            super::state::AttemptKind::RerunFrom { failed_run } => Some(failed_run),
+                            super::state::AttemptKind::Trigger => None,
+                        },
+                    };
+                    let sends = a.sends;
+                    self.dirty_runs.insert(at.run.clone());
+                    self.in_flight.triggers.insert(at.clone());
+                    plan.actions.push(action);
+                    self.note_attempt(
+                        now,
+                        at,
+                        TransitionKind::TriggerResent,
+                        format!("send {sends}: no run carries the key"),
+                    );
+                }
+            }
+            AttemptPhase::Active => {
+                let Some(run_id) = a.run_id else {
+                    return;
+                };
+                if a.cancel.is_none() {
+                    let started = a.accepted_at.unwrap_or(a.created_at);
+                    let mut reason = None;
+                    if let Some(limit) = step.timeout {
+                        let deadline = started + to_chrono(limit);
+                        if deadline <= now {
+                            reason = Some(CancelReason::Timeout);
+                        } else {
+                            plan.wake_at = earliest(plan.wake_at, deadline);
+                        }
+                    }
+                    if let (Some(limit), Some(since), true) = (
+                        step.queue_timeout,
+                        a.queued_since,
+                        a.status.is_some_and(|s| s.is_queued()),
+                    ) {
+                        let deadline = since + to_chrono(limit);
+                        if deadline <= now {
+                            reason = reason.or(Some(CancelReason::QueueTimeout));
+                        } else {
+                            plan.wake_at = earliest(plan.wake_at, deadline);
+                        }
+                    }
+                    if let Some(reason) = reason {
+                        a.cancel = Some(CancelRequest {
+                            reason,
+                            requested_at: now,
+                            acknowledged: false,
+                        });
+                        self.dirty_runs.insert(at.run.clone());
+                        self.note_attempt(
+                            now,
+                            at,
+                            TransitionKind::CancelRequested,
+                            format!("{reason:?} exceeded; cancelling run {run_id}"),
+                        );
+                    }
+                }
+                let Some(a) = self.attempt_mut(at) else {
+                    return;
+                };
+                if let Some(cancel) = &a.cancel {
+                    if cancel.acknowledged || busy {
+                        return;
+                    }
+                    let retry_at = self.cancel_retry.get(at).copied();
+                    if retry_at.is_some_and(|t| t > now) {
+                        plan.wake_at = earliest(plan.wake_at, retry_at.unwrap_or(now));
+                        return;
+                    }
+                    self.cancel_retry.insert(at.clone(), now + poll_interval);
+                    self.in_flight.cancels.insert(at.clone());
+                    plan.actions.push(Action::Cancel {
+                        attempt: at.clone(),
+                        run: run_id,
+                    });
+                }
+            }
+        }
+    }
+
+    /// One batched look at every run in flight per poll interval (sooner after a webhook hint).
+    pub(super) fn plan_poll(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
+        if self.by_dbt_run.is_empty() {
+            return;
+        }
+        let due = self.next_poll_at.unwrap_or(now);
+        if self.in_flight.poll {
+            return;
+        }
+        if due > now {
+            plan.wake_at = earliest(plan.wake_at, due);
+            return;
+        }
+        let mut runs: Vec<_> = self.by_dbt_run.keys().copied().collect();
+        runs.sort();
+        self.in_flight.poll = true;
+        let next = now + to_chrono(self.config.poll_interval);
+        self.next_poll_at = Some(next);
+        plan.wake_at = earliest(plan.wake_at, next);
+        plan.actions.push(Action::Poll { runs });
+    }
+}

@@ -8,3 +8,4 @@ pub mod engine;
 pub mod ids;
 pub mod model;
 pub mod secret;
+pub mod store;

@@ -249,25 +249,36 @@ impl DbtCloudClient {
         Ok(run)
     }
 
-    /// Reads an enveloped answer; `data: null` on a success is a decode error.
     fn decode<T: DeserializeOwned>(
         &self,
         body: &[u8],
         expected: &str,
     ) -> Result<(T, Option<Extra>), ApiError> {
-        let decode_error = |detail: String| ApiError::Decode {
-            expected: expected.to_string(),
-            excerpt: scrub(
-                &format!("{detail}; body: {}", excerpt(body)),
-                self.inner.token.expose(),
-            ),
-        };
-        let envelope: Envelope<T> =
-            serde_json::from_slice(body).map_err(|e| decode_error(e.to_string()))?;
-        match envelope.data {
-            Some(data) => Ok((data, envelope.extra)),
-            None => Err(decode_error("`data` is null".to_string())),
-        }
+        decode_enveloped(body, expected).map_err(|e| match e {
+            ApiError::Decode { expected, excerpt } => ApiError::Decode {
+                expected,
+                excerpt: scrub(&excerpt, self.inner.token.expose()),
+            },
+            other => other,
+        })
+    }
+}
+
+/// Reads a 2xx answer's envelope as the client does: `data` as `T` (tolerantly, see `wire`) and the
+/// list `extra`; `data: null` is a decode error. `expected` names `T` in the error.
+pub fn decode_enveloped<T: DeserializeOwned>(
+    body: &[u8],
+    expected: &str,
+) -> Result<(T, Option<Extra>), ApiError> {
+    let decode_error = |detail: String| ApiError::Decode {
+        expected: expected.to_string(),
+        excerpt: format!("{detail}; body: {}", excerpt(body)),
+    };
+    let envelope: Envelope<T> =
+        serde_json::from_slice(body).map_err(|e| decode_error(e.to_string()))?;
+    match envelope.data {
+        Some(data) => Ok((data, envelope.extra)),
+        None => Err(decode_error("`data` is null".to_string())),
     }
 }
 

@@ -1,12 +1,13 @@
-//! The API token never leaks: not into debug-level logs of a full exchange, not into any error's
-//! `Display` or `Debug`, not into `Debug` of the config or the client, even when a hostile server
-//! echoes the `Authorization` header back in its bodies.
+//! What the client logs and shows. The API token never leaks: not into debug-level logs of a full
+//! exchange, not into any error's `Display` or `Debug`, not into `Debug` of the config or the
+//! client, even when a hostile server echoes the `Authorization` header back in its bodies. And a
+//! run status code outside the documented six is kept and logged as a warning.
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use baton::dbt_cloud::wire::TriggerRequest;
+use baton::dbt_cloud::wire::{RunStatus, TriggerRequest};
 use baton::dbt_cloud::{ClientConfig, DbtCloudClient, ListRuns};
 use baton::ids::{AccountId, JobId, RunId};
 use baton::secret::Secret;
@@ -93,6 +94,40 @@ fn hostile_routes() -> Router {
             "/api/v2/accounts/7/jobs/6/",
             get(|| async { StatusCode::UNAUTHORIZED }),
         )
+        .route(
+            "/api/v2/accounts/7/runs/4/",
+            get(|| async {
+                let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/data/client/run_unknown_status.json");
+                (
+                    [("content-type", "application/json")],
+                    std::fs::read(path).unwrap(),
+                )
+            }),
+        )
+}
+
+fn capture_logs() -> (Buffer, tracing::subscriber::DefaultGuard) {
+    let logs = Buffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
+}
+
+async fn serve_hostile() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hostile_routes()).await });
+    base
+}
+
+impl Buffer {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
 }
 
 fn config(base: &str) -> ClientConfig {
@@ -106,17 +141,8 @@ fn config(base: &str) -> ClientConfig {
 
 #[tokio::test]
 async fn the_token_never_appears_in_logs_errors_or_debug_output() {
-    let logs = Buffer::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, hostile_routes()).await });
+    let (logs, _guard) = capture_logs();
+    let base = serve_hostile().await;
 
     let client = DbtCloudClient::new(config(&base)).unwrap();
     let mut rendered = vec![format!("{client:?}"), format!("{:?}", config(&base))];
@@ -166,7 +192,7 @@ async fn the_token_never_appears_in_logs_errors_or_debug_output() {
         "the echoed header should show up scrubbed: {rendered:#?}"
     );
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     assert!(
         logs.contains("dbt Cloud request") && logs.contains("/api/v2/accounts/7/runs/1/"),
         "requests were not logged at debug level:\n{logs}"
@@ -175,4 +201,20 @@ async fn the_token_never_appears_in_logs_errors_or_debug_output() {
         !logs.contains("S3CRET"),
         "token leaked into the logs:\n{logs}"
     );
+}
+
+#[tokio::test]
+async fn an_unknown_status_code_is_kept_and_warned_about() {
+    let (logs, _guard) = capture_logs();
+    let client = DbtCloudClient::new(config(&serve_hostile().await)).unwrap();
+    let run = client.get_run(RunId(4), &[]).await.unwrap();
+    assert_eq!(run.status, RunStatus::Unknown(42));
+    assert!(!run.status.is_terminal());
+    let logs = logs.text();
+    let warning = logs
+        .lines()
+        .find(|line| line.contains("WARN") && line.contains("unknown run status"))
+        .unwrap_or_else(|| panic!("no warning about status 42:\n{logs}"));
+    assert!(warning.contains("status=42"), "{warning}");
+    assert!(warning.contains("run_id=70403110257794"), "{warning}");
 }

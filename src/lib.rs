@@ -7,5 +7,6 @@ pub mod dbt_cloud;
 pub mod engine;
 pub mod ids;
 pub mod model;
+pub mod runtime;
 pub mod secret;
 pub mod store;

@@ -63,3 +63,13 @@ impl Engine {
         }
     }
 }
+
+impl Engine {
+    /// Cancels every active pipeline run (shutdown with `on_shutdown: cancel`).
+    pub fn cancel_everything(&mut self, reason: CancelReason, now: DateTime<Utc>) {
+        let active: Vec<_> = self.active.iter().cloned().collect();
+        for id in active {
+            self.cancel_pipeline_run(&id, reason, now);
+        }
+    }
+}

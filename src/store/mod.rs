@@ -141,10 +141,14 @@ impl Store {
             match write {
                 Write::Run(run) => runs.insert(run.id.0.as_bytes(), self.encode(run.as_ref())?),
                 Write::DeleteRun(PipelineRunId(id)) => runs.remove(id.as_bytes()),
-                Write::Cursor(name, cursor) => cursors.insert(name.0.as_bytes(), self.encode(cursor)?),
+                Write::Cursor(name, cursor) => {
+                    cursors.insert(name.0.as_bytes(), self.encode(cursor)?)
+                }
             }
         }
-        self.runs.apply_batch(runs).map_err(|e| self.write_error(e))?;
+        self.runs
+            .apply_batch(runs)
+            .map_err(|e| self.write_error(e))?;
         self.cursors
             .apply_batch(cursors)
             .map_err(|e| self.write_error(e))?;

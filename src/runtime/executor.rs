@@ -1,0 +1,179 @@
+//! Carries out the engine's actions against dbt Cloud and turns each answer into an event. Only
+//! here does the daemon talk to dbt Cloud.
+
+use crate::dbt_cloud::client::{DbtCloudClient, ListRuns, Related};
+use crate::dbt_cloud::error::TriggerError;
+use crate::dbt_cloud::wire::Run;
+use crate::engine::event::{Action, Event, TriggerResult};
+use crate::engine::state::AttemptKey;
+use crate::ids::{JobId, RunId};
+
+/// Ids per batched poll: the most dbt Cloud returns in one page.
+const POLL_BATCH: usize = 100;
+
+/// Performs one action and reports what came of it.
+pub async fn execute(client: &DbtCloudClient, action: Action) -> Event {
+    match action {
+        Action::Trigger {
+            attempt,
+            job,
+            request,
+            rerun_of,
+        } => {
+            let result = match rerun_of {
+                Some(failed_run) => match is_latest_run(client, job, failed_run).await {
+                    Ok(true) => client.rerun(job).await,
+                    Ok(false) => client.trigger(job, &request).await,
+                    Err(message) => {
+                        return Event::Triggered {
+                            attempt,
+                            result: TriggerResult::NotSent {
+                                message,
+                                retry_after: None,
+                            },
+                        }
+                    }
+                },
+                None => client.trigger(job, &request).await,
+            };
+            Event::Triggered {
+                attempt,
+                result: match result {
+                    Ok(run) => TriggerResult::Accepted(Box::new(run)),
+                    Err(TriggerError::Rejected(e)) => TriggerResult::Rejected {
+                        message: e.to_string(),
+                    },
+                    Err(TriggerError::Ambiguous(e)) => TriggerResult::Ambiguous {
+                        message: e.to_string(),
+                    },
+                    Err(TriggerError::NotSent(e)) => TriggerResult::NotSent {
+                        retry_after: e.retry_after(),
+                        message: e.to_string(),
+                    },
+                },
+            }
+        }
+        Action::Reconcile {
+            attempt,
+            job,
+            key,
+            rerun_of,
+        } => match client.list_runs_page(&ListRuns::newest_of_job(job)).await {
+            Ok((runs, _)) => Event::Reconciled {
+                attempt,
+                found: find_attempt_run(runs, &key, rerun_of).map(Box::new),
+            },
+            Err(e) => Event::ReconcileFailed {
+                attempt,
+                message: e.to_string(),
+            },
+        },
+        Action::Poll { runs } => poll(client, &runs).await,
+        Action::Cancel { attempt, run } => match client.cancel_run(run).await {
+            Ok(run) => Event::CancelAcknowledged {
+                attempt,
+                run: Box::new(run),
+            },
+            Err(e) => Event::CancelFailed {
+                attempt,
+                message: e.to_string(),
+            },
+        },
+    }
+}
+
+/// Whether `run` is still the job's newest run: the condition for a rerun from the failed step.
+async fn is_latest_run(client: &DbtCloudClient, job: JobId, run: RunId) -> Result<bool, String> {
+    let query = ListRuns {
+        limit: Some(1),
+        include_related: Vec::new(),
+        ..ListRuns::newest_of_job(job)
+    };
+    let (runs, _) = client
+        .list_runs_page(&query)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(runs.first().map(|r| r.id) == Some(run))
+}
+
+/// The run the attempt created: the one whose cause carries its key. A rerun sends no cause, so
+/// for an attempt that may have rerun, the job's newest run after the failed one that carries no
+/// other baton key is taken instead (baton is assumed to be the job's only scheduler).
+fn find_attempt_run(runs: Vec<Run>, key: &AttemptKey, rerun_of: Option<RunId>) -> Option<Run> {
+    let cause = |r: &Run| r.trigger.as_ref().and_then(|t| t.cause.clone());
+    if let Some(run) = runs
+        .iter()
+        .find(|r| cause(r).is_some_and(|c| c.contains(&key.0)))
+    {
+        return Some(run.clone());
+    }
+    let failed = rerun_of?;
+    runs.into_iter()
+        .filter(|r| r.id > failed && !cause(r).is_some_and(|c| c.contains("[bt-")))
+        .min_by_key(|r| r.id)
+}
+
+/// One `pk__in` call per 100 runs; a batch the server rejects or answers wrongly falls back to one
+/// GET per run.
+async fn poll(client: &DbtCloudClient, ids: &[RunId]) -> Event {
+    let mut seen = Vec::with_capacity(ids.len());
+    let mut failures = Vec::new();
+    for chunk in ids.chunks(POLL_BATCH) {
+        match client.runs_by_ids(chunk).await {
+            Ok(runs) => seen.extend(runs),
+            Err(batch_error) => {
+                tracing::warn!(error = %batch_error, runs = chunk.len(), "batched poll failed; falling back to one request per run");
+                for id in chunk {
+                    match client.get_run(*id, &[] as &[Related]).await {
+                        Ok(run) => seen.push(run),
+                        Err(e) => failures.push(format!("run {id}: {e}")),
+                    }
+                }
+            }
+        }
+    }
+    if seen.is_empty() && !failures.is_empty() {
+        return Event::PollFailed {
+            message: failures.join("; "),
+        };
+    }
+    if !failures.is_empty() {
+        tracing::warn!(failures = %failures.join("; "), "some runs could not be read this poll");
+    }
+    Event::RunsSeen { runs: seen }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: i64, cause: Option<&str>) -> Run {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "status": 1,
+            "trigger": cause.map(|c| serde_json::json!({"cause": c})),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn reconciliation_finds_the_key_or_for_a_rerun_the_next_run_without_a_key() {
+        let key = AttemptKey("bt-0011223344556677".into());
+        let runs = vec![
+            run(12, Some("other [bt-ffffffffffffffff]")),
+            run(11, Some("baton nightly [bt-0011223344556677]")),
+            run(10, None),
+        ];
+        assert_eq!(
+            find_attempt_run(runs.clone(), &key, None).map(|r| r.id),
+            Some(RunId(11))
+        );
+        let other = AttemptKey("bt-aaaaaaaaaaaaaaaa".into());
+        assert_eq!(find_attempt_run(runs.clone(), &other, None), None);
+        let after_failure = vec![run(21, Some("Rerun")), run(20, None)];
+        assert_eq!(
+            find_attempt_run(after_failure, &other, Some(RunId(20))).map(|r| r.id),
+            Some(RunId(21))
+        );
+        assert_eq!(find_attempt_run(runs, &other, Some(RunId(12))), None);
+    }
+}

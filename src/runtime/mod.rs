@@ -1,0 +1,357 @@
+//! The imperative shell: the single loop that feeds events to the engine, makes its writes durable,
+//! then carries out its actions on executor tasks; plus shutdown. Only this loop writes state.
+
+pub mod executor;
+mod log;
+
+use crate::clock::SharedClock;
+use crate::dbt_cloud::client::DbtCloudClient;
+use crate::engine::event::{Action, Event, Transition};
+use crate::engine::state::CancelReason;
+use crate::engine::{Engine, EngineConfig};
+use crate::model::pipeline::Pipeline;
+use crate::store::Store;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What to do with runs in dbt Cloud when the daemon stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnShutdown {
+    /// Leave them running; the next start re-attaches to them.
+    #[default]
+    Detach,
+    /// Cancel them and wait (up to the grace period) for dbt Cloud to confirm.
+    Cancel,
+}
+
+/// Settings of the runtime loop.
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    pub engine: EngineConfig,
+    pub on_shutdown: OnShutdown,
+    /// How long shutdown waits for calls in flight (and, with `cancel`, for confirmations).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            engine: EngineConfig::default(),
+            on_shutdown: OnShutdown::Detach,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How far the loop has got: published after every plan, for tests, readiness and the watchdog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The `now` of the last plan.
+    pub planned_at: DateTime<Utc>,
+    /// When the loop will next look without being woken by an event.
+    pub wake_at: Option<DateTime<Utc>>,
+    /// Actions handed to executors and not yet answered.
+    pub outstanding: usize,
+    pub iterations: u64,
+}
+
+type Inspector = Box<dyn FnOnce(&Engine, DateTime<Utc>) + Send>;
+
+enum Message {
+    /// An executor's answer to an action.
+    Answer(Event),
+    /// An operator request or a webhook hint.
+    External(Event),
+    /// A read of the engine's state, run inside the loop so it is consistent.
+    Inspect(Inspector),
+    /// New pipeline definitions (reload).
+    Reload(Vec<Pipeline>, oneshot::Sender<Result<(), String>>),
+}
+
+/// Talks to a running daemon loop.
+#[derive(Debug, Clone)]
+pub struct DaemonHandle {
+    inbox: mpsc::UnboundedSender<Message>,
+    progress: watch::Receiver<Progress>,
+    transitions: broadcast::Sender<Transition>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Answer(e) | Self::External(e) => write!(f, "{e:?}"),
+            Self::Inspect(_) => f.write_str("Inspect"),
+            Self::Reload(p, _) => write!(f, "Reload({} pipelines)", p.len()),
+        }
+    }
+}
+
+/// The loop stopped; requests to it go nowhere.
+#[derive(Debug, thiserror::Error)]
+#[error("the scheduler loop is not running")]
+pub struct LoopStopped;
+
+impl DaemonHandle {
+    /// Sends an operator request or a webhook hint to the loop.
+    pub fn send(&self, event: Event) -> Result<(), LoopStopped> {
+        self.inbox
+            .send(Message::External(event))
+            .map_err(|_| LoopStopped)
+    }
+
+    /// Runs `read` against the engine inside the loop and returns its answer.
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Engine, DateTime<Utc>) -> T + Send + 'static,
+    ) -> Result<T, LoopStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.inbox
+            .send(Message::Inspect(Box::new(move |engine, now| {
+                let _ = tx.send(read(engine, now));
+            })))
+            .map_err(|_| LoopStopped)?;
+        rx.await.map_err(|_| LoopStopped)
+    }
+
+    /// Replaces the pipeline definitions; runs in flight keep theirs.
+    pub async fn reload(
+        &self,
+        pipelines: Vec<Pipeline>,
+    ) -> Result<Result<(), String>, LoopStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.inbox
+            .send(Message::Reload(pipelines, tx))
+            .map_err(|_| LoopStopped)?;
+        rx.await.map_err(|_| LoopStopped)
+    }
+
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.clone()
+    }
+
+    /// Every transition from now on (for the demo's live view, metrics and notifications).
+    pub fn transitions(&self) -> broadcast::Receiver<Transition> {
+        self.transitions.subscribe()
+    }
+
+    /// Waits until the loop has planned at or after `at` (or has nothing due by then) with no call
+    /// to dbt Cloud outstanding: the event tests wait on instead of sleeping.
+    pub async fn settled(&self, at: DateTime<Utc>) -> Result<Progress, LoopStopped> {
+        let mut rx = self.progress.clone();
+        loop {
+            let p = *rx.borrow_and_update();
+            let caught_up = p.planned_at >= at || p.wake_at.is_none_or(|w| w > at);
+            if p.outstanding == 0 && caught_up {
+                // An Inspect round-trip proves the inbox holds nothing sent before this call.
+                let again = self.inspect(|_, _| ()).await;
+                if again.is_ok() && rx.borrow().outstanding == 0 && *rx.borrow() == p {
+                    return Ok(p);
+                }
+                continue;
+            }
+            rx.changed().await.map_err(|_| LoopStopped)?;
+        }
+    }
+}
+
+/// A daemon loop ready to run.
+#[derive(Debug)]
+pub struct Daemon {
+    engine: Engine,
+    store: Store,
+    client: DbtCloudClient,
+    clock: SharedClock,
+    settings: RuntimeSettings,
+    inbox_rx: mpsc::UnboundedReceiver<Message>,
+    inbox_tx: mpsc::UnboundedSender<Message>,
+    progress: watch::Sender<Progress>,
+    transitions: broadcast::Sender<Transition>,
+    outstanding: usize,
+    iterations: u64,
+}
+
+impl Daemon {
+    /// Loads the store and prepares the engine: attempts left triggering by a previous process are
+    /// reconciled before anything is sent again.
+    pub fn new(
+        settings: RuntimeSettings,
+        pipelines: Vec<Pipeline>,
+        store: Store,
+        client: DbtCloudClient,
+        clock: SharedClock,
+    ) -> anyhow::Result<Self> {
+        let state = store.load()?;
+        let now = clock.now();
+        let engine = Engine::new(settings.engine.clone(), pipelines, state, now)?;
+        let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+        let (progress, _) = watch::channel(Progress {
+            planned_at: DateTime::<Utc>::MIN_UTC,
+            wake_at: Some(now),
+            outstanding: 0,
+            iterations: 0,
+        });
+        let (transitions, _) = broadcast::channel(4096);
+        Ok(Self {
+            engine,
+            store,
+            client,
+            clock,
+            settings,
+            inbox_rx,
+            inbox_tx,
+            progress,
+            transitions,
+            outstanding: 0,
+            iterations: 0,
+        })
+    }
+
+    pub fn handle(&self) -> DaemonHandle {
+        DaemonHandle {
+            inbox: self.inbox_tx.clone(),
+            progress: self.progress.subscribe(),
+            transitions: self.transitions.clone(),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops starting work, waits up to the grace period
+    /// for calls in flight (cancelling runs first with `on_shutdown: cancel`) and persists.
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        loop {
+            let wake_at = self.step(&tracker, false)?;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                message = self.inbox_rx.recv() => {
+                    let Some(message) = message else { break };
+                    self.handle_message(message);
+                    while let Ok(more) = self.inbox_rx.try_recv() {
+                        self.handle_message(more);
+                    }
+                }
+                _ = sleep_until(&self.clock, wake_at) => {
+                    self.engine.apply(Event::Tick, self.clock.now());
+                }
+            }
+        }
+        self.shut_down(&tracker).await
+    }
+
+    /// One plan: persist, then act. Returns when to wake.
+    fn step(
+        &mut self,
+        tracker: &TaskTracker,
+        draining: bool,
+    ) -> anyhow::Result<Option<DateTime<Utc>>> {
+        let now = self.clock.now();
+        let plan = self.engine.plan(now);
+        // Durable before any side effect it enables.
+        self.store.commit(&self.engine.take_writes())?;
+        for transition in self.engine.take_transitions() {
+            log::transition(&transition);
+            let _ = self.transitions.send(transition);
+        }
+        for action in plan.actions {
+            if draining && matches!(action, Action::Trigger { .. }) {
+                // Persisted as triggering; the next start reconciles it and sends it then.
+                continue;
+            }
+            self.outstanding += 1;
+            let client = self.client.clone();
+            let inbox = self.inbox_tx.clone();
+            tracker.spawn(async move {
+                let answer = executor::execute(&client, action).await;
+                let _ = inbox.send(Message::Answer(answer));
+            });
+        }
+        self.iterations += 1;
+        self.progress.send_replace(Progress {
+            planned_at: now,
+            wake_at: plan.wake_at,
+            outstanding: self.outstanding,
+            iterations: self.iterations,
+        });
+        Ok(plan.wake_at)
+    }
+
+    fn handle_message(&mut self, message: Message) {
+        let now = self.clock.now();
+        match message {
+            Message::Answer(event) => {
+                self.outstanding = self.outstanding.saturating_sub(1);
+                self.engine.apply(event, now);
+            }
+            Message::External(event) => self.engine.apply(event, now),
+            Message::Inspect(read) => read(&self.engine, now),
+            Message::Reload(pipelines, reply) => {
+                let result = self
+                    .engine
+                    .set_pipelines(pipelines)
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    async fn shut_down(mut self, tracker: &TaskTracker) -> anyhow::Result<()> {
+        tracker.close();
+        let grace = tokio::time::Instant::now() + self.settings.shutdown_grace;
+        if self.settings.on_shutdown == OnShutdown::Cancel {
+            self.engine
+                .cancel_everything(CancelReason::Shutdown, self.clock.now());
+        }
+        loop {
+            self.step(tracker, true)?;
+            let waiting_for_cancels = self.settings.on_shutdown == OnShutdown::Cancel
+                && self.engine.in_flight_attempts() > 0;
+            if self.outstanding == 0 && !waiting_for_cancels {
+                break;
+            }
+            let wake = self.progress.borrow().wake_at;
+            tokio::select! {
+                message = self.inbox_rx.recv() => match message {
+                    Some(message) => self.handle_message(message),
+                    None => break,
+                },
+                _ = sleep_until(&self.clock, wake) => {
+                    self.engine.apply(Event::Tick, self.clock.now());
+                }
+                _ = tokio::time::sleep_until(grace) => {
+                    tracing::warn!(outstanding = self.outstanding, "shutdown grace period over; abandoning calls in flight (triggers are reconciled at the next start)");
+                    break;
+                }
+            }
+        }
+        self.store.commit(&self.engine.take_writes())?;
+        for transition in self.engine.take_transitions() {
+            log::transition(&transition);
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(clock: &SharedClock, at: Option<DateTime<Utc>>) {
+    match at {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts a daemon loop on the current runtime; returns its handle and the task.
+pub fn spawn(
+    daemon: Daemon,
+    shutdown: CancellationToken,
+) -> (DaemonHandle, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let handle = daemon.handle();
+    let task = tokio::spawn(daemon.run(shutdown));
+    (handle, task)
+}
+
+/// Shared so the HTTP layer and the CLI can hold it.
+pub type SharedHandle = Arc<DaemonHandle>;

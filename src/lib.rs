@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod dbt_cloud;
 pub mod engine;
 pub mod ids;

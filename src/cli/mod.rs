@@ -1,6 +1,14 @@
-//! Command-line arguments and the `Subcommand::execute` dispatch: the binary's only entry point.
+//! Command-line arguments and the dispatch to one small function per subcommand: the binary's
+//! only entry point.
+
+mod common;
+pub mod graph;
+pub mod schedule;
+pub mod schema;
+pub mod validate;
 
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -14,10 +22,27 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Check pipeline files and report every problem with its position.
+    Validate(validate::ValidateArgs),
+    /// Print a pipeline's DAG as text, Graphviz dot or Mermaid.
+    Graph(graph::GraphArgs),
+    /// Print a pipeline's next fire times, in its zone and in UTC.
+    Schedule(schedule::ScheduleArgs),
+    /// Print the JSON Schema (draft-07) of the pipeline file format.
+    Schema,
+}
 
-/// Runs the CLI and returns the process exit code.
-pub fn main() -> std::process::ExitCode {
+/// Exit code for a run that found problems (validation errors, a pipeline not found).
+pub const EXIT_PROBLEMS: u8 = 1;
+
+/// Runs the CLI and returns the process exit code (clap itself exits 2 on usage errors).
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Graph(args) => graph::run(&args),
+        Command::Schedule(args) => schedule::run(&args),
+        Command::Schema => schema::run(),
+    }
 }

@@ -146,6 +146,21 @@ pub struct Pipeline {
     pub cause: Option<Template>,
     /// Steps in a topological order (every step after all its upstreams), ties by name.
     pub steps: Vec<Step>,
+    /// A rolling re-run of recent logical dates on a schedule of its own (reserved: parsed and
+    /// validated; the backfill machinery consumes it).
+    pub backfill: Option<RollingBackfill>,
+}
+
+/// "Every Saturday, re-run the last 7 days, one pipeline run per day": on each tick of `schedule`,
+/// a backfill of the logical dates `every` apart covering the `window` before that tick, at most
+/// `max_active` pipeline runs at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollingBackfill {
+    /// When the backfill starts; its catch-up policy is always `none`.
+    pub schedule: ScheduleSpec,
+    pub window: Duration,
+    pub every: Duration,
+    pub max_active: u32,
 }
 
 impl Pipeline {

@@ -1,62 +1,177 @@
-//! SHIM (replaced by the foundation branch): cron in a time zone.
+//! Schedule math: a 5-field cron expression evaluated in an IANA time zone (croner 4 + chrono-tz),
+//! next tick, previous tick and the ticks missed between two instants.
+//!
+//! Semantics (Vixie cron, as croner 4 implements them and our tests pin down):
+//! - when both day-of-month and day-of-week are restricted, a day matching either fires;
+//! - a fixed-time job (one minute, one hour) whose wall time falls in a spring-forward gap fires
+//!   once, at the first instant after the gap; on a fall-back day it fires once, at the first of
+//!   the two repeated wall times;
+//! - an interval job (`*/15 * * * *`, `0 * * * *`) fires at every real instant whose wall time
+//!   matches: wall times inside a gap do not exist, and both halves of a repeated hour fire.
 
 use super::pipeline::ScheduleSpec;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
 
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    spec: ScheduleSpec,
-    cron: croner::Cron,
+/// Why a cron expression was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("expected 5 fields (minute hour day-of-month month day-of-week), found {0}")]
+    FieldCount(usize),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the expression never fires")]
+    NeverFires,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("bad cron: {0}")]
-pub struct ScheduleError(String);
+/// A parsed cron expression bound to its time zone.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cron: Cron,
+    timezone: Tz,
+    expression: String,
+}
+
+/// How far back `previous_before` steps before walking forward again: long enough that the
+/// backward search lands before any DST correction croner applies on the forward path.
+const PREVIOUS_SAFETY_MARGIN_HOURS: i64 = 3;
 
 impl Schedule {
-    pub fn new(spec: &ScheduleSpec) -> Result<Self, ScheduleError> {
-        let cron = croner::parser::CronParser::new()
-            .parse(&spec.cron)
-            .map_err(|e| ScheduleError(e.to_string()))?;
-        Ok(Self {
-            spec: spec.clone(),
-            cron,
-        })
+    pub fn new(spec: &ScheduleSpec) -> Result<Schedule, ScheduleError> {
+        Self::parse(&spec.cron, spec.timezone)
     }
 
+    /// Parses `expression` (5 fields, or an `@daily`-style alias) for `timezone`.
+    pub fn parse(expression: &str, timezone: Tz) -> Result<Schedule, ScheduleError> {
+        let trimmed = expression.trim();
+        let fields = trimmed.split_whitespace().count();
+        if !trimmed.starts_with('@') && fields != 5 {
+            return Err(ScheduleError::FieldCount(fields));
+        }
+        // croner's default is already the Vixie OR of day-of-month and day-of-week; say so
+        // explicitly so a change of default cannot slip in (tests pin the behaviour too).
+        let cron = CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            .dom_and_dow(false)
+            .build()
+            .parse(trimmed)
+            .map_err(|e| ScheduleError::Invalid(e.to_string()))?;
+        let schedule = Schedule {
+            cron,
+            timezone,
+            expression: trimmed.to_string(),
+        };
+        // `0 0 31 2 *` parses but never fires; croner gives up after a bounded search.
+        let epoch = DateTime::<Utc>::UNIX_EPOCH + Duration::days(365 * 56);
+        if schedule.next_after(epoch).is_none() {
+            return Err(ScheduleError::NeverFires);
+        }
+        Ok(schedule)
+    }
+
+    pub fn timezone(&self) -> Tz {
+        self.timezone
+    }
+
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    /// The first tick strictly after `after`; `None` when the expression has no further tick
+    /// within croner's search horizon.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = after.with_timezone(&self.spec.timezone);
+        let local = after.with_timezone(&self.timezone);
         self.cron
             .find_next_occurrence(&local, false)
             .ok()
             .map(|t| t.with_timezone(&Utc))
     }
 
-    pub fn previous_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = t.with_timezone(&self.spec.timezone);
-        self.cron
+    /// The last tick strictly before `before` (the start of a data interval that ends at
+    /// `before` when `before` is a tick).
+    ///
+    /// croner's backward search does not apply the forward search's gap correction, so the
+    /// candidate it finds is refined by walking forward: the result is always a tick that
+    /// `next_after` produces.
+    pub fn previous_before(&self, before: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = before.with_timezone(&self.timezone);
+        let candidate = self
+            .cron
             .find_previous_occurrence(&local, false)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+            .ok()?
+            .with_timezone(&Utc);
+        let mut cursor = candidate - Duration::hours(PREVIOUS_SAFETY_MARGIN_HOURS);
+        let mut last = None;
+        while let Some(tick) = self.next_after(cursor) {
+            if tick >= before {
+                break;
+            }
+            last = Some(tick);
+            cursor = tick;
+        }
+        last
     }
 
+    /// Ticks in `(after, until]`, oldest first, at most `max` of them: the OLDEST `max` when
+    /// capped (catch-up replays in order; a caller that wants the newest uses `previous_before`).
     pub fn ticks_between(
         &self,
         after: DateTime<Utc>,
         until: DateTime<Utc>,
         max: usize,
     ) -> Vec<DateTime<Utc>> {
-        let mut out = Vec::new();
-        let mut t = after;
-        while out.len() < max {
-            match self.next_after(t) {
-                Some(n) if n <= until => {
-                    out.push(n);
-                    t = n;
+        let mut ticks = Vec::new();
+        let mut cursor = after;
+        while ticks.len() < max {
+            match self.next_after(cursor) {
+                Some(tick) if tick <= until => {
+                    ticks.push(tick);
+                    cursor = tick;
                 }
                 _ => break,
             }
         }
-        out
+        ticks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(tz: Tz, y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        tz.with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .earliest()
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn refuses_six_fields_and_garbage() {
+        let tz = chrono_tz::UTC;
+        assert_eq!(
+            Schedule::parse("0 0 2 * * *", tz).unwrap_err(),
+            ScheduleError::FieldCount(6)
+        );
+        assert!(Schedule::parse("61 * * * *", tz).is_err());
+        assert_eq!(
+            Schedule::parse("0 0 31 2 *", tz).unwrap_err(),
+            ScheduleError::NeverFires
+        );
+    }
+
+    #[test]
+    fn next_after_is_strict() {
+        let s = Schedule::parse("0 2 * * *", chrono_tz::UTC).unwrap();
+        let t = at(chrono_tz::UTC, 2025, 1, 1, 2, 0);
+        assert_eq!(s.next_after(t), Some(at(chrono_tz::UTC, 2025, 1, 2, 2, 0)));
+        assert_eq!(
+            s.previous_before(t),
+            Some(at(chrono_tz::UTC, 2024, 12, 31, 2, 0))
+        );
     }
 }

@@ -1,0 +1,70 @@
+//! `baton validate`: loads pipeline files and reports every problem (text or JSON).
+
+use super::common::{pipelines_dir, Failure};
+use super::EXIT_PROBLEMS;
+use crate::config;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Pipeline files or directories (default: the config's pipelines_dir, else `pipelines/`).
+    pub paths: Vec<PathBuf>,
+    /// The daemon config, for its `pipelines_dir`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: OutputFormat,
+}
+
+pub fn run(args: &ValidateArgs) -> ExitCode {
+    let paths = if args.paths.is_empty() {
+        match pipelines_dir(args.config.as_deref()) {
+            Ok(dir) => vec![dir],
+            Err(failure) => {
+                failure.report();
+                return ExitCode::from(EXIT_PROBLEMS);
+            }
+        }
+    } else {
+        args.paths.clone()
+    };
+    let result = config::load_pipelines(&paths);
+    match (args.format, &result) {
+        (OutputFormat::Json, Ok(pipelines)) => {
+            let names: Vec<&str> = pipelines.iter().map(|p| p.name.0.as_str()).collect();
+            let report = serde_json::json!({ "ok": true, "pipelines": names, "diagnostics": [] });
+            println!("{report:#}");
+        }
+        (OutputFormat::Json, Err(diagnostics)) => {
+            let report = serde_json::json!({ "ok": false, "diagnostics": diagnostics });
+            println!("{report:#}");
+        }
+        (OutputFormat::Text, Ok(pipelines)) => {
+            for p in pipelines {
+                println!("ok: {} ({})", p.name, p.source.display());
+            }
+            println!("{} pipeline(s) valid", pipelines.len());
+        }
+        (OutputFormat::Text, Err(diagnostics)) => {
+            Failure::Diagnostics(diagnostics.clone()).report();
+            eprintln!(
+                "error: {} problem(s) in {} file(s)",
+                diagnostics.len(),
+                diagnostics.files().len()
+            );
+        }
+    }
+    if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PROBLEMS)
+    }
+}

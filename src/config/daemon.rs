@@ -1,0 +1,368 @@
+//! The daemon's own config file (`config.example.yaml` documents every key): dbt Cloud access,
+//! directories, HTTP listener, polling and limits. Unknown keys are errors; the API token is never
+//! written inline, only named (an environment variable or a file).
+
+use crate::ids::AccountId;
+use crate::secret::Secret;
+use serde::{Deserialize, Deserializer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// Why the daemon config could not be loaded or a secret it names could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    /// A named secret is missing or empty. The message names where it was looked for, never a value.
+    #[error("{0}")]
+    Secret(String),
+}
+
+/// Where a secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// An environment variable's name.
+    Env(String),
+    /// A file (a systemd credential, say); surrounding whitespace is dropped.
+    File(PathBuf),
+}
+
+impl SecretSource {
+    pub fn resolve(&self) -> Result<Secret, ConfigError> {
+        let value = match self {
+            SecretSource::Env(name) => std::env::var(name).map_err(|_| {
+                ConfigError::Secret(format!("environment variable `{name}` is not set"))
+            })?,
+            SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::Secret(format!("cannot read token file {}: {e}", path.display()))
+            })?,
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(ConfigError::Secret(format!("{} is empty", self.describe())));
+        }
+        Ok(Secret::new(value))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            SecretSource::Env(name) => format!("environment variable `{name}`"),
+            SecretSource::File(path) => format!("token file {}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// What a stopping daemon does with runs in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShutdownPolicy {
+    /// Leave them running in dbt Cloud; the next start re-attaches.
+    #[default]
+    Detach,
+    /// Cancel them (and confirm) before exiting.
+    Cancel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbtCloudConfig {
+    /// e.g. `https://cloud.getdbt.com` or a regional / cell URL: never assumed.
+    pub base_url: Url,
+    pub account_id: AccountId,
+    pub token: SecretSource,
+    pub requests_per_minute: u32,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Bearer token the control API requires, when set.
+    pub token: Option<SecretSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// The file it was loaded from.
+    pub source: PathBuf,
+    pub dbt_cloud: DbtCloudConfig,
+    pub state_dir: PathBuf,
+    pub pipelines_dir: PathBuf,
+    pub http: HttpConfig,
+    pub poll_interval: Duration,
+    pub log_format: LogFormat,
+    /// Per-account cap on attempts in flight.
+    pub max_in_flight: usize,
+    /// Most missed ticks one pipeline replays under `catchup: all`.
+    pub catchup_max: usize,
+    pub on_shutdown: ShutdownPolicy,
+    pub history_retention: Duration,
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    text.map(|t| {
+        humantime::parse_duration(&t).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "bad duration `{t}`: {e} (durations look like `90s`, `2h 30m`)"
+            ))
+        })
+    })
+    .transpose()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDbtCloud {
+    base_url: String,
+    account_id: i64,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    requests_per_minute: Option<u32>,
+    #[serde(default, deserialize_with = "duration")]
+    request_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    connect_timeout: Option<Duration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<SocketAddr>,
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    dbt_cloud: RawDbtCloud,
+    state_dir: PathBuf,
+    pipelines_dir: Option<PathBuf>,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default, deserialize_with = "duration")]
+    poll_interval: Option<Duration>,
+    #[serde(default)]
+    log_format: LogFormat,
+    max_in_flight: Option<usize>,
+    catchup_max: Option<usize>,
+    #[serde(default)]
+    on_shutdown: ShutdownPolicy,
+    #[serde(default, deserialize_with = "duration")]
+    history_retention: Option<Duration>,
+}
+
+fn secret_source(
+    env: Option<String>,
+    file: Option<PathBuf>,
+    base: &Path,
+    section: &str,
+) -> Result<Option<SecretSource>, String> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(format!(
+            "`{section}` sets both `token_env` and `token_file`; set exactly one"
+        )),
+        (Some(env), None) => Ok(Some(SecretSource::Env(env))),
+        (None, Some(file)) => Ok(Some(SecretSource::File(base.join(file)))),
+        (None, None) => Ok(None),
+    }
+}
+
+impl DaemonConfig {
+    pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_str_at(path, &text)
+    }
+
+    /// Parses `text` as if read from `path` (relative paths resolve against its directory).
+    pub fn from_str_at(path: &Path, text: &str) -> Result<DaemonConfig, ConfigError> {
+        let raw: RawDaemon = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.to_string(),
+            }
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
+        let token = secret_source(
+            raw.dbt_cloud.token_env,
+            raw.dbt_cloud.token_file,
+            base,
+            "dbt_cloud",
+        )
+        .map_err(&invalid)?
+        .ok_or_else(|| {
+            invalid(
+                "`dbt_cloud` needs `token_env` or `token_file` (the token is never inline)".into(),
+            )
+        })?;
+        let base_url = Url::parse(&raw.dbt_cloud.base_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "`dbt_cloud.base_url` must be an http(s) URL, found `{}`",
+                    raw.dbt_cloud.base_url
+                ))
+            })?;
+        let http_token = secret_source(raw.http.token_env, raw.http.token_file, base, "http")
+            .map_err(&invalid)?;
+        let requests_per_minute = raw.dbt_cloud.requests_per_minute.unwrap_or(1000);
+        if requests_per_minute == 0 {
+            return Err(invalid(
+                "`dbt_cloud.requests_per_minute` must be at least 1".into(),
+            ));
+        }
+        let max_in_flight = raw.max_in_flight.unwrap_or(50);
+        if max_in_flight == 0 {
+            return Err(invalid("`max_in_flight` must be at least 1".into()));
+        }
+        let poll_interval = raw.poll_interval.unwrap_or(Duration::from_secs(10));
+        if poll_interval.is_zero() {
+            return Err(invalid("`poll_interval` must be longer than zero".into()));
+        }
+        Ok(DaemonConfig {
+            source: path.to_path_buf(),
+            dbt_cloud: DbtCloudConfig {
+                base_url,
+                account_id: AccountId(raw.dbt_cloud.account_id),
+                token,
+                requests_per_minute,
+                request_timeout: raw
+                    .dbt_cloud
+                    .request_timeout
+                    .unwrap_or(Duration::from_secs(30)),
+                connect_timeout: raw
+                    .dbt_cloud
+                    .connect_timeout
+                    .unwrap_or(Duration::from_secs(10)),
+            },
+            state_dir: base.join(raw.state_dir),
+            pipelines_dir: base.join(raw.pipelines_dir.unwrap_or_else(|| "pipelines".into())),
+            http: HttpConfig {
+                listen: raw
+                    .http
+                    .listen
+                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8377))),
+                token: http_token,
+            },
+            poll_interval,
+            log_format: raw.log_format,
+            max_in_flight,
+            catchup_max: raw.catchup_max.unwrap_or(10),
+            on_shutdown: raw.on_shutdown,
+            history_retention: raw
+                .history_retention
+                .unwrap_or(Duration::from_secs(30 * 86_400)),
+        })
+    }
+
+    /// The dbt Cloud API token.
+    pub fn resolve_token(&self) -> Result<Secret, ConfigError> {
+        self.dbt_cloud.token.resolve()
+    }
+
+    /// The control API's bearer token, when one is configured.
+    pub fn resolve_http_token(&self) -> Result<Option<Secret>, ConfigError> {
+        self.http
+            .token
+            .as_ref()
+            .map(SecretSource::resolve)
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "dbt_cloud:\n  base_url: https://emea.dbt.com\n  account_id: 70403103916543\n  token_env: BATON_TEST_TOKEN_UNSET\nstate_dir: state\n";
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = DaemonConfig::from_str_at(Path::new("/etc/baton/config.yaml"), MINIMAL).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/etc/baton/state"));
+        assert_eq!(c.pipelines_dir, PathBuf::from("/etc/baton/pipelines"));
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8377");
+        assert_eq!(c.poll_interval, Duration::from_secs(10));
+        assert_eq!(c.max_in_flight, 50);
+        assert_eq!(c.catchup_max, 10);
+        assert_eq!(c.dbt_cloud.requests_per_minute, 1000);
+        assert_eq!(c.on_shutdown, ShutdownPolicy::Detach);
+        assert_eq!(c.history_retention, Duration::from_secs(30 * 86_400));
+        let err = c.resolve_token().unwrap_err().to_string();
+        assert!(err.contains("BATON_TEST_TOKEN_UNSET"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_names_the_position() {
+        let text = format!("{MINIMAL}pol_interval: 5s\n");
+        let err = DaemonConfig::from_str_at(Path::new("c.yaml"), &text).unwrap_err();
+        let ConfigError::Parse { line, message, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(line, 6);
+        assert!(message.contains("pol_interval"), "{message}");
+    }
+
+    #[test]
+    fn token_is_named_exactly_once() {
+        let both = MINIMAL.replace(
+            "  token_env: BATON_TEST_TOKEN_UNSET\n",
+            "  token_env: X\n  token_file: t\n",
+        );
+        assert!(DaemonConfig::from_str_at(Path::new("c.yaml"), &both).is_err());
+        let none = MINIMAL.replace("  token_env: BATON_TEST_TOKEN_UNSET\n", "");
+        assert!(DaemonConfig::from_str_at(Path::new("c.yaml"), &none).is_err());
+        let inline = MINIMAL.replace("token_env: BATON_TEST_TOKEN_UNSET", "token: abc");
+        assert!(DaemonConfig::from_str_at(Path::new("c.yaml"), &inline).is_err());
+    }
+
+    #[test]
+    fn token_file_is_trimmed_and_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+        let text = MINIMAL.replace("token_env: BATON_TEST_TOKEN_UNSET", "token_file: token");
+        let c = DaemonConfig::from_str_at(&dir.path().join("config.yaml"), &text).unwrap();
+        let token = c.resolve_token().unwrap();
+        assert_eq!(token.expose(), "s3cret");
+        assert!(!format!("{token:?} {c:?}").contains("s3cret"));
+    }
+}

@@ -41,6 +41,7 @@ fn pipeline(name: &str, cron: &str, steps: Vec<Step>) -> Pipeline {
         concurrency: ConcurrencyPolicy::Skip,
         suspended: false,
         cause: None,
+        backfill: None,
         steps,
     }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod dbt_cloud;
 pub mod engine;
 pub mod ids;
+pub mod logging;
 pub mod model;
 pub mod runtime;
 pub mod secret;

@@ -3,6 +3,7 @@
 
 mod common;
 pub mod graph;
+pub mod run;
 pub mod schedule;
 pub mod schema;
 pub mod validate;
@@ -31,6 +32,8 @@ pub enum Command {
     Schedule(schedule::ScheduleArgs),
     /// Print the JSON Schema (draft-07) of the pipeline file format.
     Schema,
+    /// Run the scheduler daemon.
+    Run(run::RunArgs),
 }
 
 /// Exit code for a run that found problems (validation errors, a pipeline not found).
@@ -44,5 +47,6 @@ pub fn main() -> ExitCode {
         Command::Graph(args) => graph::run(&args),
         Command::Schedule(args) => schedule::run(&args),
         Command::Schema => schema::run(),
+        Command::Run(args) => run::run(&args),
     }
 }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dbt_cloud;
+pub mod emulator;
 pub mod engine;
 pub mod ids;
 pub mod logging;

@@ -34,6 +34,8 @@ pub enum Command {
     Schema,
     /// Run the scheduler daemon.
     Run(run::RunArgs),
+    /// Serve a faithful local dbt Cloud API from a scenario file.
+    Emulator(crate::emulator::cli::EmulatorArgs),
 }
 
 /// Exit code for a run that found problems (validation errors, a pipeline not found).
@@ -48,5 +50,6 @@ pub fn main() -> ExitCode {
         Command::Schedule(args) => schedule::run(&args),
         Command::Schema => schema::run(),
         Command::Run(args) => run::run(&args),
+        Command::Emulator(args) => args.execute(),
     }
 }

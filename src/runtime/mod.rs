@@ -142,15 +142,20 @@ impl DaemonHandle {
     /// Waits until the loop has planned at or after `at` (or has nothing due by then) with no call
     /// to dbt Cloud outstanding: the event tests wait on instead of sleeping.
     pub async fn settled(&self, at: DateTime<Utc>) -> Result<Progress, LoopStopped> {
+        let done = |p: &Progress| {
+            p.outstanding == 0 && (p.planned_at >= at || p.wake_at.is_none_or(|w| w > at))
+        };
         let mut rx = self.progress.clone();
         loop {
             let p = *rx.borrow_and_update();
-            let caught_up = p.planned_at >= at || p.wake_at.is_none_or(|w| w > at);
-            if p.outstanding == 0 && caught_up {
-                // An Inspect round-trip proves the inbox holds nothing sent before this call.
-                let again = self.inspect(|_, _| ()).await;
-                if again.is_ok() && rx.borrow().outstanding == 0 && *rx.borrow() == p {
-                    return Ok(p);
+            if done(&p) {
+                // Whatever was sent to the loop before this call is handled before the Inspect;
+                // the loop plans again right after it, and that plan must still be quiet.
+                self.inspect(|_, _| ()).await?;
+                rx.changed().await.map_err(|_| LoopStopped)?;
+                let after = *rx.borrow_and_update();
+                if done(&after) {
+                    return Ok(after);
                 }
                 continue;
             }

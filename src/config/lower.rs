@@ -622,6 +622,7 @@ impl<'r, 'a> Lowerer<'r, 'a> {
                         self.template_error(
                             node.span,
                             &format!("an override of step `{}`", step.name),
+                            t,
                             &e.message,
                         );
                     }
@@ -636,7 +637,7 @@ impl<'r, 'a> Lowerer<'r, 'a> {
             .unwrap_or("step");
         let ctx = TemplateContext::sample(pipeline, longest_step, tz);
         match template::render(&Template(text.clone()), &ctx) {
-            Err(e) => self.template_error(*span, "`cause`", &e.message),
+            Err(e) => self.template_error(*span, "`cause`", &Template(text.clone()), &e.message),
             Ok(rendered) => {
                 let length = rendered.chars().count();
                 if length > template::MAX_CAUSE_HUMAN_CHARS {
@@ -653,14 +654,29 @@ impl<'r, 'a> Lowerer<'r, 'a> {
         }
     }
 
-    fn template_error(&mut self, span: Span, what: &str, message: &str) {
+    fn template_error(&mut self, span: Span, what: &str, t: &Template, message: &str) {
+        let variables = template::TEMPLATE_VARIABLES.join(", ");
+        let unknown = template::unknown_variables(t);
+        let Some(first) = unknown.first() else {
+            self.error(
+                span,
+                format!("template in {what} does not render: {message}"),
+                Some(format!("templates may use: {variables}")),
+            );
+            return;
+        };
+        let names: Vec<String> = unknown.iter().map(|u| format!("`{u}`")).collect();
+        let hint = match did_you_mean(first, template::TEMPLATE_VARIABLES.iter().copied()) {
+            Some(close) => format!("did you mean `{close}`? templates may use: {variables}"),
+            None => format!("templates may use: {variables}"),
+        };
         self.error(
             span,
-            format!("template in {what} does not render: {message}"),
-            Some(format!(
-                "templates may use: {}",
-                template::TEMPLATE_VARIABLES.join(", ")
-            )),
+            format!(
+                "template in {what} uses unknown variable {}",
+                names.join(", ")
+            ),
+            Some(hint),
         );
     }
 

@@ -71,7 +71,11 @@ fn lower_text(report: &mut FileReport, source: &Path, text: &str) -> Option<lowe
     let documents = match yaml::parse(text) {
         Ok(docs) => docs,
         Err(e) => {
-            report.error(e.span, format!("YAML syntax error: {}", e.message), None);
+            report.error(
+                e.span,
+                format!("YAML syntax error: {}", e.message),
+                Some("the parser stops where it noticed; the cause may be earlier (an unclosed `[`, `{` or quote, or a wrong indent)".into()),
+            );
             return None;
         }
     };

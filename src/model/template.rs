@@ -188,6 +188,21 @@ pub fn render(template: &Template, ctx: &TemplateContext) -> Result<String, Temp
     Ok(environment().render_str(&template.0, ctx.variables())?)
 }
 
+/// Variables `template` reads that no context provides, sorted (empty when it does not parse).
+pub fn unknown_variables(template: &Template) -> Vec<String> {
+    let env = environment();
+    let Ok(parsed) = env.template_from_str(&template.0) else {
+        return Vec::new();
+    };
+    let mut unknown: Vec<String> = parsed
+        .undeclared_variables(false)
+        .into_iter()
+        .filter(|v| !TEMPLATE_VARIABLES.contains(&v.as_str()))
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 /// Renders every override into a trigger body; `cause` is left empty for the caller.
 pub fn render_overrides(
     overrides: &Overrides,

@@ -316,6 +316,20 @@ mod tests {
     const MINIMAL: &str = "dbt_cloud:\n  base_url: https://emea.dbt.com\n  account_id: 70403103916543\n  token_env: BATON_TEST_TOKEN_UNSET\nstate_dir: state\n";
 
     #[test]
+    fn the_example_config_loads_with_the_documented_values() {
+        let text = include_str!("../../config.example.yaml");
+        let c = DaemonConfig::from_str_at(Path::new("config.example.yaml"), text).unwrap();
+        assert_eq!(c.dbt_cloud.base_url.as_str(), "https://cloud.getdbt.com/");
+        assert_eq!(
+            c.dbt_cloud.token,
+            SecretSource::Env("DBT_CLOUD_API_TOKEN".into())
+        );
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/baton"));
+        assert_eq!(c.http.token, None);
+        assert_eq!(c.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
     fn defaults_and_relative_paths() {
         let c = DaemonConfig::from_str_at(Path::new("/etc/baton/config.yaml"), MINIMAL).unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/etc/baton/state"));

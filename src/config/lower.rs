@@ -407,15 +407,14 @@ impl<'r, 'a> Lowerer<'r, 'a> {
     ) -> Option<OverrideValue> {
         let value = match kind {
             OverrideType::Text => node
-                .scalar_text()
-                .filter(|_| node.as_bool().is_none())
+                .as_str()
                 .map(|s| OverrideValue::Text(Template(s.to_string()))),
             OverrideType::Integer => node.as_int().map(OverrideValue::Integer),
             OverrideType::Bool => node.as_bool().map(OverrideValue::Bool),
             OverrideType::TextList => node.as_sequence().and_then(|items| {
                 items
                     .iter()
-                    .map(|i| i.scalar_text().map(|s| Template(s.to_string())))
+                    .map(|i| i.as_str().map(|s| Template(s.to_string())))
                     .collect::<Option<Vec<_>>>()
                     .map(OverrideValue::List)
             }),
@@ -610,7 +609,7 @@ impl<'r, 'a> Lowerer<'r, 'a> {
         cause: Option<&(String, Span)>,
     ) {
         for step in steps {
-            let ctx = TemplateContext::sample(pipeline, &step.name, tz);
+            let samples = TemplateContext::samples(pipeline, &step.name, tz);
             for (node, value) in &step.override_nodes {
                 let templates: Vec<&Template> = match value {
                     OverrideValue::Text(t) => vec![t],
@@ -618,7 +617,10 @@ impl<'r, 'a> Lowerer<'r, 'a> {
                     _ => continue,
                 };
                 for t in templates {
-                    if let Err(e) = template::render(t, &ctx) {
+                    let failure = samples
+                        .iter()
+                        .find_map(|ctx| template::render(t, ctx).err());
+                    if let Some(e) = failure {
                         self.template_error(
                             node.span,
                             &format!("an override of step `{}`", step.name),
@@ -635,11 +637,19 @@ impl<'r, 'a> Lowerer<'r, 'a> {
             .map(|s| s.name.as_str())
             .max_by_key(|n| n.chars().count())
             .unwrap_or("step");
-        let ctx = TemplateContext::sample(pipeline, longest_step, tz);
-        match template::render(&Template(text.clone()), &ctx) {
-            Err(e) => self.template_error(*span, "`cause`", &Template(text.clone()), &e.message),
-            Ok(rendered) => {
-                let length = rendered.chars().count();
+        let cause = Template(text.clone());
+        let rendered: Result<Vec<String>, _> = TemplateContext::samples(pipeline, longest_step, tz)
+            .iter()
+            .map(|ctx| template::render(&cause, ctx))
+            .collect();
+        match rendered {
+            Err(e) => self.template_error(*span, "`cause`", &cause, &e.message),
+            Ok(renderings) => {
+                let length = renderings
+                    .iter()
+                    .map(|r| r.chars().count())
+                    .max()
+                    .unwrap_or(0);
                 if length > template::MAX_CAUSE_HUMAN_CHARS {
                     self.error(
                         *span,
@@ -647,7 +657,7 @@ impl<'r, 'a> Lowerer<'r, 'a> {
                             "`cause` can render to {length} characters, more than the {} left beside the attempt key (dbt Cloud takes 255)",
                             template::MAX_CAUSE_HUMAN_CHARS
                         ),
-                        Some("shorten the template; the longest step name, attempt number and dates were used to measure it".into()),
+                        Some("shorten the template; it was measured with the longest step name, attempt number and dates, as a backfill and not".into()),
                     );
                 }
             }

@@ -157,6 +157,23 @@ impl TemplateContext {
         }
     }
 
+    /// The contexts validation renders every template against: [`Self::sample`] as a first and
+    /// as a last attempt, in a backfill and not, so that both branches of a condition are tried.
+    pub fn samples(pipeline: &str, step: &str, timezone: Tz) -> Vec<TemplateContext> {
+        let longest = Self::sample(pipeline, step, timezone);
+        let mut samples = Vec::new();
+        for is_backfill in [false, true] {
+            for attempt in [1, u32::MAX] {
+                samples.push(TemplateContext {
+                    is_backfill,
+                    attempt,
+                    ..longest.clone()
+                });
+            }
+        }
+        samples
+    }
+
     /// A context with the longest values a real one can hold for `pipeline` and `step`: what
     /// validation renders every template against.
     pub fn sample(pipeline: &str, step: &str, timezone: Tz) -> TemplateContext {

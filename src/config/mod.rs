@@ -1,8 +1,10 @@
 //! Configuration files: pipeline YAML (a spanned YAML tree, lowered by hand into validated
 //! `model::pipeline::Pipeline`s with every problem reported) and the daemon's own config.
 
+mod checks;
 pub mod daemon;
 pub mod diagnostic;
+pub mod fields;
 pub mod keys;
 pub mod lower;
 pub mod raw;

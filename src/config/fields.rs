@@ -121,7 +121,21 @@ impl<'r, 'a> Lowerer<'r, 'a> {
     }
 
     pub(super) fn missing(&mut self, at: Span, field: &str, what: &str) {
-        self.error(at, format!("missing field `{field}` in {what}"), None);
+        let example = match field {
+            "name" => Some("e.g. `name: nightly`; pipeline names are unique"),
+            "steps" => Some("e.g. `steps: { staging: { job_id: 559062 } }`"),
+            "job_id" => Some("the dbt Cloud job this step triggers, e.g. `job_id: 559062`"),
+            "cron" => {
+                Some("e.g. `cron: \"30 2 * * *\"` (minute hour day-of-month month day-of-week)")
+            }
+            "window" => Some("how far back each backfill reaches, e.g. `window: 7d`"),
+            _ => None,
+        };
+        self.error(
+            at,
+            format!("missing field `{field}` in {what}"),
+            example.map(str::to_string),
+        );
     }
 
     pub(super) fn string(

@@ -2,6 +2,8 @@
 //! problem with its position instead of stopping at the first.
 
 use super::diagnostic::FileReport;
+/// Kept here too: callers that used `lower::did_you_mean` before the split still compile.
+pub use super::fields::did_you_mean;
 use super::fields::{valid_name, Entries, Lowerer, NAME_HINT};
 use super::keys;
 use super::yaml::{Node, Span};

@@ -204,11 +204,17 @@ impl DaemonConfig {
     pub fn from_str_at(path: &Path, text: &str) -> Result<DaemonConfig, ConfigError> {
         let raw: RawDaemon = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let message = e.to_string();
+            // serde_yaml appends the position the error already carries in its fields.
+            let message = match message.rfind(" at line ") {
+                Some(at) => message[..at].to_string(),
+                None => message,
+            };
             ConfigError::Parse {
                 path: path.to_path_buf(),
                 line,
                 column,
-                message: e.to_string(),
+                message,
             }
         })?;
         let invalid = |message: String| ConfigError::Invalid {
@@ -354,6 +360,7 @@ mod tests {
         };
         assert_eq!(line, 6);
         assert!(message.contains("pol_interval"), "{message}");
+        assert!(!message.contains(" at line "), "{message}");
     }
 
     #[test]

@@ -171,6 +171,11 @@ fn schedule_prints_zone_and_utc_across_spring_forward() {
          Sun 2026-03-29 03:00 CEST (+02:00)  2026-03-29T01:00:00Z\n\
          Mon 2026-03-30 02:00 CEST (+02:00)  2026-03-30T00:00:00Z\n"
     );
+    let out = stdout_of(&["schedule", "tests/data/valid/minimal.yaml"]);
+    assert_eq!(
+        out,
+        "minimal has no schedule: it runs only when triggered\n"
+    );
     let out = stdout_of(&["schedule", "pipelines/sydney_hourly.yaml", "--next", "2"]);
     assert!(out.contains("in Australia/Sydney"), "{out}");
     assert_eq!(out.lines().count(), 4, "{out}");

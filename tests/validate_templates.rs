@@ -69,3 +69,23 @@ fn override_values_of_the_wrong_type() {
         "{err}"
     );
 }
+
+proptest::proptest! {
+    #[test]
+    fn render_cause_always_fits_and_keeps_the_key(
+        human in "[a-zé€ {}]{0,400}",
+        key in "[a-z0-9-]{1,40}",
+        step in "[a-z_]{1,80}",
+    ) {
+        let pipeline = load_pipeline_str("p.yaml", "name: p\nsteps:\n  s:\n    job_id: 1\n").unwrap();
+        let pipeline = baton::model::pipeline::Pipeline {
+            cause: Some(baton::model::pipeline::Template(human.replace(['{', '}'], ""))),
+            ..pipeline
+        };
+        let ctx = TemplateContext::sample("p", &step, chrono_tz::Asia::Kathmandu);
+        let cause = render_cause(&pipeline, &ctx, &key);
+        let suffix = format!(" [{key}]");
+        proptest::prop_assert!(cause.chars().count() <= 255);
+        proptest::prop_assert!(cause.ends_with(&suffix));
+    }
+}

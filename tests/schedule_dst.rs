@@ -178,3 +178,28 @@ fn refuses_what_is_not_standard_five_fields() {
     }
     assert!(Schedule::parse("@daily", tz).is_ok());
 }
+
+#[test]
+fn previous_before_across_the_repeated_hour() {
+    // Fixed time: the tick before the day after fall-back is the FIRST 02:30.
+    let s = schedule("30 2 * * *", "Europe/Amsterdam");
+    assert_eq!(
+        s.previous_before(utc("2026-10-26T01:30:00Z")),
+        Some(utc("2026-10-25T00:30:00Z"))
+    );
+    // From inside the repeated hour, too.
+    assert_eq!(
+        s.previous_before(utc("2026-10-25T01:45:00Z")),
+        Some(utc("2026-10-25T00:30:00Z"))
+    );
+    // Interval: both halves are ticks, each the previous of the next.
+    let s = schedule("30 * * * *", "Europe/Amsterdam");
+    assert_eq!(
+        s.previous_before(utc("2026-10-25T02:30:00Z")),
+        Some(utc("2026-10-25T01:30:00Z"))
+    );
+    assert_eq!(
+        s.previous_before(utc("2026-10-25T01:30:00Z")),
+        Some(utc("2026-10-25T00:30:00Z"))
+    );
+}

@@ -73,8 +73,8 @@ fn blame_field(expression: &str) -> Option<ScheduleError> {
     })
 }
 
-/// How far back `previous_before` steps before walking forward again: long enough that the
-/// backward search lands before any DST correction croner applies on the forward path.
+/// How far back `previous_before` steps before walking forward when croner's backward search
+/// returned a wall time the forward search skips: more than any UTC offset change.
 const PREVIOUS_SAFETY_MARGIN_HOURS: i64 = 3;
 
 impl Schedule {
@@ -136,7 +136,26 @@ impl Schedule {
             .find_previous_occurrence(&local, false)
             .ok()?
             .with_timezone(&Utc);
-        let mut cursor = candidate - Duration::hours(PREVIOUS_SAFETY_MARGIN_HOURS);
+        // Usually the candidate is a forward tick, and only a gap-corrected tick after it can have
+        // been missed: walk forward from just before it.
+        if let Some(found) = self.last_tick_before(candidate - Duration::seconds(1), before) {
+            return Some(found);
+        }
+        // The candidate was a wall time the forward search never yields (the second half of a
+        // repeated hour): start far enough back to meet the tick before it.
+        self.last_tick_before(
+            candidate - Duration::hours(PREVIOUS_SAFETY_MARGIN_HOURS),
+            before,
+        )
+    }
+
+    /// The last forward tick in `(from, before)`.
+    fn last_tick_before(
+        &self,
+        from: DateTime<Utc>,
+        before: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let mut cursor = from;
         let mut last = None;
         while let Some(tick) = self.next_after(cursor) {
             if tick >= before {

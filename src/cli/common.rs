@@ -2,7 +2,7 @@
 //! by file path or by name.
 
 use crate::config::daemon::DaemonConfig;
-use crate::config::{self, lower::did_you_mean, Diagnostics};
+use crate::config::{self, fields::did_you_mean, Diagnostics};
 use crate::model::pipeline::Pipeline;
 use std::path::{Path, PathBuf};
 

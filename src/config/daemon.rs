@@ -204,11 +204,17 @@ impl DaemonConfig {
     pub fn from_str_at(path: &Path, text: &str) -> Result<DaemonConfig, ConfigError> {
         let raw: RawDaemon = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let message = e.to_string();
+            // serde_yaml appends the position the error already carries in its fields.
+            let message = match message.rfind(" at line ") {
+                Some(at) => message[..at].to_string(),
+                None => message,
+            };
             ConfigError::Parse {
                 path: path.to_path_buf(),
                 line,
                 column,
-                message: e.to_string(),
+                message,
             }
         })?;
         let invalid = |message: String| ConfigError::Invalid {
@@ -316,6 +322,20 @@ mod tests {
     const MINIMAL: &str = "dbt_cloud:\n  base_url: https://emea.dbt.com\n  account_id: 70403103916543\n  token_env: BATON_TEST_TOKEN_UNSET\nstate_dir: state\n";
 
     #[test]
+    fn the_example_config_loads_with_the_documented_values() {
+        let text = include_str!("../../config.example.yaml");
+        let c = DaemonConfig::from_str_at(Path::new("config.example.yaml"), text).unwrap();
+        assert_eq!(c.dbt_cloud.base_url.as_str(), "https://cloud.getdbt.com/");
+        assert_eq!(
+            c.dbt_cloud.token,
+            SecretSource::Env("DBT_CLOUD_API_TOKEN".into())
+        );
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/baton"));
+        assert_eq!(c.http.token, None);
+        assert_eq!(c.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
     fn defaults_and_relative_paths() {
         let c = DaemonConfig::from_str_at(Path::new("/etc/baton/config.yaml"), MINIMAL).unwrap();
         assert_eq!(c.state_dir, PathBuf::from("/etc/baton/state"));
@@ -340,6 +360,7 @@ mod tests {
         };
         assert_eq!(line, 6);
         assert!(message.contains("pol_interval"), "{message}");
+        assert!(!message.contains(" at line "), "{message}");
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl fmt::Display for Diagnostic {
             let room = excerpt
                 .chars()
                 .count()
-                .saturating_sub(self.column - 1)
+                .saturating_sub(self.column.saturating_sub(1))
                 .max(1);
             writeln!(
                 f,

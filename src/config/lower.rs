@@ -2,16 +2,17 @@
 //! problem with its position instead of stopping at the first.
 
 use super::diagnostic::FileReport;
+/// Kept here too: callers that used `lower::did_you_mean` before the split still compile.
+pub use super::fields::did_you_mean;
+use super::fields::{valid_name, Entries, Lowerer, NAME_HINT};
 use super::keys;
 use super::yaml::{Node, Span};
 use crate::ids::JobId;
-use crate::model::dag::{self, DependsOn};
 use crate::model::pipeline::{
     CatchupPolicy, ConcurrencyPolicy, OverrideValue, Overrides, Pipeline, PipelineName,
     RetryPolicy, RollingBackfill, ScheduleSpec, Step, StepName, Template,
 };
-use crate::model::schedule::Schedule;
-use crate::model::template::{self, override_type, OverrideType, TemplateContext};
+use crate::model::template::{self, override_type, OverrideType};
 use chrono_tz::Tz;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,41 +25,9 @@ pub struct Lowered {
     pub name_span: Span,
 }
 
-/// The entries of a mapping by key, first occurrence kept.
-type Entries<'n> = BTreeMap<&'n str, (&'n Node, &'n Node)>;
-
-/// Closest candidate to `word`, if one is close enough to be a likely typo.
-pub fn did_you_mean<'c>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'c str>,
-) -> Option<&'c str> {
-    let lower = word.to_lowercase();
-    candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(&lower, &c.to_lowercase()), c))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
-}
-
-fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
-const NAME_HINT: &str =
-    "names use letters, digits, `_`, `-` and `.`, and start with a letter, digit or `_`";
-
-struct Lowerer<'r, 'a> {
-    report: &'r mut FileReport<'a>,
-}
-
 /// The retry fields as written, before defaults are applied.
 #[derive(Debug, Default, Clone)]
-struct PartialRetry {
+pub(super) struct PartialRetry {
     attempts: Option<u32>,
     backoff: Option<Duration>,
     max_backoff: Option<Duration>,
@@ -100,250 +69,19 @@ struct Defaults {
 }
 
 /// A step as written, with the positions later checks point at.
-struct RawStep<'n> {
-    name: String,
-    name_span: Span,
-    job_id: Option<JobId>,
-    depends_on: Vec<(String, Span)>,
-    overrides: Overrides,
-    override_nodes: Vec<(&'n Node, OverrideValue)>,
-    retry: PartialRetry,
-    timeout: Option<Duration>,
-    queue_timeout: Option<Duration>,
+pub(super) struct RawStep<'n> {
+    pub(super) name: String,
+    pub(super) name_span: Span,
+    pub(super) job_id: Option<JobId>,
+    pub(super) depends_on: Vec<(String, Span)>,
+    pub(super) overrides: Overrides,
+    pub(super) override_nodes: Vec<(&'n Node, OverrideValue)>,
+    pub(super) retry: PartialRetry,
+    pub(super) timeout: Option<Duration>,
+    pub(super) queue_timeout: Option<Duration>,
 }
 
-impl<'r, 'a> Lowerer<'r, 'a> {
-    fn error(&mut self, span: Span, message: impl Into<String>, hint: Option<String>) {
-        self.report.error(span, message, hint);
-    }
-
-    fn wrong_type(&mut self, node: &Node, what: &str, expected: &str) {
-        self.error(
-            node.span,
-            format!("{what} must be {expected}, found {}", node.type_name()),
-            None,
-        );
-    }
-
-    /// Checks `node` is a mapping with only `allowed` keys, each once; returns its entries.
-    fn mapping<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> Option<Entries<'n>> {
-        let Some(pairs) = node.as_mapping() else {
-            self.wrong_type(node, what, "a mapping");
-            return None;
-        };
-        let mut entries = Entries::new();
-        for (key, value) in pairs {
-            let Some(name) = key.scalar_text() else {
-                self.wrong_type(key, &format!("a key in {what}"), "a string");
-                continue;
-            };
-            if !allowed.contains(&name) {
-                let hint = match did_you_mean(name, allowed.iter().copied()) {
-                    Some(close) => format!("did you mean `{close}`?"),
-                    None => format!("expected one of: {}", allowed.join(", ")),
-                };
-                self.error(
-                    key.span,
-                    format!("unknown key `{name}` in {what}"),
-                    Some(hint),
-                );
-                continue;
-            }
-            self.insert_once(
-                &mut entries,
-                name,
-                key,
-                value,
-                &format!("key `{name}` in {what}"),
-            );
-        }
-        Some(entries)
-    }
-
-    fn insert_once<'n>(
-        &mut self,
-        entries: &mut Entries<'n>,
-        name: &'n str,
-        key: &'n Node,
-        value: &'n Node,
-        what: &str,
-    ) {
-        if let Some((first, _)) = entries.get(name) {
-            let first_line = first.span.line;
-            self.error(
-                key.span,
-                format!("duplicate {what}"),
-                Some(format!(
-                    "first defined on line {first_line}; YAML keeps only one"
-                )),
-            );
-        } else {
-            entries.insert(name, (key, value));
-        }
-    }
-
-    fn present<'n>(entries: &Entries<'n>, key: &str) -> Option<&'n Node> {
-        entries.get(key).map(|(_, v)| *v).filter(|v| !v.is_null())
-    }
-
-    fn missing(&mut self, at: Span, field: &str, what: &str) {
-        self.error(at, format!("missing field `{field}` in {what}"), None);
-    }
-
-    fn string(&mut self, entries: &Entries, key: &str, what: &str) -> Option<(String, Span)> {
-        let node = Self::present(entries, key)?;
-        match node.as_str() {
-            Some(s) => Some((s.to_string(), node.span)),
-            None => {
-                self.wrong_type(node, &format!("`{key}` in {what}"), "a string");
-                None
-            }
-        }
-    }
-
-    fn boolean(&mut self, entries: &Entries, key: &str, what: &str) -> Option<bool> {
-        let node = Self::present(entries, key)?;
-        let value = node.as_bool();
-        if value.is_none() {
-            self.wrong_type(
-                node,
-                &format!("`{key}` in {what}"),
-                "a boolean (true or false)",
-            );
-        }
-        value
-    }
-
-    fn positive_int(&mut self, entries: &Entries, key: &str, what: &str) -> Option<i64> {
-        let node = Self::present(entries, key)?;
-        match node.as_int() {
-            Some(i) if i >= 1 => Some(i),
-            Some(i) => {
-                self.error(
-                    node.span,
-                    format!("`{key}` in {what} must be at least 1, found {i}"),
-                    None,
-                );
-                None
-            }
-            None => {
-                self.wrong_type(node, &format!("`{key}` in {what}"), "a positive integer");
-                None
-            }
-        }
-    }
-
-    fn duration(
-        &mut self,
-        entries: &Entries,
-        key: &str,
-        what: &str,
-        allow_zero: bool,
-    ) -> Option<Duration> {
-        let node = Self::present(entries, key)?;
-        let Some(text) = node.scalar_text().filter(|_| node.as_sequence().is_none()) else {
-            self.wrong_type(
-                node,
-                &format!("`{key}` in {what}"),
-                "a duration such as `90s` or `2h 30m`",
-            );
-            return None;
-        };
-        match humantime::parse_duration(text) {
-            Ok(d) if d.is_zero() && !allow_zero => {
-                self.error(
-                    node.span,
-                    format!("`{key}` in {what} must be longer than zero"),
-                    None,
-                );
-                None
-            }
-            Ok(d) => Some(d),
-            Err(e) => {
-                self.error(
-                    node.span,
-                    format!("`{key}` in {what}: bad duration `{text}`: {e}"),
-                    Some("durations look like `90s`, `15m`, `2h 30m`, `7d`".to_string()),
-                );
-                None
-            }
-        }
-    }
-
-    fn choice<T: Copy>(
-        &mut self,
-        entries: &Entries,
-        key: &str,
-        what: &str,
-        options: &[(&str, T)],
-    ) -> Option<T> {
-        let node = Self::present(entries, key)?;
-        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-        let text = node.scalar_text().unwrap_or_default();
-        if let Some((_, value)) = options.iter().find(|(n, _)| *n == text) {
-            return Some(*value);
-        }
-        let hint = match did_you_mean(text, names.iter().copied()) {
-            Some(close) => format!("did you mean `{close}`?"),
-            None => format!("expected one of: {}", names.join(", ")),
-        };
-        self.error(
-            node.span,
-            format!(
-                "`{key}` in {what} must be one of {}, found `{text}`",
-                names.join(" | ")
-            ),
-            Some(hint),
-        );
-        None
-    }
-
-    fn timezone(&mut self, entries: &Entries, what: &str) -> Tz {
-        let Some(node) = Self::present(entries, "timezone") else {
-            return chrono_tz::UTC;
-        };
-        let text = node.scalar_text().unwrap_or_default();
-        if let Ok(tz) = text.parse::<Tz>() {
-            return tz;
-        }
-        let names = chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
-        let hint = match did_you_mean(text, names) {
-            Some(close) => format!("did you mean `{close}`?"),
-            None => "use an IANA time zone name such as `Europe/Amsterdam` or `UTC`".to_string(),
-        };
-        self.error(
-            node.span,
-            format!("unknown time zone `{text}` in {what}"),
-            Some(hint),
-        );
-        chrono_tz::UTC
-    }
-
-    fn cron(&mut self, entries: &Entries, at: Span, what: &str, timezone: Tz) -> Option<String> {
-        let Some(node) = Self::present(entries, "cron") else {
-            self.missing(at, "cron", what);
-            return None;
-        };
-        let Some(text) = node.as_str() else {
-            self.wrong_type(node, &format!("`cron` in {what}"), "a string");
-            return None;
-        };
-        match Schedule::parse(text, timezone) {
-            Ok(_) => Some(text.trim().to_string()),
-            Err(e) => {
-                self.error(
-                    node.span,
-                    format!("bad cron expression `{text}` in {what}: {e}"),
-                    Some(
-                        "5 fields: minute hour day-of-month month day-of-week, e.g. `30 2 * * *`"
-                            .into(),
-                    ),
-                );
-                None
-            }
-        }
-    }
-
+impl Lowerer<'_, '_> {
     fn schedule(&mut self, node: &Node) -> Option<ScheduleSpec> {
         let what = "`schedule`";
         let entries = self.mapping(node, what, keys::SCHEDULE)?;
@@ -407,15 +145,14 @@ impl<'r, 'a> Lowerer<'r, 'a> {
     ) -> Option<OverrideValue> {
         let value = match kind {
             OverrideType::Text => node
-                .scalar_text()
-                .filter(|_| node.as_bool().is_none())
+                .as_str()
                 .map(|s| OverrideValue::Text(Template(s.to_string()))),
             OverrideType::Integer => node.as_int().map(OverrideValue::Integer),
             OverrideType::Bool => node.as_bool().map(OverrideValue::Bool),
             OverrideType::TextList => node.as_sequence().and_then(|items| {
                 items
                     .iter()
-                    .map(|i| i.scalar_text().map(|s| Template(s.to_string())))
+                    .map(|i| i.as_str().map(|s| Template(s.to_string())))
                     .collect::<Option<Vec<_>>>()
                     .map(OverrideValue::List)
             }),
@@ -537,131 +274,6 @@ impl<'r, 'a> Lowerer<'r, 'a> {
             }
         }
         steps
-    }
-
-    /// `depends_on` names, cycles: returns the order when the graph is sound.
-    fn check_graph(&mut self, steps: &[RawStep]) -> Option<Vec<String>> {
-        let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
-        let mut sound = true;
-        for step in steps {
-            let mut listed: Vec<&str> = Vec::new();
-            for (up, span) in &step.depends_on {
-                if listed.contains(&up.as_str()) {
-                    self.error(
-                        *span,
-                        format!("step `{}` lists `{up}` twice in `depends_on`", step.name),
-                        None,
-                    );
-                    sound = false;
-                }
-                listed.push(up);
-                if !names.contains(&up.as_str()) {
-                    let hint =
-                        match did_you_mean(up, names.iter().copied().filter(|n| *n != step.name)) {
-                            Some(close) => format!("did you mean `{close}`?"),
-                            None => format!("the steps are: {}", names.join(", ")),
-                        };
-                    self.error(
-                        *span,
-                        format!(
-                            "step `{}` depends on `{up}`, which is not a step of this pipeline",
-                            step.name
-                        ),
-                        Some(hint),
-                    );
-                    sound = false;
-                }
-            }
-        }
-        let deps: DependsOn = steps
-            .iter()
-            .map(|s| {
-                (
-                    s.name.as_str(),
-                    s.depends_on.iter().map(|(u, _)| u.as_str()).collect(),
-                )
-            })
-            .collect();
-        for cycle in dag::cycles(&deps) {
-            let first = cycle.first().cloned().unwrap_or_default();
-            let span = steps
-                .iter()
-                .find(|s| s.name == first)
-                .map(|s| s.name_span)
-                .unwrap_or_default();
-            self.error(
-                span,
-                format!("dependency cycle: {}", cycle.join(" -> ")),
-                Some("each arrow points from a step to a step it depends on; remove one of these `depends_on` entries".into()),
-            );
-            sound = false;
-        }
-        if !sound {
-            return None;
-        }
-        dag::topological_order(&deps).map(|order| order.into_iter().map(str::to_string).collect())
-    }
-
-    fn check_templates(
-        &mut self,
-        pipeline: &str,
-        tz: Tz,
-        steps: &[RawStep],
-        cause: Option<&(String, Span)>,
-    ) {
-        for step in steps {
-            let ctx = TemplateContext::sample(pipeline, &step.name, tz);
-            for (node, value) in &step.override_nodes {
-                let templates: Vec<&Template> = match value {
-                    OverrideValue::Text(t) => vec![t],
-                    OverrideValue::List(items) => items.iter().collect(),
-                    _ => continue,
-                };
-                for t in templates {
-                    if let Err(e) = template::render(t, &ctx) {
-                        self.template_error(
-                            node.span,
-                            &format!("an override of step `{}`", step.name),
-                            &e.message,
-                        );
-                    }
-                }
-            }
-        }
-        let Some((text, span)) = cause else { return };
-        let longest_step = steps
-            .iter()
-            .map(|s| s.name.as_str())
-            .max_by_key(|n| n.chars().count())
-            .unwrap_or("step");
-        let ctx = TemplateContext::sample(pipeline, longest_step, tz);
-        match template::render(&Template(text.clone()), &ctx) {
-            Err(e) => self.template_error(*span, "`cause`", &e.message),
-            Ok(rendered) => {
-                let length = rendered.chars().count();
-                if length > template::MAX_CAUSE_HUMAN_CHARS {
-                    self.error(
-                        *span,
-                        format!(
-                            "`cause` can render to {length} characters, more than the {} left beside the attempt key (dbt Cloud takes 255)",
-                            template::MAX_CAUSE_HUMAN_CHARS
-                        ),
-                        Some("shorten the template; the longest step name, attempt number and dates were used to measure it".into()),
-                    );
-                }
-            }
-        }
-    }
-
-    fn template_error(&mut self, span: Span, what: &str, message: &str) {
-        self.error(
-            span,
-            format!("template in {what} does not render: {message}"),
-            Some(format!(
-                "templates may use: {}",
-                template::TEMPLATE_VARIABLES.join(", ")
-            )),
-        );
     }
 
     fn backfill(&mut self, node: &Node, default_tz: Tz) -> Option<RollingBackfill> {

@@ -1,8 +1,10 @@
 //! Configuration files: pipeline YAML (a spanned YAML tree, lowered by hand into validated
 //! `model::pipeline::Pipeline`s with every problem reported) and the daemon's own config.
 
+mod checks;
 pub mod daemon;
 pub mod diagnostic;
+pub mod fields;
 pub mod keys;
 pub mod lower;
 pub mod raw;
@@ -71,7 +73,11 @@ fn lower_text(report: &mut FileReport, source: &Path, text: &str) -> Option<lowe
     let documents = match yaml::parse(text) {
         Ok(docs) => docs,
         Err(e) => {
-            report.error(e.span, format!("YAML syntax error: {}", e.message), None);
+            report.error(
+                e.span,
+                format!("YAML syntax error: {}", e.message),
+                Some("the parser stops where it noticed; the cause may be earlier (an unclosed `[`, `{` or quote, or a wrong indent)".into()),
+            );
             return None;
         }
     };

@@ -141,11 +141,26 @@ enum Frame {
     },
 }
 
+/// Most nodes that aliases may copy in one file: a pipeline needs a few hundred, and nested
+/// aliases ("billion laughs") must not exhaust memory.
+const MAX_ALIASED_NODES: usize = 100_000;
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     documents: Vec<Node>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchored node with its size in nodes.
+    anchors: HashMap<usize, (Node, usize)>,
+    aliased_nodes: usize,
+    too_many_aliased: Option<Span>,
+}
+
+fn size(node: &Node) -> usize {
+    1 + match &node.kind {
+        NodeKind::Scalar { .. } => 0,
+        NodeKind::Sequence(items) => items.iter().map(size).sum(),
+        NodeKind::Mapping(entries) => entries.iter().map(|(k, v)| size(k) + size(v)).sum(),
+    }
 }
 
 fn span_at(mark: &Marker, width: usize) -> Span {
@@ -159,7 +174,7 @@ fn span_at(mark: &Marker, width: usize) -> Span {
 impl Builder {
     fn finish(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors.insert(anchor, (node.clone(), size(&node)));
         }
         match self.stack.last_mut() {
             None => self.documents.push(node),
@@ -197,7 +212,18 @@ impl MarkedEventReceiver for Builder {
             }
             Event::Alias(anchor) => {
                 let span = span_at(&mark, 1);
-                let node = self.anchors.get(&anchor).cloned().map_or(
+                let target = match self.anchors.get(&anchor) {
+                    Some((node, n)) if self.aliased_nodes + n <= MAX_ALIASED_NODES => {
+                        self.aliased_nodes += n;
+                        Some(node.clone())
+                    }
+                    Some(_) => {
+                        self.too_many_aliased.get_or_insert(span);
+                        None
+                    }
+                    None => None,
+                };
+                let node = target.map_or(
                     Node {
                         kind: NodeKind::Scalar {
                             value: String::new(),
@@ -266,6 +292,12 @@ pub fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
         message: e.info().to_string(),
         span: span_at(e.marker(), 1),
     })?;
+    if let Some(span) = builder.too_many_aliased {
+        return Err(SyntaxError {
+            message: format!("aliases expand to more than {MAX_ALIASED_NODES} nodes"),
+            span,
+        });
+    }
     Ok(builder.documents)
 }
 
@@ -297,6 +329,19 @@ mod tests {
         );
         assert_eq!(job[0].1.as_int(), Some(5));
         assert_eq!(job[0].1.as_str(), None);
+    }
+
+    #[test]
+    fn nested_aliases_are_bounded() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let prev = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+            ));
+        }
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("aliases expand"), "{err:?}");
     }
 
     #[test]

@@ -147,7 +147,8 @@ pub struct Pipeline {
     /// Steps in a topological order (every step after all its upstreams), ties by name.
     pub steps: Vec<Step>,
     /// A rolling re-run of recent logical dates on a schedule of its own (reserved: parsed and
-    /// validated; the backfill machinery consumes it).
+    /// validated; the backfill machinery consumes it). Absent in records stored before it existed.
+    #[serde(default)]
     pub backfill: Option<RollingBackfill>,
 }
 

@@ -20,6 +20,12 @@ use croner::Cron;
 pub enum ScheduleError {
     #[error("expected 5 fields (minute hour day-of-month month day-of-week), found {0}")]
     FieldCount(usize),
+    #[error("{field} field `{value}`: {message}")]
+    Field {
+        field: &'static str,
+        value: String,
+        message: String,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("the expression never fires")]
@@ -34,8 +40,41 @@ pub struct Schedule {
     expression: String,
 }
 
-/// How far back `previous_before` steps before walking forward again: long enough that the
-/// backward search lands before any DST correction croner applies on the forward path.
+const FIELD_NAMES: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
+
+fn parser() -> CronParser {
+    // croner's default is already the Vixie OR of day-of-month and day-of-week; say so
+    // explicitly so a change of default cannot slip in (tests pin the behaviour too).
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .dom_and_dow(false)
+        .build()
+}
+
+/// croner's messages do not say which field is wrong: parse each field alone (the others `*`)
+/// and name the first that fails.
+fn blame_field(expression: &str) -> Option<ScheduleError> {
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    if fields.len() != 5 {
+        return None;
+    }
+    fields.iter().enumerate().find_map(|(i, value)| {
+        let mut probe = ["*"; 5];
+        probe[i] = value;
+        parser()
+            .parse(&probe.join(" "))
+            .err()
+            .map(|e| ScheduleError::Field {
+                field: FIELD_NAMES[i],
+                value: (*value).to_string(),
+                message: e.to_string(),
+            })
+    })
+}
+
+/// How far back `previous_before` steps before walking forward when croner's backward search
+/// returned a wall time the forward search skips: more than any UTC offset change.
 const PREVIOUS_SAFETY_MARGIN_HOURS: i64 = 3;
 
 impl Schedule {
@@ -50,15 +89,9 @@ impl Schedule {
         if !trimmed.starts_with('@') && fields != 5 {
             return Err(ScheduleError::FieldCount(fields));
         }
-        // croner's default is already the Vixie OR of day-of-month and day-of-week; say so
-        // explicitly so a change of default cannot slip in (tests pin the behaviour too).
-        let cron = CronParser::builder()
-            .seconds(Seconds::Disallowed)
-            .year(Year::Disallowed)
-            .dom_and_dow(false)
-            .build()
+        let cron = parser()
             .parse(trimmed)
-            .map_err(|e| ScheduleError::Invalid(e.to_string()))?;
+            .map_err(|e| blame_field(trimmed).unwrap_or(ScheduleError::Invalid(e.to_string())))?;
         let schedule = Schedule {
             cron,
             timezone,
@@ -103,7 +136,26 @@ impl Schedule {
             .find_previous_occurrence(&local, false)
             .ok()?
             .with_timezone(&Utc);
-        let mut cursor = candidate - Duration::hours(PREVIOUS_SAFETY_MARGIN_HOURS);
+        // Usually the candidate is a forward tick, and only a gap-corrected tick after it can have
+        // been missed: walk forward from just before it.
+        if let Some(found) = self.last_tick_before(candidate - Duration::seconds(1), before) {
+            return Some(found);
+        }
+        // The candidate was a wall time the forward search never yields (the second half of a
+        // repeated hour): start far enough back to meet the tick before it.
+        self.last_tick_before(
+            candidate - Duration::hours(PREVIOUS_SAFETY_MARGIN_HOURS),
+            before,
+        )
+    }
+
+    /// The last forward tick in `(from, before)`.
+    fn last_tick_before(
+        &self,
+        from: DateTime<Utc>,
+        before: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let mut cursor = from;
         let mut last = None;
         while let Some(tick) = self.next_after(cursor) {
             if tick >= before {

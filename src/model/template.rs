@@ -157,6 +157,23 @@ impl TemplateContext {
         }
     }
 
+    /// The contexts validation renders every template against: [`Self::sample`] as a first and
+    /// as a last attempt, in a backfill and not, so that both branches of a condition are tried.
+    pub fn samples(pipeline: &str, step: &str, timezone: Tz) -> Vec<TemplateContext> {
+        let longest = Self::sample(pipeline, step, timezone);
+        let mut samples = Vec::new();
+        for is_backfill in [false, true] {
+            for attempt in [1, u32::MAX] {
+                samples.push(TemplateContext {
+                    is_backfill,
+                    attempt,
+                    ..longest.clone()
+                });
+            }
+        }
+        samples
+    }
+
     /// A context with the longest values a real one can hold for `pipeline` and `step`: what
     /// validation renders every template against.
     pub fn sample(pipeline: &str, step: &str, timezone: Tz) -> TemplateContext {
@@ -186,6 +203,21 @@ fn environment() -> Environment<'static> {
 /// Renders `template` against `ctx`; an unknown variable is an error.
 pub fn render(template: &Template, ctx: &TemplateContext) -> Result<String, TemplateError> {
     Ok(environment().render_str(&template.0, ctx.variables())?)
+}
+
+/// Variables `template` reads that no context provides, sorted (empty when it does not parse).
+pub fn unknown_variables(template: &Template) -> Vec<String> {
+    let env = environment();
+    let Ok(parsed) = env.template_from_str(&template.0) else {
+        return Vec::new();
+    };
+    let mut unknown: Vec<String> = parsed
+        .undeclared_variables(false)
+        .into_iter()
+        .filter(|v| !TEMPLATE_VARIABLES.contains(&v.as_str()))
+        .collect();
+    unknown.sort();
+    unknown
 }
 
 /// Renders every override into a trigger body; `cause` is left empty for the caller.

@@ -157,7 +157,9 @@ mod tests {
         let sleeper = {
             let clock = clock.clone();
             tokio::spawn(async move {
-                clock.sleep_until(start + chrono::Duration::seconds(10)).await;
+                clock
+                    .sleep_until(start + chrono::Duration::seconds(10))
+                    .await;
                 clock.now()
             })
         };

@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod clock;
 pub mod dbt_cloud;
+pub mod emulator;
 pub mod ids;
 pub mod secret;

@@ -100,7 +100,12 @@ pub fn humanize_duration(seconds: i64) -> String {
     if s == 0 {
         return "0 minutes".to_string();
     }
-    let units = [("day", 86_400), ("hour", 3600), ("minute", 60), ("second", 1)];
+    let units = [
+        ("day", 86_400),
+        ("hour", 3600),
+        ("minute", 60),
+        ("second", 1),
+    ];
     let mut rest = s;
     let mut parts = Vec::new();
     for (name, size) in units {

@@ -1,0 +1,81 @@
+//! `baton emulator`: serves a scenario on a port, optionally with time running N times faster.
+
+use super::{Emulator, Scenario};
+use crate::clock::{ScaledClock, SharedClock, SystemClock};
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Arguments of `baton emulator`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    pub listen: String,
+    /// The scenario file (YAML): account, token, jobs and their behaviour.
+    #[arg(long)]
+    pub scenario: PathBuf,
+    /// Runs scenario time N times faster than real time.
+    #[arg(long)]
+    pub speed: Option<f64>,
+}
+
+impl EmulatorArgs {
+    /// Runs the emulator until Ctrl-C or SIGTERM; returns the process exit code.
+    pub fn execute(self) -> std::process::ExitCode {
+        let runtime = match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(self.serve()) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+
+    async fn serve(self) -> anyhow::Result<()> {
+        let scenario = Scenario::from_file(&self.scenario)?;
+        let clock: SharedClock = match self.speed {
+            Some(speed) if speed > 0.0 && speed != 1.0 => Arc::new(ScaledClock::new(speed)),
+            Some(speed) if speed <= 0.0 => anyhow::bail!("--speed must be above 0, not {speed}"),
+            _ => Arc::new(SystemClock),
+        };
+        let listener = tokio::net::TcpListener::bind(&self.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", self.listen))?;
+        let shutdown = CancellationToken::new();
+        let handle = Emulator::start(scenario, clock, listener, shutdown.clone()).await?;
+        println!("baton emulator listening on {}", handle.base_url());
+        println!("account id: {}", handle.account_id());
+        println!("token: {}", handle.token());
+        println!("API base URL: {}/api/v2/", handle.base_url());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        wait_for_signal().await;
+        shutdown.cancel();
+        handle.stopped().await;
+        Ok(())
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,574 @@
+//! The simulated account: runs and their lifecycle (1 → 2 → 3 → 10/20/30), one run per job at a
+//! time, the run-slot limit, timeouts, cancels, reruns from failure. Time only moves through
+//! `advance(now)`, which replays every transition due up to `now` at its own instant, so the state
+//! is the same whether the clock is read often or rarely.
+
+use super::scenario::{DurationSpec, JobSpec, Outcome, Scenario};
+use crate::dbt_cloud::wire::{RunStatus, TriggerRequest};
+use crate::ids::{JobId, RunId, TriggerId};
+use chrono::{DateTime, Duration, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+
+/// The steps every run does before its dbt commands.
+pub const SETUP_STEPS: [&str; 3] = [
+    "Clone git repository",
+    "Create profile from connection Snowflake",
+    "Invoke dbt with `dbt deps`",
+];
+
+/// Distance between consecutive run ids (room for each run's step ids); a trigger id is its run id + 3.
+const RUN_ID_STRIDE: i64 = 100;
+/// Step ids live in their own range so that they never equal a run or trigger id.
+const STEP_ID_OFFSET: i64 = 50_000_000_000;
+/// The real API's timeout `status_message` starts so.
+const TIMEOUT_MESSAGE_PREFIX: &str = "This run timed out after running for";
+
+/// Why a finished run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Success,
+    /// Failed at this 1-based step index.
+    Error {
+        step: usize,
+    },
+    TimedOut,
+    Cancelled,
+}
+
+/// A lifecycle transition that webhooks announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleKind {
+    Started,
+    Completed,
+    Errored,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LifecycleEvent {
+    pub run_id: RunId,
+    pub kind: LifecycleKind,
+    pub at: DateTime<Utc>,
+}
+
+/// Everything about one run, planned at creation and filled in as time passes.
+#[derive(Debug, Clone)]
+pub struct RunState {
+    pub id: RunId,
+    pub job_id: JobId,
+    pub trigger_id: TriggerId,
+    pub request: TriggerRequest,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub status: RunStatus,
+    /// When the run got its turn (first of its job, within the slot limit).
+    pub eligible_since: Option<DateTime<Utc>>,
+    pub dequeued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status_message: Option<String>,
+    pub ending: Option<Ending>,
+    /// Names of this run's steps (setup, then dbt commands).
+    pub steps: Vec<String>,
+    /// Commands a rerun from failure did not repeat.
+    pub skipped_steps: Vec<String>,
+    pub step_id_base: i64,
+    /// Planned running time of all steps together.
+    pub run_time: Duration,
+    /// The 1-based step that will fail, if the run is to fail.
+    pub fails_at: Option<usize>,
+    /// The effective timeout in seconds (override, else the job's), 0 for none.
+    pub timeout_seconds: i64,
+    pub queue_delay: Duration,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub planned_git_sha: String,
+    pub git_sha: Option<String>,
+    pub git_branch: Option<String>,
+    pub via_rerun: bool,
+    /// The failed run this one resumes, for a rerun from failure.
+    pub resumes: Option<RunId>,
+    /// The HTTP status the trigger request was answered with (a fault may turn 200 into 502).
+    pub answered_status: u16,
+}
+
+impl RunState {
+    pub fn step_duration(&self) -> Duration {
+        let n = self.steps.len().max(1) as i32;
+        self.run_time / n
+    }
+
+    /// When the run will end by itself (success or failure at `fails_at`), once started.
+    fn natural_end(&self) -> Option<DateTime<Utc>> {
+        let started = self.started_at?;
+        let last = self.fails_at.unwrap_or(self.steps.len()) as i32;
+        Some(started + self.step_duration() * last)
+    }
+
+    fn timeout_at(&self) -> Option<DateTime<Utc>> {
+        let started = self.started_at?;
+        (self.timeout_seconds > 0).then(|| started + Duration::seconds(self.timeout_seconds))
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.status.is_terminal()
+    }
+}
+
+/// Why an operation on the world was refused; routes turn these into API errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorldError {
+    #[error("unknown job")]
+    UnknownJob,
+    #[error("unknown run")]
+    UnknownRun,
+    #[error("run cannot be retried: {0}")]
+    NotRetryable(&'static str),
+}
+
+/// The whole simulated account.
+#[derive(Debug)]
+pub struct World {
+    pub scenario: Scenario,
+    pub runs: BTreeMap<RunId, RunState>,
+    pub outbox: Vec<LifecycleEvent>,
+    /// When the emulator started: the jobs' `created_at`.
+    pub epoch: DateTime<Utc>,
+    next_run_id: i64,
+    rng: StdRng,
+    sim_time: DateTime<Utc>,
+}
+
+impl World {
+    pub fn new(scenario: Scenario, now: DateTime<Utc>) -> Self {
+        let rng = StdRng::seed_from_u64(scenario.seed);
+        Self {
+            next_run_id: scenario.first_run_id,
+            scenario,
+            runs: BTreeMap::new(),
+            outbox: Vec::new(),
+            epoch: now,
+            rng,
+            sim_time: now,
+        }
+    }
+
+    pub fn job(&self, id: JobId) -> Option<&JobSpec> {
+        self.scenario.job(id)
+    }
+
+    /// Replaces how a job's later runs end.
+    pub fn set_outcome(&mut self, job: JobId, outcome: Outcome) -> Result<(), WorldError> {
+        let spec = self
+            .scenario
+            .jobs
+            .iter_mut()
+            .find(|j| j.id == job)
+            .ok_or(WorldError::UnknownJob)?;
+        spec.outcome = outcome;
+        Ok(())
+    }
+
+    /// The newest run of a job (highest id), whatever its status.
+    pub fn latest_run_of(&self, job: JobId) -> Option<&RunState> {
+        self.runs.values().rev().find(|r| r.job_id == job)
+    }
+
+    /// Creates a run for `job` as `jobs/{id}/run/` does: status 1, waiting its turn.
+    pub fn trigger(
+        &mut self,
+        job: JobId,
+        request: TriggerRequest,
+        now: DateTime<Utc>,
+    ) -> Result<RunId, WorldError> {
+        self.advance(now);
+        let spec = self.job(job).ok_or(WorldError::UnknownJob)?.clone();
+        let mut steps: Vec<String> = SETUP_STEPS.iter().map(|s| s.to_string()).collect();
+        let commands = request
+            .steps_override
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| spec.execute_steps.clone());
+        steps.extend(commands.iter().map(|c| invoke_step_name(c)));
+        let fails_at = self
+            .draw_failure(&spec)
+            .then(|| spec.fail_at_step.unwrap_or(steps.len()).min(steps.len()));
+        let id = self.create_run(&spec, request, steps, fails_at, now);
+        Ok(id)
+    }
+
+    /// `jobs/{id}/rerun/`: resumes the job's latest run from its failed step when that run is
+    /// status 20; otherwise a normal full run.
+    pub fn rerun(
+        &mut self,
+        job: JobId,
+        request: Option<TriggerRequest>,
+        now: DateTime<Utc>,
+    ) -> Result<RunId, WorldError> {
+        self.advance(now);
+        self.job(job).ok_or(WorldError::UnknownJob)?;
+        let latest = self.latest_run_of(job).map(|r| (r.id, r.status));
+        let id = match latest {
+            Some((failed, RunStatus::Error)) => self.resume_from_failure(failed, request, now)?,
+            _ => {
+                let request = request.unwrap_or_else(|| TriggerRequest {
+                    cause: "Triggered via API".into(),
+                    ..TriggerRequest::default()
+                });
+                self.trigger(job, request, now)?
+            }
+        };
+        if let Some(run) = self.runs.get_mut(&id) {
+            run.via_rerun = true;
+        }
+        Ok(id)
+    }
+
+    /// `runs/{id}/retry/`: resumes this failed run, which must be its job's latest.
+    pub fn retry_run(&mut self, run: RunId, now: DateTime<Utc>) -> Result<RunId, WorldError> {
+        self.advance(now);
+        let state = self.runs.get(&run).ok_or(WorldError::UnknownRun)?;
+        if let Some(reason) = self.retry_not_supported_reason(state) {
+            return Err(WorldError::NotRetryable(reason));
+        }
+        let id = self.resume_from_failure(run, None, now)?;
+        if let Some(run) = self.runs.get_mut(&id) {
+            run.via_rerun = true;
+        }
+        Ok(id)
+    }
+
+    fn resume_from_failure(
+        &mut self,
+        failed: RunId,
+        request: Option<TriggerRequest>,
+        now: DateTime<Utc>,
+    ) -> Result<RunId, WorldError> {
+        let old = self
+            .runs
+            .get(&failed)
+            .ok_or(WorldError::UnknownRun)?
+            .clone();
+        let spec = self.job(old.job_id).ok_or(WorldError::UnknownJob)?.clone();
+        let failed_step = match old.ending {
+            Some(Ending::Error { step }) => step,
+            _ => old.steps.len(),
+        };
+        let setup = SETUP_STEPS.len();
+        // Commands before the failed one succeeded and are not run again.
+        let skip = failed_step.saturating_sub(setup + 1);
+        let mut steps: Vec<String> = SETUP_STEPS.iter().map(|s| s.to_string()).collect();
+        steps.extend(old.steps.iter().skip(setup + skip).cloned());
+        let skipped: Vec<String> = old.steps.iter().skip(setup).take(skip).cloned().collect();
+        let fails_at = self.draw_failure(&spec).then(|| {
+            let wanted = spec.fail_at_step.unwrap_or(old.steps.len());
+            let mapped = if wanted <= setup {
+                wanted
+            } else {
+                wanted.saturating_sub(skip).max(setup + 1)
+            };
+            mapped.min(steps.len())
+        });
+        let mut request = request.unwrap_or_else(|| old.request.clone());
+        if request.cause.is_empty() {
+            request.cause = format!("Rerun from failure of run {failed}");
+        }
+        let id = self.create_run(&spec, request, steps, fails_at, now);
+        if let Some(run) = self.runs.get_mut(&id) {
+            run.resumes = Some(failed);
+            run.skipped_steps = skipped;
+        }
+        Ok(id)
+    }
+
+    fn draw_failure(&mut self, spec: &JobSpec) -> bool {
+        match spec.outcome {
+            Outcome::Success => false,
+            Outcome::Error => true,
+            Outcome::Flaky => self.rng.gen_bool(spec.failure_probability),
+            Outcome::FailFirst => {
+                let earlier = self.runs.values().filter(|r| r.job_id == spec.id).count();
+                earlier < spec.fail_first as usize
+            }
+        }
+    }
+
+    fn create_run(
+        &mut self,
+        spec: &JobSpec,
+        request: TriggerRequest,
+        steps: Vec<String>,
+        fails_at: Option<usize>,
+        now: DateTime<Utc>,
+    ) -> RunId {
+        let id = RunId(self.next_run_id);
+        self.next_run_id += RUN_ID_STRIDE;
+        let duration = spec.duration.unwrap_or(self.scenario.timing.duration);
+        let run_time = match duration {
+            DurationSpec::Fixed(span) => span.chrono(),
+            DurationSpec::Range { min, max } => {
+                let (lo, hi) = (min.0.as_millis() as i64, max.0.as_millis() as i64);
+                Duration::milliseconds(self.rng.gen_range(lo..=hi))
+            }
+        };
+        let planned_git_sha = request.git_sha.clone().unwrap_or_else(|| {
+            (0..40)
+                .map(|_| char::from_digit(self.rng.gen_range(0..16), 16).unwrap_or('0'))
+                .collect()
+        });
+        let timeout_seconds = request
+            .timeout_seconds_override
+            .filter(|t| *t > 0)
+            .unwrap_or(spec.timeout_seconds);
+        let queue_delay = spec
+            .queue_delay
+            .unwrap_or(self.scenario.timing.queue_delay)
+            .chrono();
+        let run = RunState {
+            id,
+            job_id: spec.id,
+            trigger_id: TriggerId(id.0 + 3),
+            request,
+            created_at: now,
+            updated_at: now,
+            status: RunStatus::Queued,
+            eligible_since: None,
+            dequeued_at: None,
+            started_at: None,
+            finished_at: None,
+            status_message: None,
+            ending: None,
+            steps,
+            skipped_steps: Vec::new(),
+            step_id_base: id.0 + STEP_ID_OFFSET,
+            run_time,
+            fails_at,
+            timeout_seconds,
+            queue_delay,
+            cancel_requested_at: None,
+            planned_git_sha,
+            git_sha: None,
+            git_branch: None,
+            via_rerun: false,
+            resumes: None,
+            answered_status: 200,
+        };
+        self.runs.insert(id, run);
+        self.assign_turns(now);
+        id
+    }
+
+    /// `runs/{id}/cancel/`: a run not yet running ends at once; a running one ends after the
+    /// scenario's `cancel_delay`; a finished one is left as it is.
+    pub fn cancel(&mut self, id: RunId, now: DateTime<Utc>) -> Result<(), WorldError> {
+        self.advance(now);
+        let run = self.runs.get_mut(&id).ok_or(WorldError::UnknownRun)?;
+        if run.is_terminal() || run.cancel_requested_at.is_some() {
+            return Ok(());
+        }
+        if run.status == RunStatus::Running {
+            run.cancel_requested_at = Some(now);
+            run.updated_at = now;
+        } else {
+            run.dequeued_at = None;
+            finish(run, Ending::Cancelled, now, "Cancelled by user.".into());
+        }
+        self.advance(now);
+        Ok(())
+    }
+
+    /// Applies, in time order, every transition due at or before `now`.
+    pub fn advance(&mut self, now: DateTime<Utc>) {
+        loop {
+            self.assign_turns(self.sim_time);
+            let Some((at, id)) = self.next_transition() else {
+                break;
+            };
+            if at > now {
+                break;
+            }
+            self.sim_time = self.sim_time.max(at);
+            self.apply_transition(id, at);
+        }
+        if now > self.sim_time {
+            self.sim_time = now;
+            self.assign_turns(now);
+        }
+    }
+
+    /// The next instant something changes by itself, for the background task to sleep until.
+    pub fn next_event_at(&self) -> Option<DateTime<Utc>> {
+        self.next_transition().map(|(at, _)| at)
+    }
+
+    /// Gives a turn to every queued run that is first of its job and fits in the slot limit.
+    fn assign_turns(&mut self, at: DateTime<Utc>) {
+        let mut occupied = self
+            .runs
+            .values()
+            .filter(|r| !r.is_terminal() && r.eligible_since.is_some())
+            .count();
+        let slots = self.scenario.run_slots.map(|s| s as usize);
+        let mut active_jobs: std::collections::BTreeSet<JobId> = std::collections::BTreeSet::new();
+        let waiting: Vec<RunId> = self
+            .runs
+            .values()
+            .filter(|r| !r.is_terminal())
+            .filter_map(|r| {
+                let first_of_job = active_jobs.insert(r.job_id);
+                (first_of_job && r.eligible_since.is_none()).then_some(r.id)
+            })
+            .collect();
+        for id in waiting {
+            if slots.is_some_and(|s| occupied >= s) {
+                break;
+            }
+            if let Some(run) = self.runs.get_mut(&id) {
+                run.eligible_since = Some(at);
+                occupied += 1;
+            }
+        }
+    }
+
+    fn next_transition(&self) -> Option<(DateTime<Utc>, RunId)> {
+        let start_delay = self.scenario.timing.start_delay.chrono();
+        let cancel_delay = self.scenario.timing.cancel_delay.chrono();
+        self.runs
+            .values()
+            .filter_map(|r| {
+                let at = match r.status {
+                    RunStatus::Queued => r
+                        .eligible_since
+                        .map(|e| e.max(r.created_at + r.queue_delay)),
+                    RunStatus::Starting => r.dequeued_at.map(|d| d + start_delay),
+                    RunStatus::Running => [
+                        r.natural_end(),
+                        r.timeout_at(),
+                        r.cancel_requested_at.map(|c| c + cancel_delay),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min(),
+                    _ => None,
+                }?;
+                Some((at, r.id))
+            })
+            .min()
+    }
+
+    fn apply_transition(&mut self, id: RunId, at: DateTime<Utc>) {
+        let cancel_delay = self.scenario.timing.cancel_delay.chrono();
+        let Some(run) = self.runs.get_mut(&id) else {
+            return;
+        };
+        match run.status {
+            RunStatus::Queued => {
+                run.status = RunStatus::Starting;
+                run.dequeued_at = Some(at);
+                run.updated_at = at;
+            }
+            RunStatus::Starting => {
+                run.status = RunStatus::Running;
+                run.started_at = Some(at);
+                run.updated_at = at;
+                run.git_sha = Some(run.planned_git_sha.clone());
+                run.git_branch = Some(
+                    run.request
+                        .git_branch
+                        .clone()
+                        .unwrap_or_else(|| "main".into()),
+                );
+                self.outbox.push(LifecycleEvent {
+                    run_id: id,
+                    kind: LifecycleKind::Started,
+                    at,
+                });
+            }
+            RunStatus::Running => {
+                let cancel_at = run.cancel_requested_at.map(|c| c + cancel_delay);
+                let (ending, message) = if cancel_at.is_some_and(|c| c <= at) {
+                    (Ending::Cancelled, Some("Cancelled by user.".to_string()))
+                } else if run.timeout_at().is_some_and(|t| t <= at)
+                    && run.natural_end().is_some_and(|n| n > at)
+                {
+                    let message = format!(
+                        "{TIMEOUT_MESSAGE_PREFIX} {}, which exceeded the configured timeout of {} seconds.",
+                        crate::dbt_cloud::time::humanize_duration(run.timeout_seconds),
+                        run.timeout_seconds
+                    );
+                    (Ending::TimedOut, Some(message))
+                } else if let Some(step) = run.fails_at {
+                    (Ending::Error { step }, None)
+                } else {
+                    (Ending::Success, None)
+                };
+                finish_with(run, ending, at, message);
+                let kind = match ending {
+                    Ending::Error { .. } => Some(LifecycleKind::Errored),
+                    _ => None,
+                };
+                self.outbox.push(LifecycleEvent {
+                    run_id: id,
+                    kind: LifecycleKind::Completed,
+                    at,
+                });
+                if let Some(kind) = kind {
+                    self.outbox.push(LifecycleEvent {
+                        run_id: id,
+                        kind,
+                        at,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs of the same job, created earlier and not finished, that this queued run waits behind.
+    pub fn blocked_by(&self, run: &RunState) -> Vec<RunId> {
+        if run.status != RunStatus::Queued || run.eligible_since.is_some() {
+            return Vec::new();
+        }
+        self.runs
+            .range(..run.id)
+            .map(|(_, r)| r)
+            .filter(|r| r.job_id == run.job_id && !r.is_terminal())
+            .map(|r| r.id)
+            .collect()
+    }
+
+    /// Why `runs/{id}/retry/` would refuse this run; `None` when it can be retried.
+    pub fn retry_not_supported_reason(&self, run: &RunState) -> Option<&'static str> {
+        if run.status != RunStatus::Error {
+            return Some("RETRY_NOT_FAILED_RUN");
+        }
+        if self.latest_run_of(run.job_id).map(|r| r.id) != Some(run.id) {
+            return Some("RETRY_NOT_LATEST_RUN");
+        }
+        None
+    }
+}
+
+fn finish(run: &mut RunState, ending: Ending, at: DateTime<Utc>, message: String) {
+    finish_with(run, ending, at, Some(message));
+}
+
+fn finish_with(run: &mut RunState, ending: Ending, at: DateTime<Utc>, message: Option<String>) {
+    run.status = match ending {
+        Ending::Success => RunStatus::Success,
+        Ending::Error { .. } => RunStatus::Error,
+        Ending::TimedOut | Ending::Cancelled => RunStatus::Cancelled,
+    };
+    run.ending = Some(ending);
+    run.finished_at = Some(at);
+    run.updated_at = at;
+    run.status_message = message;
+}
+
+/// The step name dbt Cloud shows for a dbt command.
+pub fn invoke_step_name(command: &str) -> String {
+    format!("Invoke dbt with `{command}`")
+}
+
+#[cfg(test)]
+mod tests;

@@ -3,6 +3,8 @@
 //! client, even when a hostile server echoes the `Authorization` header back in its bodies. And a
 //! run status code outside the documented six is kept and logged as a warning.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap; clippy only knows that inside #[test] functions
+
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};

@@ -595,3 +595,30 @@ async fn runs_artifacts_cancel_and_rerun_round_trip() {
     let recorded = dbt.handle.runs();
     assert!(recorded.iter().any(|r| r.id == rerun.id && r.via_rerun));
 }
+
+#[tokio::test]
+async fn a_trigger_that_times_out_after_sending_is_ambiguous_and_reads_retry_timeouts() {
+    let dbt = Dbt::start().await;
+    // The emulator applies the latency after the request took effect.
+    dbt.handle.set_faults(Faults {
+        latency_ms: 400,
+        ..Faults::default()
+    });
+    let mut config = dbt.config();
+    config.request_timeout = Duration::from_millis(50);
+    config.max_retries = 1;
+    let client = DbtCloudClient::new(config).unwrap();
+
+    let error = client.trigger(JOB, &cause("k-timeout")).await.unwrap_err();
+    assert_eq!(error, TriggerError::Ambiguous(ApiError::Timeout));
+    assert_eq!(dbt.handle.runs().len(), 1);
+    assert_eq!(
+        dbt.total("trigger_run"),
+        1,
+        "a timed-out trigger was re-sent"
+    );
+
+    let error = client.get_job(JOB).await.unwrap_err();
+    assert_eq!(error, ApiError::Timeout);
+    assert_eq!(dbt.total("get_job"), 2, "a timed-out read is retried");
+}

@@ -22,7 +22,9 @@ fn demo_scenario() -> std::path::PathBuf {
 #[test]
 fn the_demo_scenario_parses_and_holds_the_example_pipelines_jobs() {
     let scenario = baton::emulator::Scenario::from_file(demo_scenario()).unwrap();
-    for id in [559062, 559063, 559064, 559065, 559070, 559071, 559072, 559080, 559081] {
+    for id in [
+        559062, 559063, 559064, 559065, 559070, 559071, 559072, 559080, 559081,
+    ] {
         assert!(scenario.job(baton::ids::JobId(id)).is_some(), "job {id}");
     }
 }
@@ -30,7 +32,14 @@ fn the_demo_scenario_parses_and_holds_the_example_pipelines_jobs() {
 #[tokio::test]
 async fn baton_emulator_serves_the_demo_scenario_at_speed() {
     let child = Command::new(assert_cmd::cargo::cargo_bin("baton"))
-        .args(["emulator", "--listen", "127.0.0.1:0", "--speed", "50", "--scenario"])
+        .args([
+            "emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--speed",
+            "50",
+            "--scenario",
+        ])
         .arg(demo_scenario())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -42,7 +51,10 @@ async fn baton_emulator_serves_the_demo_scenario_at_speed() {
     let base = first.rsplit(' ').next().unwrap().to_string();
     assert!(base.starts_with("http://127.0.0.1:"), "{first}");
     let printed: Vec<String> = lines.by_ref().take(3).map(|l| l.unwrap()).collect();
-    assert!(printed.iter().any(|l| l == "token: demo-token-not-secret"), "{printed:?}");
+    assert!(
+        printed.iter().any(|l| l == "token: demo-token-not-secret"),
+        "{printed:?}"
+    );
 
     let client = reqwest::Client::new();
     let url = format!("{base}/api/v2/accounts/70403103922125/jobs/559062/run/");

@@ -1,5 +1,13 @@
 //! `DbtCloudClient`: typed calls to the dbt Cloud Administrative API v2 for one account, sharing that
 //! account's `RequestBudget`. Decoding is tolerant (see `wire`); errors are classed (see `error`).
+//!
+//! Retry rules: reads and cancel retry transient failures (transport, timeout, 408, 429, 5xx) up to
+//! `max_retries` times with jittered exponential backoff, honouring `Retry-After`; a 429 also puts
+//! the whole account into a cooldown through the budget. Trigger and rerun are re-sent only after a
+//! 429 (refused by the rate limiter, so nothing was queued) or a connection that never opened; every
+//! other failure after sending is `TriggerError::Ambiguous` for the caller to reconcile. Every wait
+//! runs on the budget's clock, and every future here is safe to drop: a dropped trigger is at worst
+//! ambiguous, which the caller's restart reconciliation already covers.
 
 mod query;
 mod runs;

@@ -2,6 +2,8 @@
 //! (when that folder exists) and the project's own edge cases in `tests/data/client/` decode into the
 //! wire types the client uses, and error bodies map to the right `ApiError` class.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap; clippy only knows that inside #[test] functions
+
 use baton::dbt_cloud::client::decode_enveloped;
 use baton::dbt_cloud::error::error_from_response;
 use baton::dbt_cloud::wire::{Job, Pagination, Run, RunStatus, RunStep};

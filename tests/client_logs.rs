@@ -3,6 +3,8 @@
 //! client, even when a hostile server echoes the `Authorization` header back in its bodies. And a
 //! run status code outside the documented six is kept and logged as a warning.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap; clippy only knows that inside #[test] functions
+
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -93,6 +95,17 @@ fn hostile_routes() -> Router {
         .route(
             "/api/v2/accounts/7/jobs/6/",
             get(|| async { StatusCode::UNAUTHORIZED }),
+        )
+        .route(
+            "/api/v2/accounts/7/jobs/8/",
+            get(|h: HeaderMap| async move {
+                let agent = h.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("");
+                let body = serde_json::json!({
+                    "status": {"code": 404, "is_success": false, "user_message": format!("{agent} | {}", echoed(&h)), "developer_message": ""},
+                    "data": null,
+                });
+                (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+            }),
         )
         .route(
             "/api/v2/accounts/7/runs/4/",
@@ -217,4 +230,15 @@ async fn an_unknown_status_code_is_kept_and_warned_about() {
         .unwrap_or_else(|| panic!("no warning about status 42:\n{logs}"));
     assert!(warning.contains("status=42"), "{warning}");
     assert!(warning.contains("run_id=70403110257794"), "{warning}");
+}
+
+#[tokio::test]
+async fn requests_carry_the_baton_user_agent_and_a_token_authorization() {
+    let client = DbtCloudClient::new(config(&serve_hostile().await)).unwrap();
+    let error = client.get_job(JobId(8)).await.unwrap_err();
+    let want = format!("baton/{} | Token ***", env!("CARGO_PKG_VERSION"));
+    assert!(
+        matches!(&error, baton::dbt_cloud::ApiError::NotFound { message } if *message == want),
+        "{error:?}"
+    );
 }

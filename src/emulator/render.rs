@@ -210,7 +210,7 @@ fn job_wire(world: &World, spec: &JobSpec) -> Job {
         deactivated: Some(false),
         run_failure_count: Some(0),
         deferring_job_definition_id: None,
-        deferring_environment_id: None,
+        deferring_environment_id: Some(environment_id(world, spec)),
         lifecycle_webhooks: Some(false),
         lifecycle_webhooks_url: None,
         triggers: Some(json!({
@@ -226,7 +226,11 @@ fn job_wire(world: &World, spec: &JobSpec) -> Job {
         }),
         schedule: Some(json!({
             "cron": spec.cron.clone().unwrap_or_else(|| "0 * * * *".into()),
-            "date": {"type": "custom_cron", "cron": spec.cron.clone().unwrap_or_else(|| "0 * * * *".into())},
+            "date": {
+                "type": "interval_cron",
+                "days": [0, 1, 2, 3, 4, 5, 6],
+                "cron": spec.cron.clone().unwrap_or_else(|| "0 * * * *".into()),
+            },
             "time": {"type": "every_hour", "interval": 1},
         })),
         is_deferrable: Some(false),

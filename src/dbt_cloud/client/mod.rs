@@ -1,5 +1,13 @@
 //! `DbtCloudClient`: typed calls to the dbt Cloud Administrative API v2 for one account, sharing that
 //! account's `RequestBudget`. Decoding is tolerant (see `wire`); errors are classed (see `error`).
+//!
+//! Retry rules: reads and cancel retry transient failures (transport, timeout, 408, 429, 5xx) up to
+//! `max_retries` times with jittered exponential backoff, honouring `Retry-After`; a 429 also puts
+//! the whole account into a cooldown through the budget. Trigger and rerun are re-sent only after a
+//! 429 (refused by the rate limiter, so nothing was queued) or a connection that never opened; every
+//! other failure after sending is `TriggerError::Ambiguous` for the caller to reconcile. Every wait
+//! runs on the budget's clock, and every future here is safe to drop: a dropped trigger is at worst
+//! ambiguous, which the caller's restart reconciliation already covers.
 
 mod query;
 mod runs;
@@ -12,6 +20,7 @@ use super::error::{excerpt, scrub, ApiError, TriggerError};
 use super::wire::{Envelope, Extra, Job, Run, RunStatus, TriggerRequest, MAX_CAUSE_CHARS};
 use crate::ids::{AccountId, JobId, RunId};
 use crate::secret::Secret;
+use reqwest::header::HeaderValue;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -67,6 +76,8 @@ struct Inner {
     http: reqwest::Client,
     config: ClientConfig,
     token: Secret,
+    /// `Token <secret>`, marked sensitive so that HTTP libraries never print it.
+    authorization: HeaderValue,
     budget: Arc<RequestBudget>,
     /// `<base>/api/v2/accounts/<id>/`, as path segments to extend.
     account_root: Url,
@@ -109,12 +120,20 @@ impl DbtCloudClient {
             })?
             .pop_if_empty()
             .extend(["api", "v2", "accounts", &config.account_id.to_string()]);
+        let mut authorization = HeaderValue::from_str(&format!("Token {}", config.token.expose()))
+            .map_err(|_| {
+                ApiError::Config(
+                    "the API token holds characters not allowed in an HTTP header".into(),
+                )
+            })?;
+        authorization.set_sensitive(true);
         account_root.set_query(None);
         account_root.set_fragment(None);
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
                 token: config.token.clone(),
+                authorization,
                 config,
                 budget,
                 account_root,
@@ -291,5 +310,38 @@ fn warn_unknown_status(run: &Run) {
             status = code,
             "dbt Cloud reported an unknown run status code; treating the run as not finished"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(base: &str, token: &str) -> ClientConfig {
+        ClientConfig::new(base.parse().unwrap(), AccountId(7), Secret::new(token))
+    }
+
+    #[test]
+    fn paths_keep_a_base_prefix_and_end_with_a_slash() {
+        let client = DbtCloudClient::new(config("https://proxy.example/dbt/", "t")).unwrap();
+        assert_eq!(
+            client.url(&["runs", "70403110257794", ""]).as_str(),
+            "https://proxy.example/dbt/api/v2/accounts/7/runs/70403110257794/"
+        );
+        let client = DbtCloudClient::new(config("http://127.0.0.1:9", "t")).unwrap();
+        assert_eq!(
+            client
+                .url(&["runs", "1", "artifacts", "run results.json"])
+                .as_str(),
+            "http://127.0.0.1:9/api/v2/accounts/7/runs/1/artifacts/run%20results.json"
+        );
+    }
+
+    #[test]
+    fn a_token_unfit_for_a_header_is_refused_up_front_without_echoing_it() {
+        let error =
+            DbtCloudClient::new(config("https://cloud.getdbt.com", "abc\ndef")).unwrap_err();
+        assert!(matches!(error, ApiError::Config(_)), "{error:?}");
+        assert!(!error.to_string().contains("abc"));
     }
 }

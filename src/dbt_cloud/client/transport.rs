@@ -8,7 +8,7 @@ use crate::dbt_cloud::error::{
     error_from_response, parse_retry_after, scrub, ApiError, TriggerError,
 };
 use rand::Rng;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Method;
 use std::time::Duration;
 use url::Url;
@@ -53,18 +53,11 @@ impl DbtCloudClient {
     ) -> Result<Answer, Failure> {
         self.inner.budget.acquire().await;
         let started = tokio::time::Instant::now();
-        let mut auth = HeaderValue::from_str(&format!("Token {}", self.inner.token.expose()))
-            .map_err(|_| {
-                Failure::NotSent(ApiError::Config(
-                    "the API token holds characters not allowed in an HTTP header".into(),
-                ))
-            })?;
-        auth.set_sensitive(true);
         let mut request = self
             .inner
             .http
             .request(method.clone(), url.clone())
-            .header(AUTHORIZATION, auth);
+            .header(AUTHORIZATION, self.inner.authorization.clone());
         if let Some(body) = body {
             request = request
                 .header(CONTENT_TYPE, "application/json")

@@ -8,11 +8,14 @@ mod artifacts;
 pub mod cli;
 pub mod faults;
 mod handlers;
+mod lists;
 pub mod query;
 mod render;
 pub mod routes;
+mod run;
 pub mod scenario;
 pub mod state;
+mod trigger_body;
 pub mod webhooks;
 
 pub use faults::Faults;
@@ -86,8 +89,8 @@ impl Shared {
 
     /// As `with_world`, without waking the lifecycle task (which calls this itself).
     fn with_world_quietly<R>(&self, f: impl FnOnce(&mut World, DateTime<Utc>) -> R) -> R {
-        let now = self.clock.now();
         let mut world = lock(&self.world);
+        let now = world.present(self.clock.now());
         world.advance(now);
         let result = f(&mut world, now);
         let events = std::mem::take(&mut world.outbox);

@@ -80,7 +80,7 @@ pub fn run_json(
         owner_thread_id: None,
         executed_by_thread_id: run
             .dequeued_at
-            .map(|_| format!("scheduler-run-0-{}", &run.planned_git_sha[..10])),
+            .map(|_| format!("scheduler-run-0-{}", &run.fingerprint[..10])),
         deferring_run_id: None,
         artifacts_saved: Some(artifacts_saved),
         artifact_s3_path: artifacts_saved

@@ -161,6 +161,9 @@ pub struct WebhookSpec {
     pub retry_backoff: Span,
 }
 
+/// The longest duration a scenario may write (keeps time arithmetic in range).
+const MAX_SPAN: std::time::Duration = std::time::Duration::from_secs(10 * 366 * 86_400);
+
 /// A length of time written `5s`, `2m 30s`, `250ms` or a number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span(pub std::time::Duration);
@@ -184,15 +187,21 @@ impl<'de> Deserialize<'de> for Span {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Seconds(s) if s >= 0.0 && s.is_finite() => {
+            Raw::Seconds(s) if (0.0..=MAX_SPAN.as_secs_f64()).contains(&s) => {
                 Ok(Span(std::time::Duration::from_secs_f64(s)))
             }
             Raw::Seconds(s) => Err(serde::de::Error::custom(format_args!(
-                "a duration cannot be {s}"
+                "a duration cannot be {s} seconds"
             ))),
-            Raw::Text(t) => humantime::parse_duration(&t)
-                .map(Span)
-                .map_err(|e| serde::de::Error::custom(format_args!("not a duration: {t:?} ({e})"))),
+            Raw::Text(t) => match humantime::parse_duration(&t) {
+                Ok(d) if d <= MAX_SPAN => Ok(Span(d)),
+                Ok(_) => Err(serde::de::Error::custom(format_args!(
+                    "{t:?} is longer than ten years"
+                ))),
+                Err(e) => Err(serde::de::Error::custom(format_args!(
+                    "not a duration: {t:?} ({e})"
+                ))),
+            },
         }
     }
 }

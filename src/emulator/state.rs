@@ -3,6 +3,10 @@
 //! `advance(now)`, which replays every transition due up to `now` at its own instant, so the state
 //! is the same whether the clock is read often or rarely.
 
+use super::run::{finish, finish_with};
+pub use super::run::{
+    invoke_step_name, Ending, LifecycleEvent, LifecycleKind, RunState, SETUP_STEPS,
+};
 use super::scenario::{DurationSpec, JobSpec, Outcome, Scenario};
 use crate::dbt_cloud::wire::{RunStatus, TriggerRequest};
 use crate::ids::{JobId, RunId, TriggerId};
@@ -11,109 +15,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
-/// The steps every run does before its dbt commands.
-pub const SETUP_STEPS: [&str; 3] = [
-    "Clone git repository",
-    "Create profile from connection Snowflake",
-    "Invoke dbt with `dbt deps`",
-];
-
 /// Distance between consecutive run ids (room for each run's step ids); a trigger id is its run id + 3.
 const RUN_ID_STRIDE: i64 = 100;
 /// Step ids live in their own range so that they never equal a run or trigger id.
 const STEP_ID_OFFSET: i64 = 50_000_000_000;
+/// Timeouts beyond ten years are treated as ten years (time arithmetic stays in range).
+const MAX_TIMEOUT_SECONDS: i64 = 10 * 366 * 86_400;
 /// The real API's timeout `status_message` starts so.
 const TIMEOUT_MESSAGE_PREFIX: &str = "This run timed out after running for";
-
-/// Why a finished run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    Success,
-    /// Failed at this 1-based step index.
-    Error {
-        step: usize,
-    },
-    TimedOut,
-    Cancelled,
-}
-
-/// A lifecycle transition that webhooks announce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LifecycleKind {
-    Started,
-    Completed,
-    Errored,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct LifecycleEvent {
-    pub run_id: RunId,
-    pub kind: LifecycleKind,
-    pub at: DateTime<Utc>,
-}
-
-/// Everything about one run, planned at creation and filled in as time passes.
-#[derive(Debug, Clone)]
-pub struct RunState {
-    pub id: RunId,
-    pub job_id: JobId,
-    pub trigger_id: TriggerId,
-    pub request: TriggerRequest,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub status: RunStatus,
-    /// When the run got its turn (first of its job, within the slot limit).
-    pub eligible_since: Option<DateTime<Utc>>,
-    pub dequeued_at: Option<DateTime<Utc>>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub status_message: Option<String>,
-    pub ending: Option<Ending>,
-    /// Names of this run's steps (setup, then dbt commands).
-    pub steps: Vec<String>,
-    /// Commands a rerun from failure did not repeat.
-    pub skipped_steps: Vec<String>,
-    pub step_id_base: i64,
-    /// Planned running time of all steps together.
-    pub run_time: Duration,
-    /// The 1-based step that will fail, if the run is to fail.
-    pub fails_at: Option<usize>,
-    /// The effective timeout in seconds (override, else the job's), 0 for none.
-    pub timeout_seconds: i64,
-    pub queue_delay: Duration,
-    pub cancel_requested_at: Option<DateTime<Utc>>,
-    pub planned_git_sha: String,
-    pub git_sha: Option<String>,
-    pub git_branch: Option<String>,
-    pub via_rerun: bool,
-    /// The failed run this one resumes, for a rerun from failure.
-    pub resumes: Option<RunId>,
-    /// The HTTP status the trigger request was answered with (a fault may turn 200 into 502).
-    pub answered_status: u16,
-}
-
-impl RunState {
-    pub fn step_duration(&self) -> Duration {
-        let n = self.steps.len().max(1) as i32;
-        self.run_time / n
-    }
-
-    /// When the run will end by itself (success or failure at `fails_at`), once started.
-    fn natural_end(&self) -> Option<DateTime<Utc>> {
-        let started = self.started_at?;
-        let last = self.fails_at.unwrap_or(self.steps.len()) as i32;
-        Some(started + self.step_duration() * last)
-    }
-
-    fn timeout_at(&self) -> Option<DateTime<Utc>> {
-        let started = self.started_at?;
-        (self.timeout_seconds > 0).then(|| started + Duration::seconds(self.timeout_seconds))
-    }
-
-    pub fn is_terminal(&self) -> bool {
-        self.status.is_terminal()
-    }
-}
 
 /// Why an operation on the world was refused; routes turn these into API errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -311,15 +220,18 @@ impl World {
                 Duration::milliseconds(self.rng.gen_range(lo..=hi))
             }
         };
-        let planned_git_sha = request.git_sha.clone().unwrap_or_else(|| {
-            (0..40)
-                .map(|_| char::from_digit(self.rng.gen_range(0..16), 16).unwrap_or('0'))
-                .collect()
-        });
+        let fingerprint: String = (0..40)
+            .map(|_| char::from_digit(self.rng.gen_range(0..16), 16).unwrap_or('0'))
+            .collect();
+        let planned_git_sha = request
+            .git_sha
+            .clone()
+            .unwrap_or_else(|| fingerprint.clone());
         let timeout_seconds = request
             .timeout_seconds_override
             .filter(|t| *t > 0)
-            .unwrap_or(spec.timeout_seconds);
+            .unwrap_or(spec.timeout_seconds)
+            .clamp(0, MAX_TIMEOUT_SECONDS);
         let queue_delay = spec
             .queue_delay
             .unwrap_or(self.scenario.timing.queue_delay)
@@ -346,6 +258,7 @@ impl World {
             timeout_seconds,
             queue_delay,
             cancel_requested_at: None,
+            fingerprint,
             planned_git_sha,
             git_sha: None,
             git_branch: None,
@@ -378,6 +291,12 @@ impl World {
     }
 
     /// Applies, in time order, every transition due at or before `now`.
+    /// The simulation's present: never before an instant already simulated, so that two requests
+    /// reading a real clock a moment apart cannot make time go backwards.
+    pub fn present(&self, clock_now: DateTime<Utc>) -> DateTime<Utc> {
+        clock_now.max(self.sim_time)
+    }
+
     pub fn advance(&mut self, now: DateTime<Utc>) {
         loop {
             self.assign_turns(self.sim_time);
@@ -547,27 +466,6 @@ impl World {
         }
         None
     }
-}
-
-fn finish(run: &mut RunState, ending: Ending, at: DateTime<Utc>, message: String) {
-    finish_with(run, ending, at, Some(message));
-}
-
-fn finish_with(run: &mut RunState, ending: Ending, at: DateTime<Utc>, message: Option<String>) {
-    run.status = match ending {
-        Ending::Success => RunStatus::Success,
-        Ending::Error { .. } => RunStatus::Error,
-        Ending::TimedOut | Ending::Cancelled => RunStatus::Cancelled,
-    };
-    run.ending = Some(ending);
-    run.finished_at = Some(at);
-    run.updated_at = at;
-    run.status_message = message;
-}
-
-/// The step name dbt Cloud shows for a dbt command.
-pub fn invoke_step_name(command: &str) -> String {
-    format!("Invoke dbt with `{command}`")
 }
 
 #[cfg(test)]

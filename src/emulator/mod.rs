@@ -8,6 +8,7 @@ mod artifacts;
 pub mod cli;
 pub mod faults;
 mod handlers;
+mod lifecycle;
 mod lists;
 pub mod query;
 mod render;

@@ -104,10 +104,6 @@ impl RunState {
     }
 }
 
-pub(super) fn finish(run: &mut RunState, ending: Ending, at: DateTime<Utc>, message: String) {
-    finish_with(run, ending, at, Some(message));
-}
-
 pub(super) fn finish_with(
     run: &mut RunState,
     ending: Ending,

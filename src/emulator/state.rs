@@ -3,7 +3,7 @@
 //! `advance(now)`, which replays every transition due up to `now` at its own instant, so the state
 //! is the same whether the clock is read often or rarely.
 
-use super::run::{finish, finish_with};
+use super::lifecycle::Schedule;
 pub use super::run::{
     invoke_step_name, Ending, LifecycleEvent, LifecycleKind, RunState, SETUP_STEPS,
 };
@@ -21,8 +21,8 @@ const RUN_ID_STRIDE: i64 = 100;
 const STEP_ID_OFFSET: i64 = 50_000_000_000;
 /// Timeouts beyond ten years are treated as ten years (time arithmetic stays in range).
 const MAX_TIMEOUT_SECONDS: i64 = 10 * 366 * 86_400;
-/// The real API's timeout `status_message` starts so.
-const TIMEOUT_MESSAGE_PREFIX: &str = "This run timed out after running for";
+/// The `status_message` of a cancelled run.
+pub const CANCELLED_MESSAGE: &str = "Cancelled by user.";
 
 /// Why an operation on the world was refused; routes turn these into API errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,12 +40,17 @@ pub enum WorldError {
 pub struct World {
     pub scenario: Scenario,
     pub runs: BTreeMap<RunId, RunState>,
+    /// What happens next, and to which run.
+    pub(super) schedule: Schedule,
+    /// How many runs each job has had (for `fail_first`).
+    runs_per_job: BTreeMap<JobId, usize>,
     pub outbox: Vec<LifecycleEvent>,
     /// When the emulator started: the jobs' `created_at`.
     pub epoch: DateTime<Utc>,
     next_run_id: i64,
     rng: StdRng,
-    sim_time: DateTime<Utc>,
+    /// The instant up to which the simulation has run.
+    pub(super) sim_time: DateTime<Utc>,
 }
 
 impl World {
@@ -55,6 +60,8 @@ impl World {
             next_run_id: scenario.first_run_id,
             scenario,
             runs: BTreeMap::new(),
+            schedule: Schedule::default(),
+            runs_per_job: BTreeMap::new(),
             outbox: Vec::new(),
             epoch: now,
             rng,
@@ -196,7 +203,7 @@ impl World {
             Outcome::Error => true,
             Outcome::Flaky => self.rng.gen_bool(spec.failure_probability),
             Outcome::FailFirst => {
-                let earlier = self.runs.values().filter(|r| r.job_id == spec.id).count();
+                let earlier = self.runs_per_job.get(&spec.id).copied().unwrap_or(0);
                 earlier < spec.fail_first as usize
             }
         }
@@ -266,7 +273,9 @@ impl World {
             resumes: None,
             answered_status: 200,
         };
+        self.schedule.admit(&run);
         self.runs.insert(id, run);
+        *self.runs_per_job.entry(spec.id).or_default() += 1;
         self.assign_turns(now);
         id
     }
@@ -282,165 +291,13 @@ impl World {
         if run.status == RunStatus::Running {
             run.cancel_requested_at = Some(now);
             run.updated_at = now;
+            self.replan(id);
         } else {
             run.dequeued_at = None;
-            finish(run, Ending::Cancelled, now, "Cancelled by user.".into());
+            self.end_run(id, Ending::Cancelled, now, Some(CANCELLED_MESSAGE.into()));
         }
         self.advance(now);
         Ok(())
-    }
-
-    /// Applies, in time order, every transition due at or before `now`.
-    /// The simulation's present: never before an instant already simulated, so that two requests
-    /// reading a real clock a moment apart cannot make time go backwards.
-    pub fn present(&self, clock_now: DateTime<Utc>) -> DateTime<Utc> {
-        clock_now.max(self.sim_time)
-    }
-
-    pub fn advance(&mut self, now: DateTime<Utc>) {
-        loop {
-            self.assign_turns(self.sim_time);
-            let Some((at, id)) = self.next_transition() else {
-                break;
-            };
-            if at > now {
-                break;
-            }
-            self.sim_time = self.sim_time.max(at);
-            self.apply_transition(id, at);
-        }
-        if now > self.sim_time {
-            self.sim_time = now;
-            self.assign_turns(now);
-        }
-    }
-
-    /// The next instant something changes by itself, for the background task to sleep until.
-    pub fn next_event_at(&self) -> Option<DateTime<Utc>> {
-        self.next_transition().map(|(at, _)| at)
-    }
-
-    /// Gives a turn to every queued run that is first of its job and fits in the slot limit.
-    fn assign_turns(&mut self, at: DateTime<Utc>) {
-        let mut occupied = self
-            .runs
-            .values()
-            .filter(|r| !r.is_terminal() && r.eligible_since.is_some())
-            .count();
-        let slots = self.scenario.run_slots.map(|s| s as usize);
-        let mut active_jobs: std::collections::BTreeSet<JobId> = std::collections::BTreeSet::new();
-        let waiting: Vec<RunId> = self
-            .runs
-            .values()
-            .filter(|r| !r.is_terminal())
-            .filter_map(|r| {
-                let first_of_job = active_jobs.insert(r.job_id);
-                (first_of_job && r.eligible_since.is_none()).then_some(r.id)
-            })
-            .collect();
-        for id in waiting {
-            if slots.is_some_and(|s| occupied >= s) {
-                break;
-            }
-            if let Some(run) = self.runs.get_mut(&id) {
-                run.eligible_since = Some(at);
-                occupied += 1;
-            }
-        }
-    }
-
-    fn next_transition(&self) -> Option<(DateTime<Utc>, RunId)> {
-        let start_delay = self.scenario.timing.start_delay.chrono();
-        let cancel_delay = self.scenario.timing.cancel_delay.chrono();
-        self.runs
-            .values()
-            .filter_map(|r| {
-                let at = match r.status {
-                    RunStatus::Queued => r
-                        .eligible_since
-                        .map(|e| e.max(r.created_at + r.queue_delay)),
-                    RunStatus::Starting => r.dequeued_at.map(|d| d + start_delay),
-                    RunStatus::Running => [
-                        r.natural_end(),
-                        r.timeout_at(),
-                        r.cancel_requested_at.map(|c| c + cancel_delay),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .min(),
-                    _ => None,
-                }?;
-                Some((at, r.id))
-            })
-            .min()
-    }
-
-    fn apply_transition(&mut self, id: RunId, at: DateTime<Utc>) {
-        let cancel_delay = self.scenario.timing.cancel_delay.chrono();
-        let Some(run) = self.runs.get_mut(&id) else {
-            return;
-        };
-        match run.status {
-            RunStatus::Queued => {
-                run.status = RunStatus::Starting;
-                run.dequeued_at = Some(at);
-                run.updated_at = at;
-            }
-            RunStatus::Starting => {
-                run.status = RunStatus::Running;
-                run.started_at = Some(at);
-                run.updated_at = at;
-                run.git_sha = Some(run.planned_git_sha.clone());
-                run.git_branch = Some(
-                    run.request
-                        .git_branch
-                        .clone()
-                        .unwrap_or_else(|| "main".into()),
-                );
-                self.outbox.push(LifecycleEvent {
-                    run_id: id,
-                    kind: LifecycleKind::Started,
-                    at,
-                });
-            }
-            RunStatus::Running => {
-                let cancel_at = run.cancel_requested_at.map(|c| c + cancel_delay);
-                let (ending, message) = if cancel_at.is_some_and(|c| c <= at) {
-                    (Ending::Cancelled, Some("Cancelled by user.".to_string()))
-                } else if run.timeout_at().is_some_and(|t| t <= at)
-                    && run.natural_end().is_some_and(|n| n > at)
-                {
-                    let message = format!(
-                        "{TIMEOUT_MESSAGE_PREFIX} {}, which exceeded the configured timeout of {} seconds.",
-                        crate::dbt_cloud::time::humanize_duration(run.timeout_seconds),
-                        run.timeout_seconds
-                    );
-                    (Ending::TimedOut, Some(message))
-                } else if let Some(step) = run.fails_at {
-                    (Ending::Error { step }, None)
-                } else {
-                    (Ending::Success, None)
-                };
-                finish_with(run, ending, at, message);
-                let kind = match ending {
-                    Ending::Error { .. } => Some(LifecycleKind::Errored),
-                    _ => None,
-                };
-                self.outbox.push(LifecycleEvent {
-                    run_id: id,
-                    kind: LifecycleKind::Completed,
-                    at,
-                });
-                if let Some(kind) = kind {
-                    self.outbox.push(LifecycleEvent {
-                        run_id: id,
-                        kind,
-                        at,
-                    });
-                }
-            }
-            _ => {}
-        }
     }
 
     /// Runs of the same job, created earlier and not finished, that this queued run waits behind.
@@ -448,12 +305,7 @@ impl World {
         if run.status != RunStatus::Queued || run.eligible_since.is_some() {
             return Vec::new();
         }
-        self.runs
-            .range(..run.id)
-            .map(|(_, r)| r)
-            .filter(|r| r.job_id == run.job_id && !r.is_terminal())
-            .map(|r| r.id)
-            .collect()
+        self.schedule.unfinished_before(run.job_id, run.id)
     }
 
     /// Why `runs/{id}/retry/` would refuse this run; `None` when it can be retried.

@@ -253,3 +253,17 @@ async fn odd_inputs_get_answers_not_crashes() {
     let (status, _) = h.get("runs/?offset=999999999&limit=1").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn cancelling_the_shutdown_token_stops_the_server() {
+    let h = Harness::start().await;
+    assert_eq!(h.get("jobs/").await.0, 200);
+    h.shutdown.cancel();
+    h.handle.stopped().await;
+    let refused = reqwest::Client::new()
+        .get(h.url("jobs/"))
+        .header("Authorization", format!("Token {TOKEN}"))
+        .send()
+        .await;
+    assert!(refused.is_err(), "nothing listens any more");
+}

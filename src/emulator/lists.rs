@@ -38,7 +38,17 @@ pub(super) fn list_runs(shared: &Shared, q: &QueryPairs, account: i64) -> Reply 
                     .finished_at_range
                     .is_none_or(|(a, b)| r.finished_at.is_some_and(|f| a <= f && f <= b))
         };
-        let mut runs: Vec<&RunState> = world.runs.values().filter(keep).collect();
+        // Batched polling asks for a few ids among many runs: look those up directly.
+        let mut runs: Vec<&RunState> = match &filter.pk_in {
+            Some(ids) => {
+                let ids: std::collections::BTreeSet<_> = ids.iter().copied().collect();
+                ids.into_iter()
+                    .filter_map(|id| world.runs.get(&crate::ids::RunId(id)))
+                    .filter(keep)
+                    .collect()
+            }
+            None => world.runs.values().filter(keep).collect(),
+        };
         runs.sort_by(|a, b| {
             let ordering = match filter.order_field {
                 query::OrderField::Id => a.id.cmp(&b.id),

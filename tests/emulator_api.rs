@@ -267,3 +267,23 @@ async fn cancelling_the_shutdown_token_stops_the_server() {
         .await;
     assert!(refused.is_err(), "nothing listens any more");
 }
+
+#[tokio::test]
+async fn the_account_is_listed_and_fetched() {
+    let h = Harness::start().await;
+    let (status, account) = h.get("").await;
+    assert_eq!(status, 200);
+    assert_eq!(account["data"]["id"], ACCOUNT);
+    let listed: Value = h
+        .client
+        .get(format!("{}/api/v2/accounts/", h.handle.base_url()))
+        .header("Authorization", format!("Token {TOKEN}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"][0]["id"], ACCOUNT);
+    assert_eq!(listed["extra"]["pagination"]["total_count"], 1);
+}

@@ -163,7 +163,7 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
 
 fn api_reply(
     shared: &Shared,
-    account: i64,
+    account: Option<i64>,
     route: &Route,
     headers: &HeaderMap,
     query: &QueryPairs,
@@ -172,7 +172,7 @@ fn api_reply(
     if !authorized(shared, headers) {
         return Reply::error(401, INVALID_TOKEN);
     }
-    if account != shared.account_id.0 {
+    if account.is_some_and(|a| a != shared.account_id.0) {
         return Reply::error(403, NOT_SCOPED);
     }
     let action = {
@@ -364,6 +364,23 @@ fn perform(shared: &Shared, route: &Route, q: &QueryPairs, body: &[u8]) -> (Repl
             (reply, None)
         }
         Route::ListJobs => (lists::list_jobs(shared, q, account), None),
+        Route::GetAccount => {
+            let reply = shared
+                .with_world(|world, _| Reply::json(200, render::ok(render::account_json(world))));
+            (reply, None)
+        }
+        Route::ListAccounts => {
+            let reply = shared.with_world(|world, _| {
+                let mut filters = serde_json::Map::new();
+                filters.insert("limit".into(), json!(100));
+                filters.insert("offset".into(), json!(0));
+                Reply::json(
+                    200,
+                    render::ok_list(vec![render::account_json(world)], filters, "id", 1),
+                )
+            });
+            (reply, None)
+        }
     }
 }
 

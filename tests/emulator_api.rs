@@ -199,3 +199,91 @@ async fn jobs_are_listed_and_fetched_with_job_timestamps() {
     let (status, _) = h.get("jobs/301/").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn odd_inputs_get_answers_not_crashes() {
+    let h = Harness::start().await;
+    // A short git sha, a timeout far beyond any clock, steps of its own.
+    let id = h
+        .trigger(
+            100,
+            json!({"cause": "odd", "git_sha": "abc", "timeout_seconds_override": i64::MAX, "steps_override": ["dbt run -s a"]}),
+        )
+        .await;
+    h.advance(30);
+    let run = h.run(id).await;
+    assert_eq!(run["status"], 10);
+    assert_eq!(run["git_sha"], "abc");
+    let (status, _) = h
+        .get(&format!("runs/{id}/artifacts/run_results.json"))
+        .await;
+    assert_eq!(status, 200);
+    let (_, with_steps) = h
+        .get(&format!("runs/{id}/?include_related=run_steps"))
+        .await;
+    assert_eq!(
+        with_steps["data"]["run_steps"][3]["name"],
+        "Invoke dbt with `dbt run -s a`"
+    );
+
+    let too_many: Vec<String> = (0..51).map(|i| format!("dbt run -s m{i}")).collect();
+    let (status, answer) = h
+        .post(
+            "jobs/100/run/",
+            json!({"cause": "x", "steps_override": too_many}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(answer["data"]["steps_override"].is_string());
+    let (status, _) = h
+        .post(
+            "jobs/100/run/",
+            json!({"cause": "x", "threads_override": "eight"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = h
+        .post("jobs/100/run/", json!(["not", "an", "object"]))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(h.get(&format!("steps/{}/", i64::MIN)).await.0, 404);
+    assert_eq!(h.get("runs/?created_at__range=[yesterday]").await.0, 400);
+    assert_eq!(h.get("runs/?order_by=status").await.0, 400);
+    assert_eq!(h.get("runs/?limit=0").await.0, 400);
+    let (status, _) = h.get("runs/?offset=999999999&limit=1").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn cancelling_the_shutdown_token_stops_the_server() {
+    let h = Harness::start().await;
+    assert_eq!(h.get("jobs/").await.0, 200);
+    h.shutdown.cancel();
+    h.handle.stopped().await;
+    let refused = reqwest::Client::new()
+        .get(h.url("jobs/"))
+        .header("Authorization", format!("Token {TOKEN}"))
+        .send()
+        .await;
+    assert!(refused.is_err(), "nothing listens any more");
+}
+
+#[tokio::test]
+async fn the_account_is_listed_and_fetched() {
+    let h = Harness::start().await;
+    let (status, account) = h.get("").await;
+    assert_eq!(status, 200);
+    assert_eq!(account["data"]["id"], ACCOUNT);
+    let listed: Value = h
+        .client
+        .get(format!("{}/api/v2/accounts/", h.handle.base_url()))
+        .header("Authorization", format!("Token {TOKEN}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"][0]["id"], ACCOUNT);
+    assert_eq!(listed["extra"]["pagination"]["total_count"], 1);
+}

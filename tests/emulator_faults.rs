@@ -161,3 +161,24 @@ async fn faults_can_be_replaced_through_the_control_endpoint() {
         .iter()
         .any(|r| r["route"] == "list_jobs" && r["status"] == 200 && r["count"] == 1));
 }
+
+#[tokio::test]
+async fn added_latency_outlasts_a_client_with_a_shorter_timeout() {
+    let h = Harness::start().await;
+    h.handle.set_faults(Faults {
+        latency_ms: 3_000,
+        ..Faults::default()
+    });
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let answer = impatient
+        .get(h.url("runs/"))
+        .header("Authorization", format!("Token {TOKEN}"))
+        .send()
+        .await;
+    assert!(answer.unwrap_err().is_timeout());
+    h.handle.set_faults(Faults::default());
+    assert_eq!(h.get("runs/").await.0, 200);
+}

@@ -1,6 +1,8 @@
 //! The emulator's run lifecycle over real HTTP, driven by a manual clock: statuses and timestamps,
 //! one run per job at a time, the slot limit, timeouts, cancels, reruns from failure.
 
+#![allow(clippy::unwrap_used)]
+
 #[path = "emulator/mod.rs"]
 mod harness;
 
@@ -205,4 +207,46 @@ async fn rerun_resumes_from_the_failed_step_only_when_the_latest_run_failed() {
     assert_eq!(third.resumed_from, None);
     let (status, _) = h.post(&format!("runs/{}/retry/", second), json!({})).await;
     assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn flaky_outcomes_and_random_durations_follow_the_seed() {
+    let yaml = format!(
+        "account_id: {}\ntoken: {}\nseed: 99\njobs:\n{}",
+        harness::ACCOUNT,
+        harness::TOKEN,
+        (0..10)
+            .map(|i| format!("  - {{id: {}, name: j{i}, outcome: flaky, failure_probability: 0.5, duration: {{min: 2s, max: 20s}}}}\n", 1000 + i))
+            .collect::<String>()
+    );
+    let mut histories = Vec::new();
+    for _ in 0..2 {
+        let h = Harness::start_with(&yaml).await;
+        for i in 0..10 {
+            h.trigger(1000 + i, json!({"cause": "seeded"})).await;
+        }
+        h.advance(60);
+        let (_, listed) = h.get("runs/").await;
+        let history: Vec<(i64, String)> = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["status"].as_i64().unwrap(),
+                    r["finished_at"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        histories.push(history);
+    }
+    assert_eq!(histories[0], histories[1], "same seed, same history");
+    let failed = histories[0].iter().filter(|(s, _)| *s == 20).count();
+    assert!(
+        (1..10).contains(&failed),
+        "p=0.5 over 10 runs: {failed} failed"
+    );
+    let distinct: std::collections::BTreeSet<&String> =
+        histories[0].iter().map(|(_, f)| f).collect();
+    assert!(distinct.len() > 1, "durations are drawn from the range");
 }

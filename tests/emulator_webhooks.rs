@@ -151,3 +151,22 @@ async fn an_error_sends_completed_and_errored_and_failures_are_retried() {
     assert_eq!(records[0].attempts, 3);
     assert!(records.iter().all(|r| r.delivered));
 }
+
+#[tokio::test]
+async fn a_receiver_that_keeps_failing_is_given_up_after_max_attempts() {
+    let (url, receiver) = start_receiver(u32::MAX).await;
+    let yaml = scenario(&url).replace(
+        "retry_backoff: 10ms",
+        "retry_backoff: 5ms\n    max_attempts: 3",
+    );
+    let h = Harness::start_with(&yaml).await;
+    h.trigger(100, json!({"cause": "x"})).await;
+    h.advance(2);
+    h.handle.wait_until_idle().await;
+    assert_eq!(receiver.received.lock().unwrap().len(), 3);
+    let records = h.handle.webhook_deliveries();
+    assert_eq!(records.len(), 1);
+    assert!(!records[0].delivered);
+    assert_eq!(records[0].attempts, 3);
+    assert_eq!(records[0].last_status, Some(503));
+}

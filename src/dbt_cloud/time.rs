@@ -113,6 +113,9 @@ pub fn humanize_duration(seconds: i64) -> String {
         rest %= size;
         if n > 0 {
             parts.push(format!("{n} {name}{}", if n == 1 { "" } else { "s" }));
+        } else if !parts.is_empty() {
+            // Only adjacent units, as the API writes it: 24:00:36 is "1 day".
+            break;
         }
         if parts.len() == 2 {
             break;
@@ -155,5 +158,7 @@ mod tests {
         assert_eq!(humanize_duration(3408), "56 minutes, 48 seconds");
         assert_eq!(humanize_duration(86_400), "1 day");
         assert_eq!(humanize_duration(0), "0 minutes");
+        assert_eq!(humanize_duration(86_436), "1 day");
+        assert_eq!(humanize_duration(110), "1 minute, 50 seconds");
     }
 }

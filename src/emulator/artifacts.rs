@@ -175,7 +175,7 @@ fn metadata(world: &World, run: &RunState, schema: &str, generated_at: DateTime<
         "dbt_schema_version": format!("https://schemas.getdbt.com/dbt/{schema}.json"),
         "dbt_version": "1.9.0",
         "generated_at": iso(generated_at),
-        "invocation_id": format!("{}-0000-4000-8000-{}", &run.planned_git_sha[..8], &run.planned_git_sha[8..20]),
+        "invocation_id": format!("{}-0000-4000-8000-{}", &run.fingerprint[..8], &run.fingerprint[8..20]),
         "env": {
             "DBT_CLOUD_PROJECT_ID": spec.map(|s| super::render::project_id(world, s).to_string()).unwrap_or_default(),
             "DBT_CLOUD_RUN_ID": run.id.to_string(),

@@ -24,6 +24,13 @@ pub struct EmulatorArgs {
 impl EmulatorArgs {
     /// Runs the emulator until Ctrl-C or SIGTERM; returns the process exit code.
     pub fn execute(self) -> std::process::ExitCode {
+        // Every request is logged at debug level: `RUST_LOG=baton=debug baton emulator ...`.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
         let runtime = match tokio::runtime::Runtime::new() {
             Ok(rt) => rt,
             Err(e) => {
@@ -52,12 +59,16 @@ impl EmulatorArgs {
             .with_context(|| format!("cannot listen on {}", self.listen))?;
         let shutdown = CancellationToken::new();
         let handle = Emulator::start(scenario, clock, listener, shutdown.clone()).await?;
-        println!("baton emulator listening on {}", handle.base_url());
-        println!("account id: {}", handle.account_id());
-        println!("token: {}", handle.token());
-        println!("API base URL: {}/api/v2/", handle.base_url());
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
+        // A reader that went away (a test that only wanted the URL) must not stop the emulator.
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "baton emulator listening on {}", handle.base_url());
+            let _ = writeln!(out, "account id: {}", handle.account_id());
+            let _ = writeln!(out, "token: {}", handle.token());
+            let _ = writeln!(out, "API base URL: {}/api/v2/", handle.base_url());
+            let _ = out.flush();
+        }
         wait_for_signal().await;
         shutdown.cancel();
         handle.stopped().await;

@@ -7,14 +7,13 @@ use super::query::{self, FieldErrors, QueryPairs};
 use super::render;
 use super::routes::{resolve, ControlRoute, Resolved, Route, CONTROL_ROUTE, NOT_FOUND_ROUTE};
 use super::state::{RunState, World, WorldError};
-use super::{artifacts, lock, Shared};
-use crate::dbt_cloud::wire::{TriggerRequest, MAX_CAUSE_CHARS};
+use super::{artifacts, lists, lock, trigger_body, Shared};
 use crate::ids::RunId;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -28,7 +27,7 @@ const TOO_MANY: &str = "Too many requests. Please try again later.";
 
 /// An answer before it becomes an HTTP response.
 #[derive(Debug)]
-struct Reply {
+pub(super) struct Reply {
     status: u16,
     content_type: &'static str,
     body: String,
@@ -38,7 +37,7 @@ struct Reply {
 }
 
 impl Reply {
-    fn json(status: u16, value: Value) -> Self {
+    pub(super) fn json(status: u16, value: Value) -> Self {
         Self {
             status,
             content_type: "application/json",
@@ -80,7 +79,7 @@ impl Reply {
         Self::json(400, render::error(400, INVALID_REQUEST, data))
     }
 
-    fn field_errors(errors: FieldErrors) -> Self {
+    pub(super) fn field_errors(errors: FieldErrors) -> Self {
         Self::bad_request(json!(errors))
     }
 
@@ -164,7 +163,7 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
 
 fn api_reply(
     shared: &Shared,
-    account: i64,
+    account: Option<i64>,
     route: &Route,
     headers: &HeaderMap,
     query: &QueryPairs,
@@ -173,7 +172,7 @@ fn api_reply(
     if !authorized(shared, headers) {
         return Reply::error(401, INVALID_TOKEN);
     }
-    if account != shared.account_id.0 {
+    if account.is_some_and(|a| a != shared.account_id.0) {
         return Reply::error(403, NOT_SCOPED);
     }
     let action = {
@@ -248,9 +247,9 @@ fn perform(shared: &Shared, route: &Route, q: &QueryPairs, body: &[u8]) -> (Repl
     let account = shared.account_id.0;
     match route {
         Route::TriggerRun(job) => {
-            let request = match parse_trigger(body, true) {
+            let request = match trigger_body::parse_trigger(body, true) {
                 Ok(Some(request)) => request,
-                Ok(None) => unreachable_cause(),
+                Ok(None) => return (Reply::field_errors(trigger_body::cause_required()), None),
                 Err(errors) => return (Reply::field_errors(errors), None),
             };
             shared.with_world(|world, now| match world.trigger(*job, request, now) {
@@ -262,7 +261,7 @@ fn perform(shared: &Shared, route: &Route, q: &QueryPairs, body: &[u8]) -> (Repl
             })
         }
         Route::RerunJob(job) => {
-            let request = match parse_trigger(body, false) {
+            let request = match trigger_body::parse_trigger(body, false) {
                 Ok(request) => request,
                 Err(errors) => return (Reply::field_errors(errors), None),
             };
@@ -281,7 +280,7 @@ fn perform(shared: &Shared, route: &Route, q: &QueryPairs, body: &[u8]) -> (Repl
             ),
             Err(e) => (world_error(e), None),
         }),
-        Route::ListRuns => (list_runs(shared, q, account), None),
+        Route::ListRuns => (lists::list_runs(shared, q, account), None),
         Route::GetRun(id) => {
             let include = query::include_related(q);
             (
@@ -332,7 +331,7 @@ fn perform(shared: &Shared, route: &Route, q: &QueryPairs, body: &[u8]) -> (Repl
         Route::GetStep(step) => {
             let reply = shared.with_world(|world, now| {
                 let found = world.runs.values().find_map(|run| {
-                    let index = usize::try_from(step.0 - run.step_id_base).ok()?;
+                    let index = usize::try_from(step.0.checked_sub(run.step_id_base)?).ok()?;
                     render::step_views(run, now)
                         .into_iter()
                         .find(|v| v.index == index)
@@ -364,13 +363,25 @@ fn perform(shared: &Shared, route: &Route, q: &QueryPairs, body: &[u8]) -> (Repl
             });
             (reply, None)
         }
-        Route::ListJobs => (list_jobs(shared, q, account), None),
+        Route::ListJobs => (lists::list_jobs(shared, q, account), None),
+        Route::GetAccount => {
+            let reply = shared
+                .with_world(|world, _| Reply::json(200, render::ok(render::account_json(world))));
+            (reply, None)
+        }
+        Route::ListAccounts => {
+            let reply = shared.with_world(|world, _| {
+                let mut filters = serde_json::Map::new();
+                filters.insert("limit".into(), json!(100));
+                filters.insert("offset".into(), json!(0));
+                Reply::json(
+                    200,
+                    render::ok_list(vec![render::account_json(world)], filters, "id", 1),
+                )
+            });
+            (reply, None)
+        }
     }
-}
-
-/// The trigger body is always required to hold a `cause`, so `Ok(None)` cannot come back.
-fn unreachable_cause() -> TriggerRequest {
-    TriggerRequest::default()
 }
 
 fn failure_details(run: &RunState) -> Value {
@@ -387,197 +398,6 @@ fn failure_details(run: &RunState) -> Value {
         _ => Vec::new(),
     };
     json!({"failed_step": failed, "skipped_steps": skipped})
-}
-
-/// Parses a trigger body (JSON, or a form). With `require_cause`, a missing cause is an error;
-/// without, a body without cause means "no body" (`Ok(None)`).
-fn parse_trigger(body: &[u8], require_cause: bool) -> Result<Option<TriggerRequest>, FieldErrors> {
-    let text = String::from_utf8_lossy(body);
-    let value: Value = if text.trim().is_empty() {
-        Value::Object(Map::new())
-    } else {
-        match serde_json::from_str(&text) {
-            Ok(v) => v,
-            Err(_) => form_to_json(&text),
-        }
-    };
-    let Value::Object(object) = value else {
-        return Err(FieldErrors::from([(
-            "non_field_errors".to_string(),
-            "Invalid data. Expected a dictionary.".to_string(),
-        )]));
-    };
-    let field = |msg: &str| FieldErrors::from([("cause".to_string(), msg.to_string())]);
-    match object.get("cause") {
-        None | Some(Value::Null) if !require_cause => return Ok(None),
-        None | Some(Value::Null) => return Err(field("This field is required.")),
-        Some(Value::String(s)) if s.trim().is_empty() => {
-            return Err(field("This field may not be blank."))
-        }
-        Some(Value::String(s)) if s.chars().count() > MAX_CAUSE_CHARS => {
-            return Err(field(&format!(
-                "Ensure this field has no more than {MAX_CAUSE_CHARS} characters."
-            )))
-        }
-        Some(Value::String(_)) => {}
-        Some(_) => return Err(field("Not a valid string.")),
-    }
-    serde_json::from_value::<TriggerRequest>(Value::Object(object))
-        .map(Some)
-        .map_err(|e| FieldErrors::from([("non_field_errors".to_string(), e.to_string())]))
-}
-
-fn form_to_json(text: &str) -> Value {
-    let mut object = Map::new();
-    for (k, v) in url::form_urlencoded::parse(text.as_bytes()) {
-        let value = if let Ok(n) = v.parse::<i64>() {
-            Value::from(n)
-        } else if v == "true" || v == "false" {
-            Value::Bool(v == "true")
-        } else {
-            Value::from(v.into_owned())
-        };
-        if k == "steps_override" {
-            let entry = object.entry(k.into_owned()).or_insert_with(|| json!([]));
-            if let Value::Array(items) = entry {
-                items.push(value);
-            }
-        } else {
-            object.insert(k.into_owned(), value);
-        }
-    }
-    Value::Object(object)
-}
-
-fn list_runs(shared: &Shared, q: &QueryPairs, account: i64) -> Reply {
-    let filter = match query::run_filter(q, account) {
-        Ok(f) => f,
-        Err(errors) => return Reply::field_errors(errors),
-    };
-    shared.with_world(|world, now| {
-        let keep = |r: &&RunState| {
-            let spec = world.job(r.job_id);
-            let project = spec.map(|s| render::project_id(world, s).0);
-            let environment = spec.map(|s| render::environment_id(world, s).0);
-            filter.job_definition_id.is_none_or(|j| j == r.job_id.0)
-                && filter.project_id.is_none_or(|p| Some(p) == project)
-                && filter.environment_id.is_none_or(|e| Some(e) == environment)
-                && filter.status.is_none_or(|s| s == r.status.code())
-                && filter
-                    .status_in
-                    .as_ref()
-                    .is_none_or(|s| s.contains(&r.status.code()))
-                && filter
-                    .pk_in
-                    .as_ref()
-                    .is_none_or(|ids| ids.contains(&r.id.0))
-                && filter.pk.is_none_or(|id| id == r.id.0)
-                && filter.id_gt.is_none_or(|id| r.id.0 > id)
-                && filter
-                    .created_at_range
-                    .is_none_or(|(a, b)| a <= r.created_at && r.created_at <= b)
-                && filter
-                    .finished_at_range
-                    .is_none_or(|(a, b)| r.finished_at.is_some_and(|f| a <= f && f <= b))
-        };
-        let mut runs: Vec<&RunState> = world.runs.values().filter(keep).collect();
-        runs.sort_by(|a, b| {
-            let ordering = match filter.order_field {
-                query::OrderField::Id => a.id.cmp(&b.id),
-                query::OrderField::CreatedAt => {
-                    a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id))
-                }
-                // Unfinished runs sort after finished ones, as NULLs do in Postgres.
-                query::OrderField::FinishedAt => match (a.finished_at, b.finished_at) {
-                    (Some(x), Some(y)) => x.cmp(&y),
-                    (Some(_), None) => std::cmp::Ordering::Less,
-                    (None, Some(_)) => std::cmp::Ordering::Greater,
-                    (None, None) => std::cmp::Ordering::Equal,
-                }
-                .then(a.id.cmp(&b.id)),
-            };
-            if filter.descending {
-                ordering.reverse()
-            } else {
-                ordering
-            }
-        });
-        let total = runs.len();
-        let page = runs
-            .into_iter()
-            .skip(filter.offset)
-            .take(filter.limit)
-            .map(|r| render::run_json(world, r, now, &shared.href_base, &filter.include))
-            .collect();
-        Reply::json(
-            200,
-            render::ok_list(page, filter.echo.clone(), &filter.order_by, total),
-        )
-    })
-}
-
-fn list_jobs(shared: &Shared, q: &QueryPairs, account: i64) -> Reply {
-    let mut errors = FieldErrors::new();
-    let (limit, offset) = query::pagination(q, &mut errors);
-    let number = |key: &str, errors: &mut FieldErrors| -> Option<i64> {
-        let raw = q.last(key)?.trim().to_string();
-        raw.parse()
-            .map_err(|_| {
-                errors.insert(key.to_string(), format!("'{raw}' is not of type 'integer'"))
-            })
-            .ok()
-    };
-    let project = number("project_id", &mut errors);
-    let environment = number("environment_id", &mut errors);
-    let order_by = q
-        .last("order_by")
-        .filter(|s| !s.is_empty())
-        .unwrap_or("id")
-        .to_string();
-    if !matches!(order_by.as_str(), "id" | "-id" | "name" | "-name") {
-        errors.insert(
-            "order_by".into(),
-            format!("'{order_by}' is not one of ['id', 'name']"),
-        );
-    }
-    if !errors.is_empty() {
-        return Reply::field_errors(errors);
-    }
-    let mut echo = Map::new();
-    echo.insert("limit".into(), json!(limit));
-    echo.insert("offset".into(), json!(offset));
-    echo.insert("state".into(), json!("active"));
-    echo.insert("account_id".into(), json!(account));
-    if let Some(p) = project {
-        echo.insert("project_id".into(), json!(p));
-    }
-    if let Some(e) = environment {
-        echo.insert("environment_id".into(), json!(e));
-    }
-    shared.with_world(|world, _| {
-        let mut jobs: Vec<_> = world
-            .scenario
-            .jobs
-            .iter()
-            .filter(|j| project.is_none_or(|p| p == render::project_id(world, j).0))
-            .filter(|j| environment.is_none_or(|e| e == render::environment_id(world, j).0))
-            .collect();
-        match order_by.trim_start_matches('-') {
-            "name" => jobs.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id))),
-            _ => jobs.sort_by_key(|j| j.id),
-        }
-        if order_by.starts_with('-') {
-            jobs.reverse();
-        }
-        let total = jobs.len();
-        let page = jobs
-            .into_iter()
-            .skip(offset)
-            .take(limit)
-            .map(|j| render::job_json(world, j))
-            .collect();
-        Reply::json(200, render::ok_list(page, echo, &order_by, total))
-    })
 }
 
 fn control_reply(

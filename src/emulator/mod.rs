@@ -3,16 +3,32 @@
 //!
 //! `Emulator::start` serves on a listener the caller binds (port 0 in tests) until the shutdown
 //! token is cancelled; the returned `EmulatorHandle` shows what the emulator saw and did.
+//!
+//! Code map: `scenario` (the YAML file), `state` + `run` (runs and the operations on them),
+//! `lifecycle` (what moves when), `routes` (path to endpoint), `handlers` + `lists` +
+//! `trigger_body` (HTTP), `query` (query-string spellings), `render` (JSON as the real API writes
+//! it), `artifacts`, `faults`, `webhooks`, `cli` (`baton emulator`).
+//!
+//! Requests are counted (`EmulatorHandle::request_counts`, `GET /_emulator/requests`) under the
+//! route names of `routes::Route::name`: `trigger_run`, `rerun_job`, `list_runs`, `get_run`,
+//! `cancel_run`, `list_artifacts`, `get_artifact`, `get_step`, `get_job`, `list_jobs`,
+//! `run_failure_details`, `retry_run`, plus `not_found` and `control`. Control endpoints (same
+//! token): `GET`/`PUT /_emulator/faults` (a `Faults` as JSON), `GET /_emulator/requests`,
+//! `GET /_emulator/runs`.
 
 mod artifacts;
 pub mod cli;
 pub mod faults;
 mod handlers;
+mod lifecycle;
+mod lists;
 pub mod query;
 mod render;
 pub mod routes;
+mod run;
 pub mod scenario;
 pub mod state;
+mod trigger_body;
 pub mod webhooks;
 
 pub use faults::Faults;
@@ -86,8 +102,8 @@ impl Shared {
 
     /// As `with_world`, without waking the lifecycle task (which calls this itself).
     fn with_world_quietly<R>(&self, f: impl FnOnce(&mut World, DateTime<Utc>) -> R) -> R {
-        let now = self.clock.now();
         let mut world = lock(&self.world);
+        let now = world.present(self.clock.now());
         world.advance(now);
         let result = f(&mut world, now);
         let events = std::mem::take(&mut world.outbox);

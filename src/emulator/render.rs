@@ -80,7 +80,7 @@ pub fn run_json(
         owner_thread_id: None,
         executed_by_thread_id: run
             .dequeued_at
-            .map(|_| format!("scheduler-run-0-{}", &run.planned_git_sha[..10])),
+            .map(|_| format!("scheduler-run-0-{}", &run.fingerprint[..10])),
         deferring_run_id: None,
         artifacts_saved: Some(artifacts_saved),
         artifact_s3_path: artifacts_saved
@@ -253,6 +253,46 @@ fn add_job_extras(job: &mut Value, spec: &JobSpec) {
         map.insert("next_run".into(), Value::Null);
         map.insert("next_run_humanized".into(), Value::Null);
     }
+}
+
+/// The account as `accounts/{id}/` writes it.
+pub fn account_json(world: &World) -> Value {
+    let s = &world.scenario;
+    json!({
+        "id": s.account_id,
+        "name": s.account_name,
+        "state": 1,
+        "plan": "enterprise",
+        "run_slots": s.run_slots.unwrap_or(100),
+        "developer_seats": 10,
+        "it_seats": 1,
+        "explorer_seats": 0,
+        "analyst_seats": 0,
+        "read_only_seats": 10,
+        "locked": false,
+        "lock_reason": null,
+        "lock_cause": null,
+        "unlocked_at": null,
+        "pending_cancel": false,
+        "billing_email_address": null,
+        "pod_memory_request_mebibytes": 600,
+        "develop_pod_memory_request_mebibytes": 600,
+        "run_duration_limit_seconds": 86_400,
+        "queue_limit": 50,
+        "enterprise_login_slug": null,
+        "business_critical": false,
+        "starter_repo_url": null,
+        "git_auth_level": "team",
+        "identifier": format!("act_{}", s.account_id),
+        "trial_end_date": null,
+        "static_subdomain": null,
+        "vanity_subdomain": null,
+        "run_locked_until": null,
+        "docs_job_id": null,
+        "freshness_job_id": null,
+        "created_at": IsoTimestamp(world.epoch),
+        "updated_at": IsoTimestamp(world.epoch),
+    })
 }
 
 /// One job as `jobs/{id}/` writes it.

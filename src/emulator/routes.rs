@@ -20,6 +20,9 @@ pub enum Route {
     ListJobs,
     RunFailureDetails(RunId),
     RetryRun(RunId),
+    GetAccount,
+    /// `GET /api/v2/accounts/`: the accounts the token may see (the path holds no account id).
+    ListAccounts,
 }
 
 impl Route {
@@ -39,6 +42,8 @@ impl Route {
             Self::ListJobs => "list_jobs",
             Self::RunFailureDetails(_) => "run_failure_details",
             Self::RetryRun(_) => "retry_run",
+            Self::GetAccount => "get_account",
+            Self::ListAccounts => "list_accounts",
         }
     }
 
@@ -63,8 +68,9 @@ pub enum ControlRoute {
 /// The outcome of routing one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolved {
+    /// `account` is the account id of the path; `None` only for `ListAccounts`.
     Api {
-        account: i64,
+        account: Option<i64>,
         route: Route,
     },
     Control(ControlRoute),
@@ -88,6 +94,15 @@ pub fn resolve(method: &Method, path: &str) -> Resolved {
             _ => Resolved::NotFound,
         };
     }
+    if path.trim_end_matches('/') == "/api/v2/accounts" {
+        return match *method {
+            Method::GET => Resolved::Api {
+                account: None,
+                route: Route::ListAccounts,
+            },
+            _ => Resolved::WrongMethod(Route::ListAccounts.name()),
+        };
+    }
     let Some(rest) = path.strip_prefix("/api/v2/accounts/") else {
         return Resolved::NotFound;
     };
@@ -99,7 +114,7 @@ pub fn resolve(method: &Method, path: &str) -> Resolved {
     // An artifact path keeps its inner slashes; everything else ignores a trailing slash.
     let artifact = match segments.as_slice() {
         ["runs", id, "artifacts", remainder @ ..] if !remainder.is_empty() => {
-            let path = remainder.join("/");
+            let path = percent_decode(&remainder.join("/"));
             let path = path.trim_end_matches('/');
             (!path.is_empty()).then(|| (id.to_string(), path.to_string()))
         }
@@ -113,6 +128,7 @@ pub fn resolve(method: &Method, path: &str) -> Resolved {
     let id = |s: &str| s.parse::<i64>().ok();
     let route = match (segments.as_slice(), artifact) {
         (_, Some((run, path))) => id(&run).map(|r| (get, Route::GetArtifact(RunId(r), path))),
+        ([], None) => Some((get, Route::GetAccount)),
         (["runs"], None) => Some((get, Route::ListRuns)),
         (["runs", run], None) => id(run).map(|r| (get, Route::GetRun(RunId(r)))),
         (["runs", run, "cancel"], None) => id(run).map(|r| (post, Route::CancelRun(RunId(r)))),
@@ -134,10 +150,38 @@ pub fn resolve(method: &Method, path: &str) -> Resolved {
         _ => None,
     };
     match route {
-        Some((true, route)) => Resolved::Api { account, route },
+        Some((true, route)) => Resolved::Api {
+            account: Some(account),
+            route,
+        },
         Some((false, route)) => Resolved::WrongMethod(route.name()),
         None => Resolved::NotFound,
     }
+}
+
+/// Decodes `%XX` escapes of a path; invalid escapes are kept as they are.
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    let hex = |b: u8| (b as char).to_digit(16);
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            bytes.get(i + 1).and_then(|&h| hex(h)),
+            bytes.get(i + 2).and_then(|&l| hex(l)),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -147,7 +191,7 @@ mod tests {
     fn api(method: Method, path: &str) -> Route {
         match resolve(&method, path) {
             Resolved::Api { account, route } => {
-                assert_eq!(account, 70403103922125);
+                assert_eq!(account, Some(70403103922125));
                 route
             }
             other => panic!("{path}: {other:?}"),
@@ -226,5 +270,20 @@ mod tests {
             resolve(&Method::GET, "/_emulator/requests"),
             Resolved::Control(ControlRoute::RequestCounts)
         );
+        assert_eq!(api(Method::GET, &format!("{base}/")), Route::GetAccount);
+        assert_eq!(
+            api(
+                Method::GET,
+                &format!("{base}/runs/7/artifacts/run%20results.json")
+            ),
+            Route::GetArtifact(RunId(7), "run results.json".into())
+        );
+        assert!(matches!(
+            resolve(&Method::GET, "/api/v2/accounts/"),
+            Resolved::Api {
+                account: None,
+                route: Route::ListAccounts
+            }
+        ));
     }
 }

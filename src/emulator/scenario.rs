@@ -14,6 +14,8 @@ use std::path::Path;
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     pub account_id: AccountId,
+    #[serde(default = "default_account_name")]
+    pub account_name: String,
     /// The API token the emulator accepts (`Authorization: Token X` or `Bearer X`).
     #[serde(deserialize_with = "secret")]
     pub token: Secret,
@@ -161,6 +163,9 @@ pub struct WebhookSpec {
     pub retry_backoff: Span,
 }
 
+/// The longest duration a scenario may write (keeps time arithmetic in range).
+const MAX_SPAN: std::time::Duration = std::time::Duration::from_secs(10 * 366 * 86_400);
+
 /// A length of time written `5s`, `2m 30s`, `250ms` or a number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span(pub std::time::Duration);
@@ -184,15 +189,21 @@ impl<'de> Deserialize<'de> for Span {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Seconds(s) if s >= 0.0 && s.is_finite() => {
+            Raw::Seconds(s) if (0.0..=MAX_SPAN.as_secs_f64()).contains(&s) => {
                 Ok(Span(std::time::Duration::from_secs_f64(s)))
             }
             Raw::Seconds(s) => Err(serde::de::Error::custom(format_args!(
-                "a duration cannot be {s}"
+                "a duration cannot be {s} seconds"
             ))),
-            Raw::Text(t) => humantime::parse_duration(&t)
-                .map(Span)
-                .map_err(|e| serde::de::Error::custom(format_args!("not a duration: {t:?} ({e})"))),
+            Raw::Text(t) => match humantime::parse_duration(&t) {
+                Ok(d) if d <= MAX_SPAN => Ok(Span(d)),
+                Ok(_) => Err(serde::de::Error::custom(format_args!(
+                    "{t:?} is longer than ten years"
+                ))),
+                Err(e) => Err(serde::de::Error::custom(format_args!(
+                    "not a duration: {t:?} ({e})"
+                ))),
+            },
         }
     }
 }
@@ -278,6 +289,9 @@ pub const ALL_EVENTS: [&str; 3] = ["job.run.started", "job.run.completed", "job.
 
 fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
     String::deserialize(d).map(Secret::new)
+}
+fn default_account_name() -> String {
+    "Emulated account".into()
 }
 fn default_first_run_id() -> i64 {
     70_403_110_257_794

@@ -3,6 +3,10 @@
 //! `advance(now)`, which replays every transition due up to `now` at its own instant, so the state
 //! is the same whether the clock is read often or rarely.
 
+use super::lifecycle::Schedule;
+pub use super::run::{
+    invoke_step_name, Ending, LifecycleEvent, LifecycleKind, RunState, SETUP_STEPS,
+};
 use super::scenario::{DurationSpec, JobSpec, Outcome, Scenario};
 use crate::dbt_cloud::wire::{RunStatus, TriggerRequest};
 use crate::ids::{JobId, RunId, TriggerId};
@@ -11,109 +15,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
-/// The steps every run does before its dbt commands.
-pub const SETUP_STEPS: [&str; 3] = [
-    "Clone git repository",
-    "Create profile from connection Snowflake",
-    "Invoke dbt with `dbt deps`",
-];
-
 /// Distance between consecutive run ids (room for each run's step ids); a trigger id is its run id + 3.
 const RUN_ID_STRIDE: i64 = 100;
 /// Step ids live in their own range so that they never equal a run or trigger id.
 const STEP_ID_OFFSET: i64 = 50_000_000_000;
-/// The real API's timeout `status_message` starts so.
-const TIMEOUT_MESSAGE_PREFIX: &str = "This run timed out after running for";
-
-/// Why a finished run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    Success,
-    /// Failed at this 1-based step index.
-    Error {
-        step: usize,
-    },
-    TimedOut,
-    Cancelled,
-}
-
-/// A lifecycle transition that webhooks announce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LifecycleKind {
-    Started,
-    Completed,
-    Errored,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct LifecycleEvent {
-    pub run_id: RunId,
-    pub kind: LifecycleKind,
-    pub at: DateTime<Utc>,
-}
-
-/// Everything about one run, planned at creation and filled in as time passes.
-#[derive(Debug, Clone)]
-pub struct RunState {
-    pub id: RunId,
-    pub job_id: JobId,
-    pub trigger_id: TriggerId,
-    pub request: TriggerRequest,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub status: RunStatus,
-    /// When the run got its turn (first of its job, within the slot limit).
-    pub eligible_since: Option<DateTime<Utc>>,
-    pub dequeued_at: Option<DateTime<Utc>>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub status_message: Option<String>,
-    pub ending: Option<Ending>,
-    /// Names of this run's steps (setup, then dbt commands).
-    pub steps: Vec<String>,
-    /// Commands a rerun from failure did not repeat.
-    pub skipped_steps: Vec<String>,
-    pub step_id_base: i64,
-    /// Planned running time of all steps together.
-    pub run_time: Duration,
-    /// The 1-based step that will fail, if the run is to fail.
-    pub fails_at: Option<usize>,
-    /// The effective timeout in seconds (override, else the job's), 0 for none.
-    pub timeout_seconds: i64,
-    pub queue_delay: Duration,
-    pub cancel_requested_at: Option<DateTime<Utc>>,
-    pub planned_git_sha: String,
-    pub git_sha: Option<String>,
-    pub git_branch: Option<String>,
-    pub via_rerun: bool,
-    /// The failed run this one resumes, for a rerun from failure.
-    pub resumes: Option<RunId>,
-    /// The HTTP status the trigger request was answered with (a fault may turn 200 into 502).
-    pub answered_status: u16,
-}
-
-impl RunState {
-    pub fn step_duration(&self) -> Duration {
-        let n = self.steps.len().max(1) as i32;
-        self.run_time / n
-    }
-
-    /// When the run will end by itself (success or failure at `fails_at`), once started.
-    fn natural_end(&self) -> Option<DateTime<Utc>> {
-        let started = self.started_at?;
-        let last = self.fails_at.unwrap_or(self.steps.len()) as i32;
-        Some(started + self.step_duration() * last)
-    }
-
-    fn timeout_at(&self) -> Option<DateTime<Utc>> {
-        let started = self.started_at?;
-        (self.timeout_seconds > 0).then(|| started + Duration::seconds(self.timeout_seconds))
-    }
-
-    pub fn is_terminal(&self) -> bool {
-        self.status.is_terminal()
-    }
-}
+/// Timeouts beyond ten years are treated as ten years (time arithmetic stays in range).
+const MAX_TIMEOUT_SECONDS: i64 = 10 * 366 * 86_400;
+/// The `status_message` of a cancelled run.
+pub const CANCELLED_MESSAGE: &str = "Cancelled by user.";
 
 /// Why an operation on the world was refused; routes turn these into API errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,12 +40,17 @@ pub enum WorldError {
 pub struct World {
     pub scenario: Scenario,
     pub runs: BTreeMap<RunId, RunState>,
+    /// What happens next, and to which run.
+    pub(super) schedule: Schedule,
+    /// How many runs each job has had (for `fail_first`).
+    runs_per_job: BTreeMap<JobId, usize>,
     pub outbox: Vec<LifecycleEvent>,
     /// When the emulator started: the jobs' `created_at`.
     pub epoch: DateTime<Utc>,
     next_run_id: i64,
     rng: StdRng,
-    sim_time: DateTime<Utc>,
+    /// The instant up to which the simulation has run.
+    pub(super) sim_time: DateTime<Utc>,
 }
 
 impl World {
@@ -146,6 +60,8 @@ impl World {
             next_run_id: scenario.first_run_id,
             scenario,
             runs: BTreeMap::new(),
+            schedule: Schedule::default(),
+            runs_per_job: BTreeMap::new(),
             outbox: Vec::new(),
             epoch: now,
             rng,
@@ -287,7 +203,7 @@ impl World {
             Outcome::Error => true,
             Outcome::Flaky => self.rng.gen_bool(spec.failure_probability),
             Outcome::FailFirst => {
-                let earlier = self.runs.values().filter(|r| r.job_id == spec.id).count();
+                let earlier = self.runs_per_job.get(&spec.id).copied().unwrap_or(0);
                 earlier < spec.fail_first as usize
             }
         }
@@ -311,15 +227,18 @@ impl World {
                 Duration::milliseconds(self.rng.gen_range(lo..=hi))
             }
         };
-        let planned_git_sha = request.git_sha.clone().unwrap_or_else(|| {
-            (0..40)
-                .map(|_| char::from_digit(self.rng.gen_range(0..16), 16).unwrap_or('0'))
-                .collect()
-        });
+        let fingerprint: String = (0..40)
+            .map(|_| char::from_digit(self.rng.gen_range(0..16), 16).unwrap_or('0'))
+            .collect();
+        let planned_git_sha = request
+            .git_sha
+            .clone()
+            .unwrap_or_else(|| fingerprint.clone());
         let timeout_seconds = request
             .timeout_seconds_override
             .filter(|t| *t > 0)
-            .unwrap_or(spec.timeout_seconds);
+            .unwrap_or(spec.timeout_seconds)
+            .clamp(0, MAX_TIMEOUT_SECONDS);
         let queue_delay = spec
             .queue_delay
             .unwrap_or(self.scenario.timing.queue_delay)
@@ -346,6 +265,7 @@ impl World {
             timeout_seconds,
             queue_delay,
             cancel_requested_at: None,
+            fingerprint,
             planned_git_sha,
             git_sha: None,
             git_branch: None,
@@ -353,7 +273,9 @@ impl World {
             resumes: None,
             answered_status: 200,
         };
+        self.schedule.admit(&run);
         self.runs.insert(id, run);
+        *self.runs_per_job.entry(spec.id).or_default() += 1;
         self.assign_turns(now);
         id
     }
@@ -369,159 +291,13 @@ impl World {
         if run.status == RunStatus::Running {
             run.cancel_requested_at = Some(now);
             run.updated_at = now;
+            self.replan(id);
         } else {
             run.dequeued_at = None;
-            finish(run, Ending::Cancelled, now, "Cancelled by user.".into());
+            self.end_run(id, Ending::Cancelled, now, Some(CANCELLED_MESSAGE.into()));
         }
         self.advance(now);
         Ok(())
-    }
-
-    /// Applies, in time order, every transition due at or before `now`.
-    pub fn advance(&mut self, now: DateTime<Utc>) {
-        loop {
-            self.assign_turns(self.sim_time);
-            let Some((at, id)) = self.next_transition() else {
-                break;
-            };
-            if at > now {
-                break;
-            }
-            self.sim_time = self.sim_time.max(at);
-            self.apply_transition(id, at);
-        }
-        if now > self.sim_time {
-            self.sim_time = now;
-            self.assign_turns(now);
-        }
-    }
-
-    /// The next instant something changes by itself, for the background task to sleep until.
-    pub fn next_event_at(&self) -> Option<DateTime<Utc>> {
-        self.next_transition().map(|(at, _)| at)
-    }
-
-    /// Gives a turn to every queued run that is first of its job and fits in the slot limit.
-    fn assign_turns(&mut self, at: DateTime<Utc>) {
-        let mut occupied = self
-            .runs
-            .values()
-            .filter(|r| !r.is_terminal() && r.eligible_since.is_some())
-            .count();
-        let slots = self.scenario.run_slots.map(|s| s as usize);
-        let mut active_jobs: std::collections::BTreeSet<JobId> = std::collections::BTreeSet::new();
-        let waiting: Vec<RunId> = self
-            .runs
-            .values()
-            .filter(|r| !r.is_terminal())
-            .filter_map(|r| {
-                let first_of_job = active_jobs.insert(r.job_id);
-                (first_of_job && r.eligible_since.is_none()).then_some(r.id)
-            })
-            .collect();
-        for id in waiting {
-            if slots.is_some_and(|s| occupied >= s) {
-                break;
-            }
-            if let Some(run) = self.runs.get_mut(&id) {
-                run.eligible_since = Some(at);
-                occupied += 1;
-            }
-        }
-    }
-
-    fn next_transition(&self) -> Option<(DateTime<Utc>, RunId)> {
-        let start_delay = self.scenario.timing.start_delay.chrono();
-        let cancel_delay = self.scenario.timing.cancel_delay.chrono();
-        self.runs
-            .values()
-            .filter_map(|r| {
-                let at = match r.status {
-                    RunStatus::Queued => r
-                        .eligible_since
-                        .map(|e| e.max(r.created_at + r.queue_delay)),
-                    RunStatus::Starting => r.dequeued_at.map(|d| d + start_delay),
-                    RunStatus::Running => [
-                        r.natural_end(),
-                        r.timeout_at(),
-                        r.cancel_requested_at.map(|c| c + cancel_delay),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    .min(),
-                    _ => None,
-                }?;
-                Some((at, r.id))
-            })
-            .min()
-    }
-
-    fn apply_transition(&mut self, id: RunId, at: DateTime<Utc>) {
-        let cancel_delay = self.scenario.timing.cancel_delay.chrono();
-        let Some(run) = self.runs.get_mut(&id) else {
-            return;
-        };
-        match run.status {
-            RunStatus::Queued => {
-                run.status = RunStatus::Starting;
-                run.dequeued_at = Some(at);
-                run.updated_at = at;
-            }
-            RunStatus::Starting => {
-                run.status = RunStatus::Running;
-                run.started_at = Some(at);
-                run.updated_at = at;
-                run.git_sha = Some(run.planned_git_sha.clone());
-                run.git_branch = Some(
-                    run.request
-                        .git_branch
-                        .clone()
-                        .unwrap_or_else(|| "main".into()),
-                );
-                self.outbox.push(LifecycleEvent {
-                    run_id: id,
-                    kind: LifecycleKind::Started,
-                    at,
-                });
-            }
-            RunStatus::Running => {
-                let cancel_at = run.cancel_requested_at.map(|c| c + cancel_delay);
-                let (ending, message) = if cancel_at.is_some_and(|c| c <= at) {
-                    (Ending::Cancelled, Some("Cancelled by user.".to_string()))
-                } else if run.timeout_at().is_some_and(|t| t <= at)
-                    && run.natural_end().is_some_and(|n| n > at)
-                {
-                    let message = format!(
-                        "{TIMEOUT_MESSAGE_PREFIX} {}, which exceeded the configured timeout of {} seconds.",
-                        crate::dbt_cloud::time::humanize_duration(run.timeout_seconds),
-                        run.timeout_seconds
-                    );
-                    (Ending::TimedOut, Some(message))
-                } else if let Some(step) = run.fails_at {
-                    (Ending::Error { step }, None)
-                } else {
-                    (Ending::Success, None)
-                };
-                finish_with(run, ending, at, message);
-                let kind = match ending {
-                    Ending::Error { .. } => Some(LifecycleKind::Errored),
-                    _ => None,
-                };
-                self.outbox.push(LifecycleEvent {
-                    run_id: id,
-                    kind: LifecycleKind::Completed,
-                    at,
-                });
-                if let Some(kind) = kind {
-                    self.outbox.push(LifecycleEvent {
-                        run_id: id,
-                        kind,
-                        at,
-                    });
-                }
-            }
-            _ => {}
-        }
     }
 
     /// Runs of the same job, created earlier and not finished, that this queued run waits behind.
@@ -529,12 +305,7 @@ impl World {
         if run.status != RunStatus::Queued || run.eligible_since.is_some() {
             return Vec::new();
         }
-        self.runs
-            .range(..run.id)
-            .map(|(_, r)| r)
-            .filter(|r| r.job_id == run.job_id && !r.is_terminal())
-            .map(|r| r.id)
-            .collect()
+        self.schedule.unfinished_before(run.job_id, run.id)
     }
 
     /// Why `runs/{id}/retry/` would refuse this run; `None` when it can be retried.
@@ -547,27 +318,6 @@ impl World {
         }
         None
     }
-}
-
-fn finish(run: &mut RunState, ending: Ending, at: DateTime<Utc>, message: String) {
-    finish_with(run, ending, at, Some(message));
-}
-
-fn finish_with(run: &mut RunState, ending: Ending, at: DateTime<Utc>, message: Option<String>) {
-    run.status = match ending {
-        Ending::Success => RunStatus::Success,
-        Ending::Error { .. } => RunStatus::Error,
-        Ending::TimedOut | Ending::Cancelled => RunStatus::Cancelled,
-    };
-    run.ending = Some(ending);
-    run.finished_at = Some(at);
-    run.updated_at = at;
-    run.status_message = message;
-}
-
-/// The step name dbt Cloud shows for a dbt command.
-pub fn invoke_step_name(command: &str) -> String {
-    format!("Invoke dbt with `{command}`")
 }
 
 #[cfg(test)]

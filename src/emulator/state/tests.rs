@@ -64,3 +64,26 @@ fn a_failing_run_shows_steps_up_to_the_failed_one() {
     assert_eq!(views[3].name, "Invoke dbt with `dbt seed`");
     assert!(views[..3].iter().all(|v| v.status == RunStatus::Success));
 }
+
+#[test]
+fn five_thousand_runs_across_fifty_jobs_all_finish_and_announce_themselves() {
+    let jobs: String = (0..50)
+        .map(|i| {
+            format!(
+                "  - {{id: {}, name: j{i}, duration: {{min: 1s, max: 30s}}}}\n",
+                i + 1
+            )
+        })
+        .collect();
+    let (mut w, t0) = world(&jobs);
+    for i in 0..5000 {
+        w.trigger(JobId(i % 50 + 1), cause("load"), t0).unwrap();
+    }
+    for minute in 1..=60 {
+        w.advance(t0 + Duration::minutes(minute));
+    }
+    w.advance(t0 + Duration::hours(2));
+    assert!(w.runs.values().all(|r| r.is_terminal()));
+    assert_eq!(w.schedule.unfinished(), 0);
+    assert_eq!(w.outbox.len(), 5000 * 2);
+}

@@ -208,7 +208,7 @@ impl Engine {
         plan.actions.push(Action::Trigger {
             attempt: at,
             job: step.job_id,
-            request,
+            request: Box::new(request),
             rerun_of,
         });
     }

@@ -91,7 +91,7 @@ pub enum Action {
     Trigger {
         attempt: AttemptRef,
         job: JobId,
-        request: TriggerRequest,
+        request: Box<TriggerRequest>,
         rerun_of: Option<RunId>,
     },
     /// Find the run the attempt may have created: the newest runs of the job whose cause carries

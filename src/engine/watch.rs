@@ -262,7 +262,7 @@ impl Engine {
                     let action = Action::Trigger {
                         attempt: at.clone(),
                         job: a.job_id,
-                        request: a.request.clone(),
+                        request: Box::new(a.request.clone()),
                         rerun_of: match a.kind {
                             super::state::AttemptKind::RerunFrom { failed_run } => Some(failed_run),
                             super::state::AttemptKind::Trigger => None,

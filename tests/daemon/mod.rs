@@ -1,7 +1,7 @@
 //! Test harness: the real daemon loop, the real client and a temporary sled directory, against the
 //! in-process emulator over loopback HTTP, all on one manual clock.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use baton::clock::{Clock, ManualClock, SharedClock};
 use baton::config::load_pipeline_str;

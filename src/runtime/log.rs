@@ -4,6 +4,8 @@ use crate::engine::event::{Transition, TransitionKind};
 
 pub fn transition(t: &Transition) {
     let run = t.run.as_ref().map(|r| r.0.as_str()).unwrap_or("");
+    // A pipeline run id is `pipeline@logical_date`.
+    let logical_date = run.split_once('@').map(|(_, d)| d).unwrap_or("");
     let step = t.step.as_deref().unwrap_or("");
     let attempt = t.attempt.unwrap_or(0);
     let dbt_run = t.dbt_run.map(|r| r.0).unwrap_or(0);
@@ -15,6 +17,7 @@ pub fn transition(t: &Transition) {
                 event = t.what.name(),
                 pipeline = %t.pipeline,
                 pipeline_run = run,
+                logical_date,
                 step,
                 attempt,
                 dbt_run,

@@ -60,12 +60,7 @@ impl Engine {
                     let chosen = match catchup {
                         CatchupPolicy::None => Vec::new(),
                         CatchupPolicy::Latest => vec![newest],
-                        CatchupPolicy::All => {
-                            let mut all = schedule.ticks_between(last_tick, now, usize::MAX >> 1);
-                            let skip = all.len().saturating_sub(limit);
-                            all.drain(..skip);
-                            all
-                        }
+                        CatchupPolicy::All => newest_ticks(&schedule, last_tick, now, limit),
                     };
                     self.transitions.push(super::event::Transition {
                         at: now,
@@ -252,6 +247,29 @@ impl Engine {
         self.dirty_cursors.insert(name.clone());
         self.state.cursors.entry(name.clone()).or_default()
     }
+}
+
+/// The newest `limit` ticks in (after, now], oldest first: walked backwards from `now` so that a
+/// long downtime costs `limit` searches, not one per missed tick.
+fn newest_ticks(
+    schedule: &crate::model::schedule::Schedule,
+    after: DateTime<Utc>,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Vec<DateTime<Utc>> {
+    let mut ticks = Vec::with_capacity(limit);
+    let mut cursor = now + chrono::Duration::seconds(1);
+    while ticks.len() < limit {
+        match schedule.previous_before(cursor) {
+            Some(t) if t > after => {
+                ticks.push(t);
+                cursor = t;
+            }
+            _ => break,
+        }
+    }
+    ticks.reverse();
+    ticks
 }
 
 /// The newest tick at or before `now`, starting from a known tick `from`.

@@ -491,8 +491,16 @@ fn catch_up_after_downtime_follows_each_policy() {
         let mut h = Harness::new(vec![hourly(policy)], "2026-03-01T00:30:00Z");
         // A day of downtime: the engine next plans 24 hours later.
         h.at("2026-03-02T00:30:00Z");
-        let created = h.engine.state().runs.len();
-        assert_eq!(created, expected, "{policy:?}");
+        let created: Vec<String> = h.engine.state().runs.keys().map(|k| k.0.clone()).collect();
+        assert_eq!(created.len(), expected, "{policy:?}");
+        if policy == CatchupPolicy::All {
+            // The ten most recent missed hours, oldest first.
+            assert_eq!(created[0], "p@2026-03-01T15:00:00Z");
+            assert_eq!(created[9], "p@2026-03-02T00:00:00Z");
+        }
+        if policy == CatchupPolicy::Latest {
+            assert_eq!(created[0], "p@2026-03-02T00:00:00Z");
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use text::{Exposition, Histogram, LONG_BUCKETS, SHORT_BUCKETS};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use text::escape as escape_label_value;
@@ -46,11 +46,24 @@ struct Registry {
 
 /// The daemon's metrics. Shared (`Arc`) between the feeding task, the `/metrics` route and
 /// whatever calls `observe_api`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
     budget: Mutex<Option<Arc<RequestBudget>>>,
     webhooks: Mutex<Option<Arc<Mutex<WebhookStats>>>>,
+    /// Transitions taken into account so far (tests wait on it).
+    processed: watch::Sender<u64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            registry: Mutex::default(),
+            budget: Mutex::default(),
+            webhooks: Mutex::default(),
+            processed: watch::channel(0).0,
+        }
+    }
 }
 
 /// Something a transition needs from the engine's state.
@@ -211,6 +224,11 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// How many transitions have been counted (lost ones included), for tests to wait on.
+    pub fn processed(&self) -> watch::Receiver<u64> {
+        self.processed.subscribe()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -250,6 +268,7 @@ impl Metrics {
             let Ok((found, g)) = answer else { return };
             self.apply_found(found);
             self.apply_gauges(g);
+            self.processed.send_modify(|n| *n += batch.len() as u64);
         }
     }
 
@@ -259,6 +278,7 @@ impl Metrics {
             "metrics fell behind the transitions; some were not counted"
         );
         self.lock().transitions_lost += n;
+        self.processed.send_modify(|count| *count += n);
     }
 
     /// Counts what the transitions alone tell, and lists what must be read from the engine.
@@ -624,6 +644,25 @@ pub fn router(metrics: Arc<Metrics>) -> axum::Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budget_counters_are_read_at_scrape_time() {
+        let clock = crate::clock::ManualClock::new(chrono::DateTime::<Utc>::UNIX_EPOCH);
+        let budget = Arc::new(RequestBudget::new(60, Arc::new(clock)));
+        let m = Metrics::new();
+        m.set_budget(budget.clone());
+        assert!(m
+            .render()
+            .contains("baton_dbt_cloud_rate_limited_total 0\n"));
+        budget.on_rate_limited(None);
+        let text = m.render();
+        assert!(text.contains("# TYPE baton_dbt_cloud_rate_limited_total counter\n"));
+        assert!(
+            text.contains("baton_dbt_cloud_rate_limited_total 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("baton_dbt_cloud_budget_waiting 0\n"));
+    }
 
     #[test]
     fn api_requests_are_counted_by_endpoint_and_status() {

@@ -95,6 +95,12 @@ async fn ready_stopping_and_reloading_reach_the_socket() {
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
     notifier.ready().unwrap();
     assert!(next(&sock).await.contains("READY=1"));
+    notifier
+        .ready_listening("127.0.0.1:8377".parse().unwrap())
+        .unwrap();
+    let listening = next(&sock).await;
+    assert!(listening.lines().any(|l| l == "READY=1"), "{listening}");
+    assert!(listening.contains("STATUS=scheduling; API on http://127.0.0.1:8377\n"));
     notifier.stopping().unwrap();
     assert!(next(&sock).await.lines().any(|l| l == "STOPPING=1"));
     // Without a socket nothing is sent and nothing fails.
@@ -187,4 +193,97 @@ async fn the_watchdog_pings_for_a_live_daemon() {
     shutdown.cancel();
     task.await.unwrap();
     h.shutdown().await;
+}
+
+/// The real binary under a test NOTIFY_SOCKET: READY only once the API accepts connections,
+/// RELOADING then READY on SIGHUP, STOPPING on SIGTERM. Needs `serve()` to make the `SdNotifier`
+/// calls (see the ops wiring notes); run with `cargo test --test ops_systemd -- --ignored`.
+#[tokio::test]
+#[ignore = "enable once serve() sends READY/RELOADING/STOPPING through ops::systemd::SdNotifier"]
+async fn the_daemon_is_ready_only_once_its_api_listens() {
+    let emulator_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let emulator_url = format!("http://{}", emulator_listener.local_addr().unwrap());
+    let clock: baton::clock::SharedClock = std::sync::Arc::new(baton::clock::SystemClock);
+    let scenario = baton::emulator::Scenario::from_yaml_str(
+        "account_id: 1\ntoken: notify-test-token\njobs:\n  - {id: 100, name: a}\n",
+    )
+    .unwrap();
+    let stop_emulator = CancellationToken::new();
+    let _emulator =
+        baton::emulator::Emulator::start(scenario, clock, emulator_listener, stop_emulator.clone())
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    std::fs::write(
+        dir.path().join("pipelines/manual.yaml"),
+        "name: manual\nsteps:\n  a: { job_id: 100 }\n",
+    )
+    .unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbt_cloud:\n  base_url: {emulator_url}\n  account_id: 1\n  token_env: BATON_NOTIFY_TEST_TOKEN\nstate_dir: state\nhttp:\n  listen: 127.0.0.1:0\n"
+        ),
+    )
+    .unwrap();
+    let (_sock_dir, path, sock) = socket();
+    let mut child = KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &path)
+            .env("BATON_NOTIFY_TEST_TOKEN", "notify-test-token")
+            .spawn()
+            .unwrap(),
+    ));
+    let pid = child.0.as_ref().unwrap().id().to_string();
+
+    let ready = next(&sock).await;
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready}");
+    let api = ready
+        .split("API on http://")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("READY names the API address: {ready}"));
+    // At READY the API already accepts connections.
+    tokio::net::TcpStream::connect(api).await.unwrap();
+
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(next(&sock).await.lines().any(|l| l == "RELOADING=1"));
+    assert!(next(&sock).await.lines().any(|l| l == "READY=1"));
+
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    loop {
+        let message = next(&sock).await;
+        if message.lines().any(|l| l == "STOPPING=1") {
+            break;
+        }
+        // Watchdog pings may come in between when WATCHDOG_USEC is set; nothing else may.
+        assert_eq!(message, "WATCHDOG=1\n");
+    }
+    let mut process = child.0.take().unwrap();
+    let status = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || process.wait()),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert!(status.success(), "{status}");
+    stop_emulator.cancel();
+}
+
+/// Kills the daemon if the test fails before it stops it.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -292,8 +292,23 @@ impl Notifier {
 
     /// Listens to the transitions until `shutdown` or until the loop stops, then waits up to the
     /// shutdown grace for deliveries still in flight.
-    pub async fn run(self, handle: DaemonHandle, shutdown: CancellationToken) {
-        let mut rx = handle.transitions();
+    /// Subscribes when called, before the returned future first runs: spawned before the loop
+    /// starts, it sees every transition.
+    pub fn run(
+        self,
+        handle: DaemonHandle,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let rx = handle.transitions();
+        self.listen(handle, rx, shutdown)
+    }
+
+    async fn listen(
+        self,
+        handle: DaemonHandle,
+        mut rx: broadcast::Receiver<Transition>,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let t = tokio::select! {
                 _ = shutdown.cancelled() => break,

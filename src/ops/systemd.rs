@@ -48,6 +48,13 @@ impl SdNotifier {
         self.send(&[NotifyState::Ready, NotifyState::Status("scheduling")])
     }
 
+    /// `ready`, naming where the API listens (`systemctl status` shows it). Taking the bound
+    /// address is the reminder: READY goes only after the listener is bound.
+    pub fn ready_listening(&self, api: std::net::SocketAddr) -> io::Result<()> {
+        let status = format!("scheduling; API on http://{api}");
+        self.send(&[NotifyState::Ready, NotifyState::Status(&status)])
+    }
+
     /// Shutdown began: systemd waits for the exit instead of counting it as a crash.
     pub fn stopping(&self) -> io::Result<()> {
         self.send(&[

@@ -234,8 +234,23 @@ impl Metrics {
     }
 
     /// Feeds the metrics from the daemon's transitions until `shutdown` or until the loop stops.
-    pub async fn run(self: Arc<Self>, handle: DaemonHandle, shutdown: CancellationToken) {
-        let mut rx = handle.transitions();
+    /// Subscribes when called, before the returned future first runs: spawned before the loop
+    /// starts, it sees every transition.
+    pub fn run(
+        self: Arc<Self>,
+        handle: DaemonHandle,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let rx = handle.transitions();
+        self.feed(handle, rx, shutdown)
+    }
+
+    async fn feed(
+        self: Arc<Self>,
+        handle: DaemonHandle,
+        mut rx: broadcast::Receiver<Transition>,
+        shutdown: CancellationToken,
+    ) {
         if let Ok(g) = handle.inspect(|engine, _| gauges(engine)).await {
             self.apply_gauges(g);
         }

@@ -198,3 +198,52 @@ async fn failures_and_retries_reach_json_and_slack_targets_with_retries() {
     task.await.unwrap();
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn ticks_missed_during_downtime_are_notified() {
+    let inbox = Arc::new(Inbox::default());
+    let (count_tx, mut count_rx) = watch::channel(0usize);
+    let app = axum::Router::new()
+        .route("/json", post(receive))
+        .with_state((inbox.clone(), count_tx));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let scheduled = pipeline(
+        "name: hourly\nschedule: { cron: \"0 * * * *\", catchup: none }\nsteps:\n  staging: { job_id: 101 }\n",
+    );
+    let mut h = Harness::start("2026-01-05T09:58:00Z", SCENARIO, vec![scheduled]).await;
+    h.run_for(60, 10).await;
+    h.stop().await;
+    // Down over two ticks; the next daemon finds them missed.
+    h.clock.set(daemon::t("2026-01-05T11:30:00Z"));
+    h.restart(None).await;
+    let target = Target {
+        name: "missed".into(),
+        url: Secret::new(format!("{base}/json")),
+        format: NotificationFormat::Json,
+        on: vec![NotificationEvent::Missed],
+    };
+    let notifier = Notifier::new(vec![target], DeliverySettings::default()).unwrap();
+    let shutdown = CancellationToken::new();
+    // The test runtime has one thread: the new loop cannot plan before `run` subscribes.
+    let task = tokio::spawn(notifier.run(h.daemon.clone(), shutdown.clone()));
+    h.settle().await;
+    tokio::time::timeout(Duration::from_secs(20), count_rx.wait_for(|n| *n >= 1))
+        .await
+        .expect("a missed-ticks notification")
+        .unwrap();
+    let requests = inbox.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    let body = &requests[0].3;
+    assert_eq!(body["event"], "missed");
+    assert_eq!(body["pipeline"], "hourly");
+    assert!(
+        body["summary"].as_str().unwrap().contains("missed"),
+        "{body}"
+    );
+    shutdown.cancel();
+    task.await.unwrap();
+    h.shutdown().await;
+}

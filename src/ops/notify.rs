@@ -264,7 +264,7 @@ pub fn slack_body(n: &Notification) -> serde_json::Value {
         "type": "context",
         "elements": [{ "type": "mrkdwn", "text": context }],
     }));
-    serde_json::json!({ "text": n.summary, "blocks": blocks })
+    serde_json::json!({ "text": slack_escape(&n.summary), "blocks": blocks })
 }
 
 /// Sends notifications for the daemon's transitions.
@@ -450,7 +450,10 @@ mod tests {
     #[test]
     fn slack_bodies_escape_control_characters_and_link_runs() {
         let body = slack_body(&sample());
-        assert_eq!(body["text"], sample().summary);
+        assert_eq!(
+            body["text"],
+            "baton: nightly &lt;prod&gt; failed for 2026-01-05T03:00:00+01:00: marts failed"
+        );
         let blocks = body["blocks"].as_array().unwrap();
         let first = blocks[0]["text"]["text"].as_str().unwrap();
         assert!(first.contains("nightly &lt;prod&gt;"), "{first}");

@@ -48,7 +48,7 @@ impl SecretSource {
                 ConfigError::Secret(format!("environment variable `{name}` is not set"))
             })?,
             SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::Secret(format!("cannot read token file {}: {e}", path.display()))
+                ConfigError::Secret(format!("cannot read secret file {}: {e}", path.display()))
             })?,
         };
         let value = value.trim();
@@ -61,7 +61,7 @@ impl SecretSource {
     pub fn describe(&self) -> String {
         match self {
             SecretSource::Env(name) => format!("environment variable `{name}`"),
-            SecretSource::File(path) => format!("token file {}", path.display()),
+            SecretSource::File(path) => format!("secret file {}", path.display()),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod ids;
 pub mod logging;
 pub mod model;
+pub mod ops;
 pub mod runtime;
 pub mod secret;
 pub mod store;

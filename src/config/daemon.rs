@@ -48,7 +48,7 @@ impl SecretSource {
                 ConfigError::Secret(format!("environment variable `{name}` is not set"))
             })?,
             SecretSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::Secret(format!("cannot read token file {}: {e}", path.display()))
+                ConfigError::Secret(format!("cannot read secret file {}: {e}", path.display()))
             })?,
         };
         let value = value.trim();
@@ -58,10 +58,10 @@ impl SecretSource {
         Ok(Secret::new(value))
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match self {
             SecretSource::Env(name) => format!("environment variable `{name}`"),
-            SecretSource::File(path) => format!("token file {}", path.display()),
+            SecretSource::File(path) => format!("secret file {}", path.display()),
         }
     }
 }
@@ -103,6 +103,79 @@ pub struct HttpConfig {
     pub token: Option<SecretSource>,
 }
 
+/// The dbt Cloud webhook receiver (`POST /webhooks/dbt-cloud`), on when the section is present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhooksConfig {
+    /// The subscription's HMAC secret.
+    pub secret: SecretSource,
+    /// The polling interval while webhooks are on (polling stays as the fallback); the top-level
+    /// `poll_interval` when absent.
+    pub poll_interval: Option<Duration>,
+}
+
+/// The body a notification target receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationFormat {
+    /// baton's own JSON object.
+    Json,
+    /// A Slack incoming-webhook body (`text` and `blocks`), also read by Mattermost and others.
+    Slack,
+}
+
+/// What a notification target hears about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationEvent {
+    /// A pipeline run failed.
+    Failure,
+    /// A pipeline run succeeded.
+    Success,
+    /// A step's attempt failed and a retry is scheduled.
+    Retry,
+    /// Schedule ticks were missed (found later than the on-time grace, e.g. after downtime).
+    Missed,
+}
+
+/// Where a notification target's URL comes from. A Slack webhook URL is a secret: keep it in an
+/// environment variable or a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlSource {
+    Inline(Url),
+    Secret(SecretSource),
+}
+
+/// One webhook that receives notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationTarget {
+    /// A name for logs (the URL itself is never logged).
+    pub name: String,
+    pub url: UrlSource,
+    pub format: NotificationFormat,
+    pub on: Vec<NotificationEvent>,
+}
+
+impl NotificationTarget {
+    /// The URL to post to, read from its source; kept as a `Secret` so it never shows in logs.
+    pub fn resolve_url(&self) -> Result<Secret, ConfigError> {
+        let text = match &self.url {
+            UrlSource::Inline(url) => return Ok(Secret::new(url.as_str())),
+            UrlSource::Secret(source) => source.resolve()?,
+        };
+        match Url::parse(text.expose()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(text),
+            _ => Err(ConfigError::Secret(format!(
+                "notification `{}`: the URL in {} is not an http(s) URL",
+                self.name,
+                match &self.url {
+                    UrlSource::Secret(source) => source.describe(),
+                    UrlSource::Inline(_) => String::new(),
+                }
+            ))),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DaemonConfig {
     /// The file it was loaded from.
@@ -119,6 +192,8 @@ pub struct DaemonConfig {
     pub catchup_max: usize,
     pub on_shutdown: ShutdownPolicy,
     pub history_retention: Duration,
+    pub webhooks: Option<WebhooksConfig>,
+    pub notifications: Vec<NotificationTarget>,
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -157,6 +232,31 @@ struct RawHttp {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawWebhooks {
+    secret_env: Option<String>,
+    secret_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "duration")]
+    poll_interval: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotification {
+    name: Option<String>,
+    url: Option<String>,
+    url_env: Option<String>,
+    url_file: Option<PathBuf>,
+    format: NotificationFormat,
+    #[serde(default = "default_notification_events")]
+    on: Vec<NotificationEvent>,
+}
+
+fn default_notification_events() -> Vec<NotificationEvent> {
+    vec![NotificationEvent::Failure]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawDaemon {
     dbt_cloud: RawDbtCloud,
     state_dir: PathBuf,
@@ -173,6 +273,9 @@ struct RawDaemon {
     on_shutdown: ShutdownPolicy,
     #[serde(default, deserialize_with = "duration")]
     history_retention: Option<Duration>,
+    webhooks: Option<RawWebhooks>,
+    #[serde(default)]
+    notifications: Vec<RawNotification>,
 }
 
 fn secret_source(
@@ -264,6 +367,71 @@ impl DaemonConfig {
         if poll_interval.is_zero() {
             return Err(invalid("`poll_interval` must be longer than zero".into()));
         }
+        let webhooks = match raw.webhooks {
+            None => None,
+            Some(w) => {
+                let secret = match (w.secret_env, w.secret_file) {
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            "`webhooks` sets both `secret_env` and `secret_file`; set exactly one"
+                                .into(),
+                        ))
+                    }
+                    (Some(env), None) => SecretSource::Env(env),
+                    (None, Some(file)) => SecretSource::File(base.join(file)),
+                    (None, None) => {
+                        return Err(invalid(
+                            "`webhooks` needs `secret_env` or `secret_file` (the secret is never inline)"
+                                .into(),
+                        ))
+                    }
+                };
+                if w.poll_interval.is_some_and(|d| d.is_zero()) {
+                    return Err(invalid(
+                        "`webhooks.poll_interval` must be longer than zero".into(),
+                    ));
+                }
+                Some(WebhooksConfig {
+                    secret,
+                    poll_interval: w.poll_interval,
+                })
+            }
+        };
+        let mut notifications = Vec::new();
+        for (i, n) in raw.notifications.into_iter().enumerate() {
+            let name = n.name.unwrap_or_else(|| format!("notification {}", i + 1));
+            let url = match (n.url, n.url_env, n.url_file) {
+                (Some(url), None, None) => UrlSource::Inline(
+                    Url::parse(&url)
+                        .ok()
+                        .filter(|u| matches!(u.scheme(), "http" | "https"))
+                        .ok_or_else(|| {
+                            invalid(format!("`{name}`: `url` must be an http(s) URL"))
+                        })?,
+                ),
+                (None, Some(env), None) => UrlSource::Secret(SecretSource::Env(env)),
+                (None, None, Some(file)) => UrlSource::Secret(SecretSource::File(base.join(file))),
+                _ => {
+                    return Err(invalid(format!(
+                        "`{name}` needs exactly one of `url`, `url_env` or `url_file`"
+                    )))
+                }
+            };
+            if n.on.is_empty() {
+                return Err(invalid(format!(
+                    "`{name}`: `on` lists no event (failure, success, retry, missed)"
+                )));
+            }
+            let mut on = n.on;
+            on.sort();
+            on.dedup();
+            notifications.push(NotificationTarget {
+                name,
+                url,
+                format: n.format,
+                on,
+            });
+        }
         Ok(DaemonConfig {
             source: path.to_path_buf(),
             dbt_cloud: DbtCloudConfig {
@@ -297,12 +465,22 @@ impl DaemonConfig {
             history_retention: raw
                 .history_retention
                 .unwrap_or(Duration::from_secs(30 * 86_400)),
+            webhooks,
+            notifications,
         })
     }
 
     /// The dbt Cloud API token.
     pub fn resolve_token(&self) -> Result<Secret, ConfigError> {
         self.dbt_cloud.token.resolve()
+    }
+
+    /// The webhook receiver's HMAC secret, when webhooks are on.
+    pub fn resolve_webhook_secret(&self) -> Result<Option<Secret>, ConfigError> {
+        self.webhooks
+            .as_ref()
+            .map(|w| w.secret.resolve())
+            .transpose()
     }
 
     /// The control API's bearer token, when one is configured.
@@ -374,6 +552,73 @@ mod tests {
         assert!(DaemonConfig::from_str_at(Path::new("c.yaml"), &none).is_err());
         let inline = MINIMAL.replace("token_env: BATON_TEST_TOKEN_UNSET", "token: abc");
         assert!(DaemonConfig::from_str_at(Path::new("c.yaml"), &inline).is_err());
+    }
+
+    #[test]
+    fn the_example_config_commented_sections_load_once_uncommented() {
+        let text: String = include_str!("../../config.example.yaml")
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with("webhooks:")
+                        || rest.starts_with("notifications:")
+                        || rest.starts_with("  ") =>
+                {
+                    format!("{rest}\n")
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        let c = DaemonConfig::from_str_at(Path::new("config.example.yaml"), &text).unwrap();
+        assert_eq!(
+            c.webhooks.unwrap().secret,
+            SecretSource::Env("DBT_CLOUD_WEBHOOK_SECRET".into())
+        );
+        assert_eq!(c.notifications.len(), 2);
+        assert_eq!(c.notifications[0].format, NotificationFormat::Slack);
+    }
+
+    #[test]
+    fn webhooks_and_notifications_sections() {
+        let text = format!(
+            "{MINIMAL}webhooks:\n  secret_file: hook.secret\n  poll_interval: 2m\nnotifications:\n  - url_env: BATON_TEST_SLACK_UNSET\n    format: slack\n    on: [missed, failure, failure]\n  - name: pager\n    url: https://alerts.example.com/baton\n    format: json\n"
+        );
+        let c = DaemonConfig::from_str_at(Path::new("/etc/baton/config.yaml"), &text).unwrap();
+        let w = c.webhooks.as_ref().unwrap();
+        assert_eq!(
+            w.secret,
+            SecretSource::File(PathBuf::from("/etc/baton/hook.secret"))
+        );
+        assert_eq!(w.poll_interval, Some(Duration::from_secs(120)));
+        assert_eq!(c.notifications.len(), 2);
+        assert_eq!(c.notifications[0].name, "notification 1");
+        assert_eq!(
+            c.notifications[0].on,
+            vec![NotificationEvent::Failure, NotificationEvent::Missed]
+        );
+        assert_eq!(c.notifications[1].on, vec![NotificationEvent::Failure]);
+        assert_eq!(
+            c.notifications[1].resolve_url().unwrap().expose(),
+            "https://alerts.example.com/baton"
+        );
+        let err = c.notifications[0].resolve_url().unwrap_err().to_string();
+        assert!(err.contains("BATON_TEST_SLACK_UNSET"), "{err}");
+
+        for bad in [
+            "webhooks:\n  poll_interval: 1m\n",
+            "webhooks:\n  secret: inline\n",
+            "notifications:\n  - format: json\n",
+            "notifications:\n  - url: ftp://x\n    format: json\n",
+            "notifications:\n  - url: https://x\n    url_env: X\n    format: json\n",
+            "notifications:\n  - url: https://x\n    format: teams\n",
+            "notifications:\n  - url: https://x\n    format: json\n    on: []\n",
+        ] {
+            let text = format!("{MINIMAL}{bad}");
+            assert!(
+                DaemonConfig::from_str_at(Path::new("c.yaml"), &text).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

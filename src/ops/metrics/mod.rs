@@ -1,0 +1,563 @@
+//! Prometheus metrics at `GET /metrics`: attempts by outcome (the failure class), retries, time
+//! queued and running, dispatch latency, schedule lag, runs in flight, last success, dbt Cloud
+//! requests, 429s and budget waits. Fed by the engine's `Transition` broadcast; timings the
+//! transitions do not carry are read from the engine's state with one `inspect` per batch. Labels
+//! are pipeline and step names (bounded by the config), never run ids.
+
+mod read;
+mod text;
+
+use crate::dbt_cloud::budget::RequestBudget;
+use crate::engine::event::{Transition, TransitionKind};
+use crate::model::pipeline::StepName;
+use crate::ops::webhook::WebhookStats;
+use crate::runtime::DaemonHandle;
+use chrono::{DateTime, Utc};
+use read::{gauges, resolve, Found, Gauges, Lookup};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use text::{Exposition, Histogram, LONG_BUCKETS, SHORT_BUCKETS};
+use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use text::escape as escape_label_value;
+
+pub(super) type Pair = (String, String);
+type Triple = (String, String, String);
+
+#[derive(Debug, Default)]
+struct Registry {
+    attempts: BTreeMap<Triple, u64>,
+    retries: BTreeMap<Triple, u64>,
+    queued: BTreeMap<Pair, Histogram>,
+    running: BTreeMap<Pair, Histogram>,
+    dispatch: BTreeMap<Pair, Histogram>,
+    schedule_lag: BTreeMap<String, Histogram>,
+    pipeline_runs: BTreeMap<Pair, u64>,
+    ticks_missed: BTreeMap<String, u64>,
+    ticks_skipped: BTreeMap<String, u64>,
+    triggers_ambiguous: BTreeMap<String, u64>,
+    api: BTreeMap<(String, u16), u64>,
+    active_runs: BTreeMap<Pair, i64>,
+    attempts_in_flight: i64,
+    last_success: BTreeMap<String, DateTime<Utc>>,
+    transitions_lost: u64,
+}
+
+/// The daemon's metrics. Shared (`Arc`) between the feeding task, the `/metrics` route and
+/// whatever calls `observe_api`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    budget: Mutex<Option<Arc<RequestBudget>>>,
+    webhooks: Mutex<Option<Arc<Mutex<WebhookStats>>>>,
+    /// Transitions taken into account so far (tests wait on it).
+    processed: watch::Sender<u64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            registry: Mutex::default(),
+            budget: Mutex::default(),
+            webhooks: Mutex::default(),
+            processed: watch::channel(0).0,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Reads the account's request budget (requests, waits, 429s) at every scrape.
+    pub fn set_budget(&self, budget: Arc<RequestBudget>) {
+        *self.budget.lock().unwrap_or_else(|p| p.into_inner()) = Some(budget);
+    }
+
+    /// Reads the webhook receiver's counters at every scrape.
+    pub fn set_webhook_stats(&self, stats: Arc<Mutex<WebhookStats>>) {
+        *self.webhooks.lock().unwrap_or_else(|p| p.into_inner()) = Some(stats);
+    }
+
+    /// One answered dbt Cloud API request. `endpoint` must be a route name (`runs.list`,
+    /// `jobs.trigger`), never a URL with ids in it; `status` 0 means no answer (transport error).
+    pub fn observe_api(&self, endpoint: &str, status: u16) {
+        *self
+            .lock()
+            .api
+            .entry((endpoint.to_string(), status))
+            .or_default() += 1;
+    }
+
+    /// How many transitions have been counted (lost ones included), for tests to wait on.
+    pub fn processed(&self) -> watch::Receiver<u64> {
+        self.processed.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Feeds the metrics from the daemon's transitions until `shutdown` or until the loop stops.
+    /// Subscribes when called, before the returned future first runs: spawned before the loop
+    /// starts, it sees every transition.
+    pub fn run(
+        self: Arc<Self>,
+        handle: DaemonHandle,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let rx = handle.transitions();
+        self.feed(handle, rx, shutdown)
+    }
+
+    async fn feed(
+        self: Arc<Self>,
+        handle: DaemonHandle,
+        mut rx: broadcast::Receiver<Transition>,
+        shutdown: CancellationToken,
+    ) {
+        if let Ok(g) = handle.inspect(|engine, _| gauges(engine)).await {
+            self.apply_gauges(g);
+        }
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = rx.recv() => next,
+            };
+            let mut batch = Vec::new();
+            match first {
+                Ok(t) => batch.push(t),
+                Err(broadcast::error::RecvError::Lagged(n)) => self.lost(n),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+            loop {
+                match rx.try_recv() {
+                    Ok(t) => batch.push(t),
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => self.lost(n),
+                    Err(_) => break,
+                }
+            }
+            let lookups = self.count(&batch);
+            let answer = handle
+                .inspect(move |engine, _| {
+                    let found: Vec<Found> =
+                        lookups.iter().filter_map(|l| resolve(engine, l)).collect();
+                    (found, gauges(engine))
+                })
+                .await;
+            let Ok((found, g)) = answer else { return };
+            self.apply_found(found);
+            self.apply_gauges(g);
+            self.processed.send_modify(|n| *n += batch.len() as u64);
+        }
+    }
+
+    fn lost(&self, n: u64) {
+        tracing::warn!(
+            lost = n,
+            "metrics fell behind the transitions; some were not counted"
+        );
+        self.lock().transitions_lost += n;
+        self.processed.send_modify(|count| *count += n);
+    }
+
+    /// Counts what the transitions alone tell, and lists what must be read from the engine.
+    fn count(&self, batch: &[Transition]) -> Vec<Lookup> {
+        let mut lookups = Vec::new();
+        let mut reg = self.lock();
+        for t in batch {
+            let pipeline = t.pipeline.0.clone();
+            let attempt = match (&t.run, &t.step, t.attempt) {
+                (Some(run), Some(step), Some(number)) if number > 0 => {
+                    Some((run.clone(), StepName(step.clone()), number))
+                }
+                _ => None,
+            };
+            match t.what {
+                TransitionKind::StepSucceeded
+                | TransitionKind::StepFailed
+                | TransitionKind::StepCancelled
+                | TransitionKind::StepRetryScheduled => {
+                    if let Some((run, step, number)) = attempt {
+                        lookups.push(Lookup::AttemptEnded {
+                            run,
+                            step,
+                            number,
+                            retry: t.what == TransitionKind::StepRetryScheduled,
+                        });
+                    }
+                }
+                TransitionKind::StepTriggered | TransitionKind::TriggerAdopted => {
+                    if let Some((run, step, 1)) = attempt {
+                        lookups.push(Lookup::FirstTriggered { run, step });
+                    }
+                }
+                TransitionKind::PipelineRunCreated => {
+                    if let Some(run) = &t.run {
+                        lookups.push(Lookup::RunCreated { run: run.clone() });
+                    }
+                }
+                TransitionKind::PipelineRunSucceeded => {
+                    *reg.pipeline_runs
+                        .entry((pipeline.clone(), "succeeded".into()))
+                        .or_default() += 1;
+                    let last = reg.last_success.entry(pipeline).or_insert(t.at);
+                    *last = (*last).max(t.at);
+                }
+                TransitionKind::PipelineRunFailed => {
+                    *reg.pipeline_runs
+                        .entry((pipeline, "failed".into()))
+                        .or_default() += 1;
+                }
+                TransitionKind::PipelineRunCancelled => {
+                    *reg.pipeline_runs
+                        .entry((pipeline, "cancelled".into()))
+                        .or_default() += 1;
+                }
+                TransitionKind::TicksMissed => *reg.ticks_missed.entry(pipeline).or_default() += 1,
+                TransitionKind::TickSkipped => *reg.ticks_skipped.entry(pipeline).or_default() += 1,
+                TransitionKind::TriggerAmbiguous => {
+                    *reg.triggers_ambiguous.entry(pipeline).or_default() += 1
+                }
+                _ => {}
+            }
+        }
+        lookups
+    }
+
+    fn apply_found(&self, found: Vec<Found>) {
+        let mut reg = self.lock();
+        for f in found {
+            match f {
+                Found::Attempt {
+                    pipeline,
+                    step,
+                    outcome,
+                    retry,
+                    queued,
+                    running,
+                } => {
+                    let key = (pipeline.clone(), step.clone());
+                    *reg.attempts
+                        .entry((pipeline.clone(), step.clone(), outcome.into()))
+                        .or_default() += 1;
+                    if retry {
+                        *reg.retries
+                            .entry((pipeline, step, outcome.into()))
+                            .or_default() += 1;
+                    }
+                    if let Some(q) = queued {
+                        reg.queued
+                            .entry(key.clone())
+                            .or_insert_with(|| Histogram::new(LONG_BUCKETS))
+                            .observe(q);
+                    }
+                    if let Some(r) = running {
+                        reg.running
+                            .entry(key)
+                            .or_insert_with(|| Histogram::new(LONG_BUCKETS))
+                            .observe(r);
+                    }
+                }
+                Found::Dispatch {
+                    pipeline,
+                    step,
+                    seconds,
+                } => reg
+                    .dispatch
+                    .entry((pipeline, step))
+                    .or_insert_with(|| Histogram::new(SHORT_BUCKETS))
+                    .observe(seconds),
+                Found::Lag { pipeline, seconds } => reg
+                    .schedule_lag
+                    .entry(pipeline)
+                    .or_insert_with(|| Histogram::new(SHORT_BUCKETS))
+                    .observe(seconds),
+            }
+        }
+    }
+
+    fn apply_gauges(&self, g: Gauges) {
+        let mut reg = self.lock();
+        reg.active_runs = g.active_runs;
+        reg.attempts_in_flight = g.attempts_in_flight;
+        for (pipeline, at) in g.last_success {
+            let last = reg.last_success.entry(pipeline).or_insert(at);
+            *last = (*last).max(at);
+        }
+    }
+
+    /// The exposition document.
+    pub fn render(&self) -> String {
+        let mut e = Exposition::default();
+        e.family(
+            "baton_build_info",
+            "gauge",
+            "Always 1; the version in a label.",
+        );
+        e.sample(
+            "baton_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        );
+        let reg = self.lock();
+        counter3(
+            &mut e,
+            "baton_attempts_total",
+            "Attempts (dbt Cloud runs) ended, by outcome: success or the failure class (error, timed_out, queue_timed_out, cancelled, cancelled_outside, rejected).",
+            "outcome",
+            &reg.attempts,
+        );
+        counter3(
+            &mut e,
+            "baton_retries_total",
+            "Retries scheduled, by the failure class of the attempt that ended.",
+            "class",
+            &reg.retries,
+        );
+        histograms2(&mut e, "baton_step_queued_seconds", "Time an attempt spent queued in dbt Cloud (accepted to running, or to its end if it never ran).", &reg.queued);
+        histograms2(
+            &mut e,
+            "baton_step_running_seconds",
+            "Time an attempt spent running in dbt Cloud.",
+            &reg.running,
+        );
+        histograms2(&mut e, "baton_dispatch_latency_seconds", "Time from the last upstream step seen finished to the downstream step's run accepted by dbt Cloud.", &reg.dispatch);
+        e.family(
+            "baton_schedule_lag_seconds",
+            "histogram",
+            "Time from a schedule tick (the logical date) to its pipeline run's creation.",
+        );
+        for (p, h) in &reg.schedule_lag {
+            e.histogram("baton_schedule_lag_seconds", &[("pipeline", p)], h);
+        }
+        e.family(
+            "baton_pipeline_runs_total",
+            "counter",
+            "Pipeline runs ended, by final state.",
+        );
+        for ((p, s), v) in &reg.pipeline_runs {
+            e.sample(
+                "baton_pipeline_runs_total",
+                &[("pipeline", p), ("state", s)],
+                *v as f64,
+            );
+        }
+        e.family(
+            "baton_pipeline_runs_active",
+            "gauge",
+            "Pipeline runs not finished, by state (queued behind an earlier run, or running).",
+        );
+        for ((p, s), v) in &reg.active_runs {
+            e.sample(
+                "baton_pipeline_runs_active",
+                &[("pipeline", p), ("state", s)],
+                *v as f64,
+            );
+        }
+        e.family(
+            "baton_attempts_in_flight",
+            "gauge",
+            "Attempts triggering or running in dbt Cloud.",
+        );
+        e.sample(
+            "baton_attempts_in_flight",
+            &[],
+            reg.attempts_in_flight as f64,
+        );
+        e.family(
+            "baton_pipeline_last_success_timestamp_seconds",
+            "gauge",
+            "When the pipeline's latest successful run finished (Unix time).",
+        );
+        for (p, at) in &reg.last_success {
+            e.sample(
+                "baton_pipeline_last_success_timestamp_seconds",
+                &[("pipeline", p)],
+                at.timestamp_millis() as f64 / 1000.0,
+            );
+        }
+        counter1(&mut e, "baton_schedule_ticks_missed_total", "Times ticks were found missed (after downtime); the catch-up policy decided which ran.", &reg.ticks_missed);
+        counter1(
+            &mut e,
+            "baton_schedule_ticks_skipped_total",
+            "Ticks skipped because the previous run was still active (concurrency: skip).",
+            &reg.ticks_skipped,
+        );
+        counter1(&mut e, "baton_triggers_ambiguous_total", "Trigger calls with an ambiguous answer (timeout, 5xx), reconciled by key before any re-send.", &reg.triggers_ambiguous);
+        e.family(
+            "baton_dbt_cloud_api_requests_total",
+            "counter",
+            "dbt Cloud API requests answered, by endpoint and HTTP status (0: no answer).",
+        );
+        for ((endpoint, status), v) in &reg.api {
+            e.sample(
+                "baton_dbt_cloud_api_requests_total",
+                &[("endpoint", endpoint), ("status", &status.to_string())],
+                *v as f64,
+            );
+        }
+        e.family(
+            "baton_metrics_transitions_lost_total",
+            "counter",
+            "Transitions the metrics task fell too far behind to count.",
+        );
+        e.sample(
+            "baton_metrics_transitions_lost_total",
+            &[],
+            reg.transitions_lost as f64,
+        );
+        drop(reg);
+        if let Some(budget) = self
+            .budget
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let s = budget.stats();
+            for (name, kind, help, value) in [
+                (
+                    "baton_dbt_cloud_requests_total",
+                    "counter",
+                    "HTTP requests sent to dbt Cloud, retries included.",
+                    s.requests,
+                ),
+                (
+                    "baton_dbt_cloud_rate_limited_total",
+                    "counter",
+                    "429 answers from dbt Cloud.",
+                    s.rate_limited,
+                ),
+                (
+                    "baton_dbt_cloud_budget_waits_total",
+                    "counter",
+                    "Requests that waited for the request budget or a 429 cooldown.",
+                    s.waits,
+                ),
+                (
+                    "baton_dbt_cloud_budget_waiting",
+                    "gauge",
+                    "Requests waiting for the request budget now.",
+                    s.waiting,
+                ),
+            ] {
+                e.family(name, kind, help);
+                e.sample(name, &[], value as f64);
+            }
+        }
+        if let Some(stats) = self
+            .webhooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let s = *stats.lock().unwrap_or_else(|p| p.into_inner());
+            e.family(
+                "baton_webhooks_received_total",
+                "counter",
+                "dbt Cloud webhook deliveries received, by what became of them.",
+            );
+            for (result, v) in [
+                ("accepted", s.accepted),
+                ("duplicate", s.duplicates),
+                ("bad_signature", s.bad_signature),
+                ("malformed", s.malformed),
+                ("ignored", s.ignored),
+            ] {
+                e.sample(
+                    "baton_webhooks_received_total",
+                    &[("result", result)],
+                    v as f64,
+                );
+            }
+        }
+        e.finish()
+    }
+}
+
+fn counter1(e: &mut Exposition, name: &str, help: &str, values: &BTreeMap<String, u64>) {
+    e.family(name, "counter", help);
+    for (p, v) in values {
+        e.sample(name, &[("pipeline", p)], *v as f64);
+    }
+}
+
+fn counter3(
+    e: &mut Exposition,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &BTreeMap<Triple, u64>,
+) {
+    e.family(name, "counter", help);
+    for ((p, s, x), v) in values {
+        e.sample(name, &[("pipeline", p), ("step", s), (label, x)], *v as f64);
+    }
+}
+
+fn histograms2(e: &mut Exposition, name: &str, help: &str, values: &BTreeMap<Pair, Histogram>) {
+    e.family(name, "histogram", help);
+    for ((p, s), h) in values {
+        e.histogram(name, &[("pipeline", p), ("step", s)], h);
+    }
+}
+
+/// `GET /metrics`.
+pub fn router(metrics: Arc<Metrics>) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_counters_are_read_at_scrape_time() {
+        let clock = crate::clock::ManualClock::new(chrono::DateTime::<Utc>::UNIX_EPOCH);
+        let budget = Arc::new(RequestBudget::new(60, Arc::new(clock)));
+        let m = Metrics::new();
+        m.set_budget(budget.clone());
+        assert!(m
+            .render()
+            .contains("baton_dbt_cloud_rate_limited_total 0\n"));
+        budget.on_rate_limited(None);
+        let text = m.render();
+        assert!(text.contains("# TYPE baton_dbt_cloud_rate_limited_total counter\n"));
+        assert!(
+            text.contains("baton_dbt_cloud_rate_limited_total 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("baton_dbt_cloud_budget_waiting 0\n"));
+    }
+
+    #[test]
+    fn api_requests_are_counted_by_endpoint_and_status() {
+        let m = Metrics::new();
+        m.observe_api("runs.list", 200);
+        m.observe_api("runs.list", 200);
+        m.observe_api("jobs.trigger", 429);
+        let text = m.render();
+        assert!(text.contains(
+            "baton_dbt_cloud_api_requests_total{endpoint=\"runs.list\",status=\"200\"} 2\n"
+        ));
+        assert!(text.contains(
+            "baton_dbt_cloud_api_requests_total{endpoint=\"jobs.trigger\",status=\"429\"} 1\n"
+        ));
+    }
+}

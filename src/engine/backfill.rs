@@ -140,7 +140,9 @@ impl Engine {
             .get(&spec.pipeline)
             .ok_or_else(|| BackfillError::UnknownPipeline(spec.pipeline.clone()))?;
         if spec.max_active == 0 {
-            return Err(BackfillError::Invalid("max_active must be at least 1".into()));
+            return Err(BackfillError::Invalid(
+                "max_active must be at least 1".into(),
+            ));
         }
         if spec.from > spec.to {
             return Err(BackfillError::Invalid(format!(
@@ -220,15 +222,21 @@ impl Engine {
         let ran = |what: &str| {
             (
                 None,
-                Some(format!("already ran ({what}: {plain}); --reprocess {} keeps it", match reprocess {
-                    Reprocess::None => "none",
-                    Reprocess::Failed => "failed",
-                    Reprocess::All => "all",
-                })),
+                Some(format!(
+                    "already ran ({what}: {plain}); --reprocess {} keeps it",
+                    match reprocess {
+                        Reprocess::None => "none",
+                        Reprocess::Failed => "failed",
+                        Reprocess::All => "all",
+                    }
+                )),
             )
         };
         if !state.is_terminal() {
-            return (None, Some(format!("a run of this date is active ({plain})")));
+            return (
+                None,
+                Some(format!("a run of this date is active ({plain})")),
+            );
         }
         let state_name = format!("{state:?}").to_lowercase();
         match reprocess {
@@ -491,7 +499,10 @@ impl Engine {
             dbt_run: None,
             href: None,
             what: TransitionKind::BackfillFinished,
-            detail: format!("backfill {id} {}", if all_ok { "succeeded" } else { "failed" }),
+            detail: format!(
+                "backfill {id} {}",
+                if all_ok { "succeeded" } else { "failed" }
+            ),
         });
     }
 
@@ -531,7 +542,11 @@ impl Engine {
     }
 
     fn start_rolling(&mut self, name: &PipelineName, tick: DateTime<Utc>, now: DateTime<Utc>) {
-        let Some(rb) = self.pipelines.get(name).and_then(|l| l.def.backfill.clone()) else {
+        let Some(rb) = self
+            .pipelines
+            .get(name)
+            .and_then(|l| l.def.backfill.clone())
+        else {
             return;
         };
         let id = BackfillId(format!("{name}-rolling-{}", tick.format("%Y%m%dT%H%M")));

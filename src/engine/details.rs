@@ -158,8 +158,13 @@ pub(super) struct DetailsDue {
 impl Engine {
     /// Called when an attempt ends: an error is worth explaining.
     pub(super) fn want_details(&mut self, at: &AttemptRef, now: DateTime<Utc>) {
-        self.details_due
-            .insert(at.clone(), DetailsDue { at: now, fetches: 0 });
+        self.details_due.insert(
+            at.clone(),
+            DetailsDue {
+                at: now,
+                fetches: 0,
+            },
+        );
     }
 
     /// Attempts that ended in error before a restart and have no details yet.
@@ -213,7 +218,8 @@ impl Engine {
                 continue;
             };
             self.in_flight.details.insert(at.clone());
-            plan.actions.push(Action::FetchFailureDetails { attempt: at, run });
+            plan.actions
+                .push(Action::FetchFailureDetails { attempt: at, run });
         }
     }
 
@@ -276,12 +282,19 @@ mod tests {
             step("Invoke dbt with `dbt build`", 20, &"line\n".repeat(1000)),
         ];
         let d = FailureDetails::from_parts(&steps, Some(&body));
-        assert_eq!(d.failed_step.as_deref(), Some("Invoke dbt with `dbt build`"));
+        assert_eq!(
+            d.failed_step.as_deref(),
+            Some("Invoke dbt with `dbt build`")
+        );
         assert_eq!(d.failures.len(), 15);
         assert_eq!(d.more_failures, 0);
         assert!(d.failures[0].message.as_ref().unwrap().chars().count() <= MAX_MESSAGE_CHARS + 1);
         assert!(d.log_tail.as_ref().unwrap().chars().count() <= MAX_LOG_TAIL_CHARS + 1);
-        assert!(d.summary().starts_with("model.p.m0 error"), "{}", d.summary());
+        assert!(
+            d.summary().starts_with("model.p.m0 error"),
+            "{}",
+            d.summary()
+        );
         let missing = FailureDetails::from_parts(&steps, None);
         assert!(missing.run_results_missing);
     }

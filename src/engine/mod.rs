@@ -10,6 +10,7 @@ mod operator;
 mod schedule;
 pub mod state;
 mod watch;
+pub mod why;
 
 #[cfg(test)]
 mod tests;
@@ -214,6 +215,11 @@ impl Engine {
 
     pub fn pipelines(&self) -> impl Iterator<Item = &Arc<Pipeline>> {
         self.pipelines.values().map(|l| &l.def)
+    }
+
+    /// A pipeline's parsed schedule, if it has one.
+    pub fn schedule(&self, name: &PipelineName) -> Option<&Schedule> {
+        self.pipelines.get(name)?.schedule.as_ref()
     }
 
     /// The next schedule tick of a pipeline after `now`, if it is scheduled and not paused.

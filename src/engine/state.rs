@@ -20,8 +20,15 @@ pub struct PipelineRunId(pub String);
 impl PipelineRunId {
     /// The id of a pipeline run that a backfill re-runs for a date that already ran: the plain id
     /// with the backfill's id appended, so both records are kept.
-    pub fn reprocessed(pipeline: &PipelineName, logical_date: DateTime<Utc>, backfill: &str) -> Self {
-        Self(format!("{}#{backfill}", Self::new(pipeline, logical_date).0))
+    pub fn reprocessed(
+        pipeline: &PipelineName,
+        logical_date: DateTime<Utc>,
+        backfill: &str,
+    ) -> Self {
+        Self(format!(
+            "{}#{backfill}",
+            Self::new(pipeline, logical_date).0
+        ))
     }
 
     pub fn new(pipeline: &PipelineName, logical_date: DateTime<Utc>) -> Self {

@@ -3,8 +3,8 @@
 
 use crate::dbt_cloud::client::{DbtCloudClient, ListRuns, Related};
 use crate::dbt_cloud::error::{ApiError, TriggerError};
-use crate::engine::details::{DetailsFetch, FailureDetails};
 use crate::dbt_cloud::wire::Run;
+use crate::engine::details::{DetailsFetch, FailureDetails};
 use crate::engine::event::{Action, Event, TriggerResult};
 use crate::engine::state::AttemptKey;
 use crate::ids::{JobId, RunId};

@@ -1,0 +1,160 @@
+//! The control API (axum 0.8): JSON under `/api/v1` (pipelines, pipeline runs, backfills, `why`,
+//! and the operator's actions), `/healthz` and `/readyz`. It never touches the store: reads run
+//! inside the scheduler loop through `DaemonHandle::inspect`, actions go in as operator events.
+//! Like the emulator, `serve` takes its listener and its shutdown token, so tests bind port 0.
+
+mod actions;
+pub mod auth;
+pub mod error;
+mod reads;
+pub mod views;
+
+use crate::dbt_cloud::client::{DbtCloudClient, ListRuns};
+use crate::runtime::DaemonHandle;
+use crate::secret::Secret;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use error::HttpError;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::check_listen;
+
+/// How long a dbt Cloud reachability probe answers `/readyz`.
+const PROBE_TTL: Duration = Duration::from_secs(30);
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    handle: DaemonHandle,
+    token: Option<Arc<Secret>>,
+    client: Option<DbtCloudClient>,
+    probe: Arc<Mutex<Option<Probe>>>,
+}
+
+/// When dbt Cloud was last asked, and what came of it.
+type Probe = (tokio::time::Instant, Result<(), String>);
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// `token`: the bearer token every `/api/v1` request must carry (none: open, loopback only).
+    /// `client`: used by `/readyz` to check that dbt Cloud answers (none: not checked).
+    pub fn new(
+        handle: DaemonHandle,
+        token: Option<Secret>,
+        client: Option<DbtCloudClient>,
+    ) -> Self {
+        Self {
+            handle,
+            token: token.map(Arc::new),
+            client,
+            probe: Arc::new(Mutex::new(None)),
+        }
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/pipelines", get(reads::pipelines))
+        .route("/pipelines/{name}", get(reads::pipeline))
+        .route("/pipelines/{name}/runs", get(reads::pipeline_runs))
+        .route("/pipelines/{name}/why", get(reads::why))
+        .route("/pipelines/{name}/trigger", post(actions::trigger))
+        .route("/pipelines/{name}/pause", post(actions::pause))
+        .route("/pipelines/{name}/resume", post(actions::resume))
+        .route(
+            "/pipelines/{name}/backfills",
+            post(actions::create_backfill),
+        )
+        .route("/runs/{id}", get(reads::run))
+        .route("/runs/{id}/cancel", post(actions::cancel))
+        .route("/runs/{id}/retry", post(actions::retry))
+        .route("/backfills", get(reads::backfills))
+        .route("/backfills/{id}", get(reads::backfill))
+        .route("/backfills/{id}/cancel", post(actions::cancel_backfill))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .nest("/api/v1", api)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when the scheduler loop answers (its state is loaded) and dbt Cloud answered a cheap
+/// request within the last half minute.
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<impl IntoResponse, HttpError> {
+    state.handle.inspect(|_, _| ()).await.map_err(|_| {
+        HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler loop is not running",
+        )
+    })?;
+    if let Some(client) = &state.client {
+        let mut cached = state.probe.lock().await;
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < PROBE_TTL);
+        if !fresh {
+            let query = ListRuns {
+                limit: Some(1),
+                ..ListRuns::default()
+            };
+            let result = client
+                .list_runs_page(&query)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+            *cached = Some((tokio::time::Instant::now(), result));
+        }
+        if let Some((_, Err(message))) = cached.as_ref() {
+            return Err(HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("dbt Cloud is not reachable: {message}"),
+            ));
+        }
+    }
+    Ok(Json(
+        serde_json::json!({ "status": "ready", "state": "loaded", "dbt_cloud": "reachable" }),
+    ))
+}
+
+async fn not_found(uri: axum::http::Uri) -> HttpError {
+    HttpError::not_found(format!(
+        "no route {}; the API lives under /api/v1 (pipelines, runs, backfills)",
+        uri.path()
+    ))
+}

@@ -223,9 +223,12 @@ fn an_error_is_retried_after_backoff_through_rerun_when_from_failure() {
     let first = h.at("2026-03-01T02:00:00Z");
     h.accept_all(first);
     let failed_run = h.next_run;
+    let after_error = h.finish_job(9, RunStatus::Error);
     assert!(
-        h.finish_job(9, RunStatus::Error).is_empty(),
-        "no retry before the backoff"
+        after_error
+            .iter()
+            .all(|a| matches!(a, Action::FetchFailureDetails { .. })),
+        "no retry before the backoff (only the failure details are fetched): {after_error:?}"
     );
     assert!(matches!(
         h.step_state("flaky@2026-03-01T02:00:00Z", "only"),

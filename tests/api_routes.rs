@@ -297,9 +297,18 @@ async fn retry_reruns_only_the_failed_steps_and_failure_details_are_shown() {
     let details = &run["steps"][1]["attempts"][0]["details"];
     assert!(details.is_object(), "{run}");
     let first = &details["failures"][0];
-    assert!(first["unique_id"].as_str().unwrap().starts_with("model."), "{details}");
+    assert!(
+        first["unique_id"].as_str().unwrap().starts_with("model."),
+        "{details}"
+    );
     assert_eq!(first["status"], "error", "{details}");
-    assert!(first["message"].as_str().unwrap().contains("Database Error"), "{details}");
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .contains("Database Error"),
+        "{details}"
+    );
     assert!(details["failed_step"].as_str().is_some(), "{details}");
     let failure = run["failure"].as_str().unwrap();
     assert!(

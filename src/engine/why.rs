@@ -103,14 +103,15 @@ impl Engine {
             dbt_run: None,
             href: None,
         };
-        // The oldest active run is the one that blocks the others.
+        // The newest regular run is the one an operator asks about (a queued one names the run
+        // that holds it back); backfill runs only when no regular run is active.
         let mut active: Vec<&PipelineRun> = self
             .active
             .iter()
             .filter_map(|id| self.state.runs.get(id))
             .filter(|r| r.pipeline() == pipeline)
             .collect();
-        active.sort_by_key(|r| (r.state != PipelineRunState::Running, r.logical_date));
+        active.sort_by_key(|r| (r.is_backfill(), std::cmp::Reverse(r.logical_date)));
         if let Some(run) = active.first() {
             return Ok(self.why_run(run, step, now, base));
         }

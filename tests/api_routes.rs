@@ -113,6 +113,12 @@ async fn read_routes_show_what_the_emulator_recorded() {
     let (status, ready) = api.get_without_token("/readyz").await;
     assert_eq!(status, 200, "{ready}");
 
+    let (status, body) = api.get("/api/v1/pipelines/chain/trigger").await;
+    assert_eq!(status, 405, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("POST"), "{body}");
+    let (status, body) = api.get("/api/v1/pipelines/chain/runs?limit=many").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("limit"), "{body}");
     for (path, needle) in [
         ("/api/v1/pipelines/nope", "baton status"),
         ("/api/v1/runs/nope", "baton runs"),

@@ -19,6 +19,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The exit codes, for `--help`.
+pub const EXIT_CODES_HELP: &str =
+    "Exit codes: 0 done; 1 refused by the daemon (unknown pipeline or run, \
+not allowed in its state, bad input) or unreadable config; 2 usage; 3 daemon not reachable; \
+4 token refused or unavailable; 5 the daemon failed to answer properly.";
+
 pub const EXIT_REFUSED: u8 = 1;
 pub const EXIT_UNREACHABLE: u8 = 3;
 pub const EXIT_UNAUTHORIZED: u8 = 4;

@@ -42,24 +42,34 @@ pub enum Command {
     /// Serve a faithful local dbt Cloud API from a scenario file.
     Emulator(crate::emulator::cli::EmulatorArgs),
     /// Pipelines and their latest runs, from the running daemon (one pipeline in detail).
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
     Status(status::StatusArgs),
     /// A pipeline's runs, newest first, with why they failed.
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
     Runs(status::RunsArgs),
     /// Run a pipeline now (optionally for a given logical date).
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
     Trigger(actions::TriggerArgs),
     /// Cancel a pipeline run (its dbt Cloud runs too), or a whole backfill.
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
     Cancel(actions::RunArg),
     /// Run a failed pipeline run's failed, upstream_failed and cancelled steps again.
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
     Retry(actions::RunArg),
     /// Stop scheduling a pipeline (active runs go on).
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
     Pause(actions::PipelineArg),
     /// Schedule a paused pipeline again.
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
     Resume(actions::PipelineArg),
     /// Run a pipeline for past dates, each with its own rendered overrides.
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
     Backfill(backfill::BackfillArgs),
     /// List backfills, or show one date by date.
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
     Backfills(backfill::BackfillsArgs),
     /// Say in one sentence what a pipeline or step is waiting for.
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
     Why(why::WhyArgs),
 }
 

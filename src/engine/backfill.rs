@@ -469,17 +469,19 @@ impl Engine {
         let Some(backfill) = self.state.backfills.get(id) else {
             return;
         };
-        let all_ok = backfill
-            .dates
-            .iter()
-            .filter(|d| d.started && d.skipped.is_none())
-            .filter_map(|d| d.run.as_ref())
-            .all(|r| {
-                self.state
-                    .runs
-                    .get(r)
-                    .is_none_or(|r| r.state == PipelineRunState::Succeeded)
-            });
+        let never_started = backfill.dates.iter().any(|d| d.run.is_some() && !d.started);
+        let all_ok = !never_started
+            && backfill
+                .dates
+                .iter()
+                .filter(|d| d.started && d.skipped.is_none())
+                .filter_map(|d| d.run.as_ref())
+                .all(|r| {
+                    self.state
+                        .runs
+                        .get(r)
+                        .is_none_or(|r| r.state == PipelineRunState::Succeeded)
+                });
         let pipeline = backfill.spec.pipeline.clone();
         if let Some(b) = self.state.backfills.get_mut(id) {
             b.state = if all_ok {

@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .nest("/api/v1", api)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -150,6 +151,17 @@ async fn readyz(
     Ok(Json(
         serde_json::json!({ "status": "ready", "state": "loaded", "dbt_cloud": "reachable" }),
     ))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> HttpError {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed on {}: reads are GET, actions are POST",
+            method,
+            uri.path()
+        ),
+    )
 }
 
 async fn not_found(uri: axum::http::Uri) -> HttpError {

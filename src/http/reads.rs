@@ -57,7 +57,7 @@ pub(super) async fn pipeline(
 
 #[derive(Debug, Deserialize)]
 pub(super) struct Limit {
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 pub(super) async fn pipeline_runs(
@@ -66,7 +66,12 @@ pub(super) async fn pipeline_runs(
     Query(limit): Query<Limit>,
 ) -> Result<Json<Vec<RunView>>, HttpError> {
     let key = PipelineName(name.clone());
-    let limit = limit.limit.unwrap_or(20);
+    let limit = match limit.limit {
+        None => 20,
+        Some(text) => text.parse::<usize>().map_err(|_| {
+            HttpError::bad_request(format!("`limit` must be a whole number, found `{text}`"))
+        })?,
+    };
     state
         .handle
         .inspect(move |engine, _| {

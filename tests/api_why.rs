@@ -1,6 +1,6 @@
 //! `why` names the right reason in each case: schedule, no schedule, suspended, paused (see
 //! api_routes), upstream, running, dbt Cloud's queue with `blocked_by`, a concurrency limit, a
-//! retry backoff and the account's in-flight cap.
+//! retry backoff, the account's in-flight cap and its request budget (a 429 on the trigger).
 
 #![allow(clippy::unwrap_used)]
 
@@ -139,4 +139,66 @@ async fn why_names_the_accounts_in_flight_cap() {
     assert!(sentence(&w).contains("1 of 1"), "{w}");
     api.stop().await;
     h.shutdown().await;
+}
+
+#[tokio::test]
+async fn why_names_the_request_budget_while_a_429_cooldown_holds_the_trigger() {
+    use baton::clock::{Clock, ManualClock, SharedClock};
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+    // The API must see the daemon's own client (its budget), so this test wires them itself.
+    let clock = ManualClock::new(t("2026-03-01T00:30:00Z"));
+    let shared: SharedClock = Arc::new(clock.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = CancellationToken::new();
+    let scenario = baton::emulator::Scenario::from_yaml_str(SCENARIO).unwrap();
+    let emulator =
+        baton::emulator::Emulator::start(scenario, shared.clone(), listener, stop.clone())
+            .await
+            .unwrap();
+    let client = daemon::client(&clock, &emulator);
+    let dir = tempfile::tempdir().unwrap();
+    let store = baton::store::Store::open(dir.path()).unwrap();
+    let d = baton::runtime::Daemon::new(
+        daemon::settings(),
+        pipelines(),
+        store,
+        client.clone(),
+        shared,
+    )
+    .unwrap();
+    let daemon_stop = CancellationToken::new();
+    let (handle, task) = baton::runtime::spawn(d, daemon_stop.clone());
+    let api = Api::serve(handle.clone(), client.clone(), None).await;
+    handle.settled(clock.now()).await.unwrap();
+
+    let mut faults = emulator.faults();
+    faults.rate_limit_next = 1;
+    faults.retry_after_seconds = Some(120);
+    faults.routes = vec!["trigger_run".into()];
+    emulator.set_faults(faults);
+    api.post("/api/v1/pipelines/manual/trigger", json!({}))
+        .await;
+    // The trigger now waits inside the client for the cooldown, on the manual clock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while client.budget().cooldown_until().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no 429 seen");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let w = why(&api, "manual", None).await;
+    assert_eq!(w["reason"], "request_budget", "{w}");
+    assert!(
+        sentence(&w).contains("429") && sentence(&w).contains("being triggered"),
+        "{w}"
+    );
+    assert!(emulator.runs().is_empty());
+    clock.set(clock.now() + chrono::Duration::seconds(130));
+    handle.settled(clock.now()).await.unwrap();
+    assert_eq!(emulator.runs().len(), 1, "sent after the cooldown");
+    let w = why(&api, "manual", None).await;
+    assert_ne!(w["reason"], "request_budget", "{w}");
+    api.stop().await;
+    daemon_stop.cancel();
+    task.await.unwrap().unwrap();
+    stop.cancel();
 }

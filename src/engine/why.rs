@@ -326,6 +326,19 @@ impl Engine {
                         ..base
                     };
                 }
+                if let (AttemptPhase::Triggering, Some(again)) = (a.phase, a.resend_at) {
+                    return Why {
+                        reason: WhyReason::RequestBudget,
+                        sentence: format!(
+                            "step {name} of run {}: dbt Cloud did not take the trigger ({}); baton sends it again at {} (the account's request budget or a connection problem)",
+                            run.id,
+                            a.message.as_deref().unwrap_or("refused"),
+                            at(again)
+                        ),
+                        until: Some(again),
+                        ..base
+                    };
+                }
                 if a.phase == AttemptPhase::Triggering {
                     return Why {
                         reason: WhyReason::Triggering,

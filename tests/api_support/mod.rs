@@ -24,10 +24,18 @@ impl Api {
     }
 
     pub async fn start_with(h: &Harness, token: Option<&str>) -> Api {
+        Self::serve(h.daemon.clone(), h.client(), token).await
+    }
+
+    /// Serves the API for a daemon handle, with `client` (the daemon's own, to see its budget).
+    pub async fn serve(
+        handle: baton::runtime::DaemonHandle,
+        client: baton::dbt_cloud::client::DbtCloudClient,
+        token: Option<&str>,
+    ) -> Api {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state =
-            baton::http::AppState::new(h.daemon.clone(), token.map(Secret::new), Some(h.client()));
+        let state = baton::http::AppState::new(handle, token.map(Secret::new), Some(client));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(baton::http::serve(
             listener,

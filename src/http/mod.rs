@@ -2,6 +2,23 @@
 //! and the operator's actions), `/healthz` and `/readyz`. It never touches the store: reads run
 //! inside the scheduler loop through `DaemonHandle::inspect`, actions go in as operator events.
 //! Like the emulator, `serve` takes its listener and its shutdown token, so tests bind port 0.
+//!
+//! Routes (every `/api/v1` route needs `Authorization: Bearer <token>` when a token is configured;
+//! run ids are percent-encoded path segments):
+//! - `GET /healthz` (process up), `GET /readyz` (loop answering, dbt Cloud answered within 30 s);
+//! - `GET /api/v1/pipelines`, `GET /api/v1/pipelines/{name}` (definition, next fire times,
+//!   paused/suspended, last runs), `GET /api/v1/pipelines/{name}/runs?limit=N` (steps, attempts,
+//!   dbt Cloud run ids and links, failure details), `GET /api/v1/pipelines/{name}/why?step=S`;
+//! - `GET /api/v1/runs/{id}`; `POST /api/v1/runs/{id}/cancel`, `POST /api/v1/runs/{id}/retry`;
+//! - `POST /api/v1/pipelines/{name}/trigger` (`{"logical_date": "2026-03-01"}` optional),
+//!   `POST .../pause`, `POST .../resume`;
+//! - `POST /api/v1/pipelines/{name}/backfills` (`from`, `to`, `every`, `max_active`, `reprocess`,
+//!   `dry_run`), `GET /api/v1/backfills`, `GET /api/v1/backfills/{id}`,
+//!   `POST /api/v1/backfills/{id}/cancel`.
+//!
+//! Answers: 200 (reads, pause/resume, dry run), 201 (backfill created), 202 (trigger, cancel,
+//! retry accepted), 400 (bad input), 401 (token), 404 (unknown), 405, 409 (not allowed in the
+//! current state), 503 (the loop is stopping). Errors are `{"error": "..."}`.
 
 mod actions;
 pub mod auth;

@@ -23,6 +23,26 @@ use serde::Deserialize;
 /// Most pipeline runs a backfill may run at once when the request does not say.
 pub const DEFAULT_MAX_ACTIVE: u32 = 1;
 
+/// Sends an operator request and returns once the loop has applied it and committed what it
+/// changed: a 2xx answer means the change survives a crash.
+async fn apply_durably(state: &AppState, request: OperatorRequest) -> Result<(), HttpError> {
+    state.handle.send(Event::Operator(request))?;
+    let mut progress = state.handle.progress();
+    let probe = progress.clone();
+    // Answered inside the loop after the request was applied; the next plan commits it.
+    let seen = state
+        .handle
+        .inspect(move |_, _| probe.borrow().iterations)
+        .await?;
+    while progress.borrow_and_update().iterations <= seen {
+        progress
+            .changed()
+            .await
+            .map_err(|_| HttpError::stopping())?;
+    }
+    Ok(())
+}
+
 fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, HttpError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
@@ -101,12 +121,14 @@ pub(super) async fn trigger(
             Ok((date, id))
         })
         .await??;
-    state
-        .handle
-        .send(Event::Operator(OperatorRequest::TriggerPipeline {
+    apply_durably(
+        &state,
+        OperatorRequest::TriggerPipeline {
             pipeline: pipeline.clone(),
             logical_date: Some(logical_date),
-        }))?;
+        },
+    )
+    .await?;
     let created = state
         .handle
         .inspect(move |engine, _| match engine.state().runs.get(&id) {
@@ -150,11 +172,11 @@ pub(super) async fn cancel(
             Some(_) => Ok(()),
         })
         .await??;
-    state
-        .handle
-        .send(Event::Operator(OperatorRequest::CancelPipelineRun {
-            run: run.clone(),
-        }))?;
+    apply_durably(
+        &state,
+        OperatorRequest::CancelPipelineRun { run: run.clone() },
+    )
+    .await?;
     let summary = state
         .handle
         .inspect(move |engine, _| engine.state().runs.get(&run).map(views::run_summary))
@@ -195,11 +217,11 @@ pub(super) async fn retry(
             ))),
         })
         .await??;
-    state
-        .handle
-        .send(Event::Operator(OperatorRequest::RetryPipelineRun {
-            run: run.clone(),
-        }))?;
+    apply_durably(
+        &state,
+        OperatorRequest::RetryPipelineRun { run: run.clone() },
+    )
+    .await?;
     let summary = state
         .handle
         .inspect(move |engine, _| engine.state().runs.get(&run).map(views::run_summary))
@@ -247,7 +269,7 @@ async fn set_paused(state: AppState, name: String, paused: bool) -> Result<Respo
             pipeline: pipeline.clone(),
         }
     };
-    state.handle.send(Event::Operator(request))?;
+    apply_durably(&state, request).await?;
     let view = state
         .handle
         .inspect(move |engine, now| {
@@ -321,12 +343,14 @@ pub(super) async fn create_backfill(
         })
         .into_response());
     }
-    state
-        .handle
-        .send(Event::Operator(OperatorRequest::CreateBackfill {
+    apply_durably(
+        &state,
+        OperatorRequest::CreateBackfill {
             id: id.clone(),
             spec,
-        }))?;
+        },
+    )
+    .await?;
     let i = id.clone();
     let view = state
         .handle
@@ -361,11 +385,13 @@ pub(super) async fn cancel_backfill(
             Some(_) => Ok(()),
         })
         .await??;
-    state
-        .handle
-        .send(Event::Operator(OperatorRequest::CancelBackfill {
+    apply_durably(
+        &state,
+        OperatorRequest::CancelBackfill {
             id: backfill.clone(),
-        }))?;
+        },
+    )
+    .await?;
     let view = state
         .handle
         .inspect(move |engine, _| {

@@ -355,3 +355,32 @@ fn a_listener_off_loopback_needs_a_token() {
     let token = baton::secret::Secret::new(TOKEN);
     assert!(baton::http::check_listen(public, Some(&token)).is_ok());
 }
+
+#[tokio::test]
+async fn readyz_says_when_dbt_cloud_is_not_reachable() {
+    let h = Harness::start("2026-03-01T01:30:00Z", SCENARIO, vec![chain()]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", closed.local_addr().unwrap());
+    drop(closed);
+    let mut config = baton::dbt_cloud::client::ClientConfig::new(
+        url.parse().unwrap(),
+        h.emulator.account_id(),
+        baton::secret::Secret::new("t"),
+    );
+    config.max_retries = 0;
+    let unreachable = baton::dbt_cloud::client::DbtCloudClient::new(config).unwrap();
+    let api = Api::serve(h.daemon.clone(), unreachable, Some(TOKEN)).await;
+    let (status, body) = api.get_without_token("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("dbt Cloud is not reachable"),
+        "{body}"
+    );
+    let (status, _) = api.get_without_token("/healthz").await;
+    assert_eq!(status, 200);
+    api.stop().await;
+    h.shutdown().await;
+}

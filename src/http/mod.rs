@@ -44,6 +44,8 @@ pub use auth::check_listen;
 
 /// How long a dbt Cloud reachability probe answers `/readyz`.
 const PROBE_TTL: Duration = Duration::from_secs(30);
+/// How long `/readyz` waits for dbt Cloud.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -151,11 +153,13 @@ async fn readyz(
                 limit: Some(1),
                 ..ListRuns::default()
             };
-            let result = client
-                .list_runs_page(&query)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string());
+            // A probe that retries for long is an answer too: not reachable right now.
+            let result =
+                match tokio::time::timeout(PROBE_TIMEOUT, client.list_runs_page(&query)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
+                };
             *cached = Some((tokio::time::Instant::now(), result));
         }
         if let Some((_, Err(message))) = cached.as_ref() {

@@ -124,6 +124,7 @@ async fn start_control_api(
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} (`http.listen`)", config.http.listen))?;
+    let listening = listener.local_addr().unwrap_or(config.http.listen);
     let state = crate::http::AppState::new(handle.clone(), token, Some(client));
     let server = crate::http::serve(listener, crate::http::router(state), shutdown.clone());
     tokio::spawn(async move {
@@ -131,7 +132,7 @@ async fn start_control_api(
             tracing::error!(error = %e, "control API stopped");
         }
     });
-    tracing::info!(listen = %config.http.listen, "control API listening");
+    tracing::info!(listen = %listening, "control API listening");
     Ok(())
 }
 

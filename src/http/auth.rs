@@ -38,7 +38,9 @@ pub async fn require_token(
             .unwrap_or("");
         let ok: bool = given.as_bytes().ct_eq(expected.expose().as_bytes()).into();
         if !ok {
-            tracing::warn!(path = %request.uri().path(), "control API request refused: missing or wrong token");
+            // Nested under /api/v1, the request sees its path without the prefix.
+            let path = format!("/api/v1{}", request.uri().path());
+            tracing::warn!(%path, "control API request refused: missing or wrong token");
             return Err(HttpError::unauthorized());
         }
     }

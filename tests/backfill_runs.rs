@@ -294,3 +294,32 @@ steps:
     api.stop().await;
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_backfill_run_queued_behind_its_siblings_does_not_hit_queue_timeout() {
+    let strict = pipeline(
+        r#"
+name: strict
+defaults: { queue_timeout: 2m }
+steps:
+  staging: { job_id: 101 }
+"#,
+    );
+    let h = Harness::start("2026-03-20T10:00:00Z", SCENARIO, vec![strict]).await;
+    let api = Api::start(&h).await;
+    let (status, body) = api
+        .post(
+            "/api/v1/pipelines/strict/backfills",
+            json!({"from": "2026-03-01", "to": "2026-03-03", "every": "1d", "max_active": 3}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    run_backfill(&h, &id, 3, t("2026-03-20T11:00:00Z")).await;
+    assert_eq!(backfill_state(&h, &id).await, "succeeded");
+    let runs = h.runs_of(101);
+    assert_eq!(runs.len(), 3, "each date once, none cancelled and re-run");
+    assert!(runs.iter().all(|r| r.status.code() == 10));
+    api.stop().await;
+    h.shutdown().await;
+}

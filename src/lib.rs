@@ -7,6 +7,7 @@ pub mod config;
 pub mod dbt_cloud;
 pub mod emulator;
 pub mod engine;
+pub mod http;
 pub mod ids;
 pub mod logging;
 pub mod model;

@@ -1,13 +1,18 @@
 //! Command-line arguments and the dispatch to one small function per subcommand: the binary's
 //! only entry point.
 
+pub mod actions;
+pub mod api_client;
+pub mod backfill;
 mod common;
 pub mod demo;
 pub mod graph;
 pub mod run;
 pub mod schedule;
 pub mod schema;
+pub mod status;
 pub mod validate;
+pub mod why;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,6 +44,36 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Serve a faithful local dbt Cloud API from a scenario file.
     Emulator(crate::emulator::cli::EmulatorArgs),
+    /// Pipelines and their latest runs, from the running daemon (one pipeline in detail).
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
+    Status(status::StatusArgs),
+    /// A pipeline's runs, newest first, with why they failed.
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
+    Runs(status::RunsArgs),
+    /// Run a pipeline now (optionally for a given logical date).
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
+    Trigger(actions::TriggerArgs),
+    /// Cancel a pipeline run (its dbt Cloud runs too), or a whole backfill.
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
+    Cancel(actions::RunArg),
+    /// Run a failed pipeline run's failed, upstream_failed and cancelled steps again.
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
+    Retry(actions::RunArg),
+    /// Stop scheduling a pipeline (active runs go on).
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
+    Pause(actions::PipelineArg),
+    /// Schedule a paused pipeline again.
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
+    Resume(actions::PipelineArg),
+    /// Run a pipeline for past dates, each with its own rendered overrides.
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
+    Backfill(backfill::BackfillArgs),
+    /// List backfills, or show one date by date.
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
+    Backfills(backfill::BackfillsArgs),
+    /// Say in one sentence what a pipeline or step is waiting for.
+    #[command(after_help = api_client::EXIT_CODES_HELP)]
+    Why(why::WhyArgs),
 }
 
 /// Exit code for a run that found problems (validation errors, a pipeline not found).
@@ -55,5 +90,15 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Emulator(args) => args.execute(),
+        Command::Status(args) => status::status(&args),
+        Command::Runs(args) => status::runs(&args),
+        Command::Trigger(args) => actions::trigger(&args),
+        Command::Cancel(args) => actions::cancel(&args),
+        Command::Retry(args) => actions::retry(&args),
+        Command::Pause(args) => actions::pause(&args),
+        Command::Resume(args) => actions::resume(&args),
+        Command::Backfill(args) => backfill::create(&args),
+        Command::Backfills(args) => backfill::inspect(&args),
+        Command::Why(args) => why::run(&args),
     }
 }

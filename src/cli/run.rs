@@ -92,10 +92,11 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
         .map_err(|d| anyhow::anyhow!("the pipeline files have problems:\n{d}"))?;
     let store = Store::open(&config.state_dir)?;
     let client = client(&config, clock.clone())?;
-    let daemon = Daemon::new(settings(&config), pipelines, store, client, clock)
+    let daemon = Daemon::new(settings(&config), pipelines, store, client.clone(), clock)
         .context("loading the state")?;
     let handle = daemon.handle();
     let shutdown = CancellationToken::new();
+    start_control_api(&config, &handle, client, &shutdown).await?;
     tokio::spawn(watch_signals(
         handle.clone(),
         config.pipelines_dir.clone(),
@@ -108,6 +109,30 @@ async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
     );
     daemon.run(shutdown).await?;
     tracing::info!("baton stopped");
+    Ok(())
+}
+
+/// The control API (`src/http`) on `http.listen`; refuses a non-loopback address without a token.
+async fn start_control_api(
+    config: &DaemonConfig,
+    handle: &DaemonHandle,
+    client: DbtCloudClient,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let token = config.resolve_http_token()?;
+    crate::http::check_listen(config.http.listen, token.as_ref()).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (`http.listen`)", config.http.listen))?;
+    let listening = listener.local_addr().unwrap_or(config.http.listen);
+    let state = crate::http::AppState::new(handle.clone(), token, Some(client));
+    let server = crate::http::serve(listener, crate::http::router(state), shutdown.clone());
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "control API stopped");
+        }
+    });
+    tracing::info!(listen = %listening, "control API listening");
     Ok(())
 }
 

@@ -174,6 +174,7 @@ impl Engine {
             cancel: None,
             outcome: None,
             message: None,
+            details: None,
         };
         let Some(step_run) = self
             .state
@@ -243,10 +244,14 @@ impl Engine {
         if message.is_some() {
             attempt.message = message.clone();
         }
+        let explain = outcome == AttemptOutcome::Error && attempt.run_id.is_some();
         if let Some(id) = attempt.run_id {
             self.by_dbt_run.remove(&id);
         }
         self.dirty_runs.insert(at.run.clone());
+        if explain {
+            self.want_details(at, now);
+        }
         let detail = message.unwrap_or_default();
         let Some(step) = def.step(&at.step) else {
             return;

@@ -43,6 +43,11 @@ pub enum Event {
     RunHint { run: RunId },
     /// An operator request from the HTTP API.
     Operator(OperatorRequest),
+    /// What was learnt about why an attempt's run failed.
+    FailureDetails {
+        attempt: AttemptRef,
+        fetch: super::details::DetailsFetch,
+    },
 }
 
 /// What a trigger POST came to.
@@ -80,6 +85,14 @@ pub enum OperatorRequest {
     Resume {
         pipeline: PipelineName,
     },
+    /// Create a backfill (checked first with `Engine::preview_backfill`).
+    CreateBackfill {
+        id: super::backfill::BackfillId,
+        spec: super::backfill::BackfillSpec,
+    },
+    CancelBackfill {
+        id: super::backfill::BackfillId,
+    },
 }
 
 /// Side effects the engine asks the runtime to carry out, after the state that justifies them is
@@ -107,6 +120,11 @@ pub enum Action {
         runs: Vec<RunId>,
     },
     Cancel {
+        attempt: AttemptRef,
+        run: RunId,
+    },
+    /// Fetch the failed step, its log tail and `run_results.json` of a run that ended in error.
+    FetchFailureDetails {
         attempt: AttemptRef,
         run: RunId,
     },
@@ -148,6 +166,8 @@ pub enum TransitionKind {
     TriggerAdopted,
     TriggerResent,
     UnknownStatus,
+    BackfillCreated,
+    BackfillFinished,
 }
 
 impl TransitionKind {
@@ -173,6 +193,8 @@ impl TransitionKind {
             Self::TriggerAdopted => "trigger_adopted",
             Self::TriggerResent => "trigger_resent",
             Self::UnknownStatus => "unknown_status",
+            Self::BackfillCreated => "backfill_created",
+            Self::BackfillFinished => "backfill_finished",
         }
     }
 }

@@ -2,12 +2,15 @@
 //! to trigger, poll, cancel or retry and when to wake next. No IO and no clock reads: the runtime
 //! passes `now` in, persists `take_writes()` and only then carries out the plan's actions.
 
+pub mod backfill;
+pub mod details;
 mod dispatch;
 pub mod event;
 mod operator;
 mod schedule;
 pub mod state;
 mod watch;
+pub mod why;
 
 #[cfg(test)]
 mod tests;
@@ -56,6 +59,8 @@ impl Default for EngineConfig {
 struct Loaded {
     def: Arc<Pipeline>,
     schedule: Option<Schedule>,
+    /// The schedule of the pipeline's rolling backfill, if it has one.
+    rolling: Option<Schedule>,
 }
 
 /// Calls to dbt Cloud the engine has asked for and not yet heard back from. Not persisted: after a
@@ -65,6 +70,7 @@ struct InFlight {
     triggers: BTreeSet<AttemptRef>,
     reconciles: BTreeSet<AttemptRef>,
     cancels: BTreeSet<AttemptRef>,
+    details: BTreeSet<AttemptRef>,
     poll: bool,
 }
 
@@ -85,8 +91,11 @@ pub struct Engine {
     /// When a cancel that failed may be sent again.
     cancel_retry: HashMap<AttemptRef, DateTime<Utc>>,
     last_prune: Option<DateTime<Utc>>,
+    /// Failure details to fetch (not persisted: a restart asks again for those still missing).
+    details_due: BTreeMap<AttemptRef, details::DetailsDue>,
     dirty_runs: BTreeSet<PipelineRunId>,
     dirty_cursors: BTreeSet<PipelineName>,
+    dirty_backfills: BTreeSet<backfill::BackfillId>,
     deleted_runs: Vec<PipelineRunId>,
     transitions: Vec<Transition>,
 }
@@ -119,8 +128,10 @@ impl Engine {
             next_tick: HashMap::new(),
             cancel_retry: HashMap::new(),
             last_prune: None,
+            details_due: BTreeMap::new(),
             dirty_runs: BTreeSet::new(),
             dirty_cursors: BTreeSet::new(),
+            dirty_backfills: BTreeSet::new(),
             deleted_runs: Vec::new(),
             transitions: Vec::new(),
         };
@@ -157,6 +168,7 @@ impl Engine {
             }
             engine.dirty_runs.insert(at.run);
         }
+        engine.details_missing_after_restart(now);
         Ok(engine)
     }
 
@@ -172,11 +184,19 @@ impl Engine {
                 })?),
                 None => None,
             };
+            let rolling = match &def.backfill {
+                Some(rb) => Some(Schedule::new(&rb.schedule).map_err(|e| LoadError {
+                    pipeline: def.name.clone(),
+                    message: format!("backfill schedule: {e}"),
+                })?),
+                None => None,
+            };
             loaded.insert(
                 def.name.clone(),
                 Loaded {
                     def: Arc::new(def),
                     schedule,
+                    rolling,
                 },
             );
         }
@@ -199,6 +219,11 @@ impl Engine {
 
     pub fn pipelines(&self) -> impl Iterator<Item = &Arc<Pipeline>> {
         self.pipelines.values().map(|l| &l.def)
+    }
+
+    /// A pipeline's parsed schedule, if it has one.
+    pub fn schedule(&self, name: &PipelineName) -> Option<&Schedule> {
+        self.pipelines.get(name)?.schedule.as_ref()
     }
 
     /// The next schedule tick of a pipeline after `now`, if it is scheduled and not paused.
@@ -257,6 +282,7 @@ impl Engine {
                 }
             }
             Event::Operator(request) => self.on_operator(request, now),
+            Event::FailureDetails { attempt, fetch } => self.on_details(attempt, fetch, now),
         }
     }
 
@@ -264,8 +290,10 @@ impl Engine {
     pub fn plan(&mut self, now: DateTime<Utc>) -> Plan {
         let mut plan = Plan::default();
         self.plan_schedules(now, &mut plan);
-        // A run that ends during dispatch may free its pipeline for a queued one.
+        self.plan_rolling(now, &mut plan);
+        // A run that ends during dispatch may free its pipeline (or its backfill) for another.
         for _ in 0..8 {
+            self.plan_backfills(now);
             self.plan_queued_runs(now);
             if !self.plan_dispatch(now, &mut plan) {
                 break;
@@ -273,6 +301,7 @@ impl Engine {
         }
         self.plan_attempts(now, &mut plan);
         self.plan_poll(now, &mut plan);
+        self.plan_details(now, &mut plan);
         self.prune(now);
         plan
     }
@@ -293,6 +322,11 @@ impl Engine {
                 writes.push(Write::Cursor(name, cursor.clone()));
             }
         }
+        for id in std::mem::take(&mut self.dirty_backfills) {
+            if let Some(backfill) = self.state.backfills.get(&id) {
+                writes.push(Write::Backfill(Box::new(backfill.clone())));
+            }
+        }
         writes
     }
 
@@ -307,6 +341,7 @@ impl Engine {
             || !self.in_flight.triggers.is_empty()
             || !self.in_flight.reconciles.is_empty()
             || !self.in_flight.cancels.is_empty()
+            || !self.in_flight.details.is_empty()
     }
 
     fn attempt_mut(&mut self, at: &AttemptRef) -> Option<&mut state::Attempt> {

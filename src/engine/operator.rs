@@ -62,6 +62,12 @@ impl Engine {
                 cursor.paused = false;
                 cursor.last_tick = Some(now);
             }
+            OperatorRequest::CreateBackfill { id, spec } => {
+                if let Err(e) = self.create_backfill(id, spec, false, now) {
+                    tracing::warn!(error = %e, "backfill refused");
+                }
+            }
+            OperatorRequest::CancelBackfill { id } => self.cancel_backfill(&id, now),
         }
     }
 }

@@ -117,6 +117,19 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Option<PipelineRunId> {
         let id = PipelineRunId::new(&def.name, logical_date);
+        self.admit_run_as(def, id, logical_date, interval_start, origin, now)
+    }
+
+    /// `admit_run` under a given id (a backfill re-running a date uses a distinct one).
+    pub(super) fn admit_run_as(
+        &mut self,
+        def: &Arc<Pipeline>,
+        id: PipelineRunId,
+        logical_date: DateTime<Utc>,
+        interval_start: DateTime<Utc>,
+        origin: RunOrigin,
+        now: DateTime<Utc>,
+    ) -> Option<PipelineRunId> {
         if self.state.runs.contains_key(&id) {
             return None;
         }
@@ -191,7 +204,7 @@ impl Engine {
     }
 
     /// Starts queued runs whose pipeline has no other regular run running (oldest first).
-    /// Backfill runs are started by their backfill's own concurrency limit.
+    /// Backfill runs start beside the regular schedule, under their backfill's `max_active`.
     pub(super) fn plan_queued_runs(&mut self, now: DateTime<Utc>) {
         let queued: Vec<PipelineRunId> = self
             .active
@@ -225,7 +238,13 @@ impl Engine {
                                 && o.state == PipelineRunState::Running
                         })
                     }));
-            if blocked {
+            let backfill_full = match &run.origin {
+                RunOrigin::Backfill { backfill } => {
+                    self.backfill_running_runs(backfill) >= self.backfill_limit(backfill)
+                }
+                _ => false,
+            };
+            if blocked || backfill_full {
                 continue;
             }
             if let Some(run) = self.state.runs.get_mut(&id) {

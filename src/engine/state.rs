@@ -18,6 +18,19 @@ use std::sync::Arc;
 pub struct PipelineRunId(pub String);
 
 impl PipelineRunId {
+    /// The id of a pipeline run that a backfill re-runs for a date that already ran: the plain id
+    /// with the backfill's id appended, so both records are kept.
+    pub fn reprocessed(
+        pipeline: &PipelineName,
+        logical_date: DateTime<Utc>,
+        backfill: &str,
+    ) -> Self {
+        Self(format!(
+            "{}#{backfill}",
+            Self::new(pipeline, logical_date).0
+        ))
+    }
+
     pub fn new(pipeline: &PipelineName, logical_date: DateTime<Utc>) -> Self {
         Self(format!(
             "{}@{}",
@@ -312,6 +325,9 @@ pub struct Attempt {
     pub outcome: Option<AttemptOutcome>,
     /// dbt Cloud's `status_message`, or the refusal's message.
     pub message: Option<String>,
+    /// Why the run failed, fetched after it ended in error (absent in records written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<super::details::FailureDetails>,
 }
 
 impl Attempt {
@@ -332,6 +348,7 @@ pub struct ScheduleCursor {
 pub struct State {
     pub runs: BTreeMap<PipelineRunId, PipelineRun>,
     pub cursors: BTreeMap<PipelineName, ScheduleCursor>,
+    pub backfills: BTreeMap<super::backfill::BackfillId, super::backfill::Backfill>,
 }
 
 /// A change the store must make durable before the actions that depend on it run.
@@ -340,6 +357,7 @@ pub enum Write {
     Run(Box<PipelineRun>),
     DeleteRun(PipelineRunId),
     Cursor(PipelineName, ScheduleCursor),
+    Backfill(Box<super::backfill::Backfill>),
 }
 
 #[cfg(test)]

@@ -223,9 +223,12 @@ fn an_error_is_retried_after_backoff_through_rerun_when_from_failure() {
     let first = h.at("2026-03-01T02:00:00Z");
     h.accept_all(first);
     let failed_run = h.next_run;
+    let after_error = h.finish_job(9, RunStatus::Error);
     assert!(
-        h.finish_job(9, RunStatus::Error).is_empty(),
-        "no retry before the backoff"
+        after_error
+            .iter()
+            .all(|a| matches!(a, Action::FetchFailureDetails { .. })),
+        "no retry before the backoff (only the failure details are fetched): {after_error:?}"
     );
     assert!(matches!(
         h.step_state("flaky@2026-03-01T02:00:00Z", "only"),
@@ -325,7 +328,7 @@ fn a_restart_reconciles_every_triggering_attempt_instead_of_sending() {
             super::state::Write::Cursor(n, c) => {
                 state.cursors.insert(n, c);
             }
-            super::state::Write::DeleteRun(_) => {}
+            super::state::Write::DeleteRun(_) | super::state::Write::Backfill(_) => {}
         }
     }
     let mut engine = Engine::new(
@@ -550,5 +553,85 @@ fn operator_cancel_and_retry_of_a_pipeline_run() {
             step: StepName("a".into()),
             number: 2
         }
+    );
+}
+
+#[test]
+fn failure_details_are_fetched_again_while_run_results_are_not_uploaded_and_after_a_restart() {
+    use super::details::{DetailsFetch, FailureDetails, MAX_FETCHES, REFETCH_AFTER_SECS};
+    let p = pipeline("p", "0 2 * * *", vec![step("s", 7, &[])]);
+    let mut h = Harness::new(vec![p.clone()], "2026-03-01T01:00:00Z");
+    let first = h.at("2026-03-01T02:00:00Z");
+    h.accept_all(first);
+    let actions = h.finish_job(7, RunStatus::Error);
+    let fetch = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::FetchFailureDetails { attempt, run } => Some((attempt.clone(), *run)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let wanted = fetch(&actions);
+    assert_eq!(wanted.len(), 1, "{actions:?}");
+    assert_eq!(
+        h.step_state("p@2026-03-01T02:00:00Z", "s"),
+        StepState::Failed
+    );
+    let (attempt, _) = wanted[0].clone();
+    let missing = FailureDetails {
+        failed_step: Some("Invoke dbt with `dbt build`".into()),
+        run_results_missing: true,
+        ..FailureDetails::default()
+    };
+    // Upload lag: asked again after REFETCH_AFTER_SECS, up to MAX_FETCHES times, never sooner.
+    for n in 1..MAX_FETCHES {
+        let after = h.apply(Event::FailureDetails {
+            attempt: attempt.clone(),
+            fetch: DetailsFetch::Fetched(missing.clone()),
+        });
+        assert!(fetch(&after).is_empty(), "fetch {n} repeated at once");
+        assert!(fetch(&h.advance(REFETCH_AFTER_SECS - 1)).is_empty());
+        assert_eq!(
+            fetch(&h.advance(1)).len(),
+            1,
+            "fetch {} after the wait",
+            n + 1
+        );
+    }
+    let last = h.apply(Event::FailureDetails {
+        attempt: attempt.clone(),
+        fetch: DetailsFetch::Fetched(missing.clone()),
+    });
+    assert!(fetch(&last).is_empty());
+    assert!(
+        fetch(&h.advance(3600)).is_empty(),
+        "gives up after {MAX_FETCHES}"
+    );
+    let writes = h.engine.take_writes();
+    let stored = writes
+        .iter()
+        .find_map(|w| match w {
+            super::state::Write::Run(r) => Some(r.steps[&StepName("s".into())].attempts[0].clone()),
+            _ => None,
+        })
+        .expect("the details are persisted");
+    assert_eq!(stored.details, Some(missing));
+
+    // A restart asks for the details an error attempt does not have yet.
+    let mut state = State::default();
+    let mut run = h.engine.state().runs.values().next().unwrap().clone();
+    run.steps.get_mut(&StepName("s".into())).unwrap().attempts[0].details = None;
+    state.runs.insert(run.id.clone(), run);
+    let h2 = Harness::with_state(
+        vec![p],
+        "2026-03-01T03:00:00Z",
+        state,
+        EngineConfig::default(),
+    );
+    assert!(
+        h2.engine.has_calls_in_flight(),
+        "the restart asked for the details"
     );
 }

@@ -129,6 +129,18 @@ impl Engine {
         let Some(at) = self.by_dbt_run.get(&run.id).cloned() else {
             return;
         };
+        // A backfill run queued in dbt Cloud behind another run baton watches (its siblings: dbt
+        // Cloud runs one run of a job at a time) waits by baton's own design: that wait does not
+        // count against queue_timeout.
+        let behind_own_backfill = self
+            .state
+            .runs
+            .get(&at.run)
+            .is_some_and(|r| r.is_backfill())
+            && run
+                .blocked_by
+                .iter()
+                .any(|b| self.by_dbt_run.get(b).is_some_and(|o| o.run != at.run));
         let Some(a) = self.attempt_mut(&at) else {
             return;
         };
@@ -149,7 +161,11 @@ impl Engine {
             });
         }
         if status.is_queued() {
-            a.queued_since.get_or_insert(now);
+            if behind_own_backfill {
+                a.queued_since = Some(now);
+            } else {
+                a.queued_since.get_or_insert(now);
+            }
         }
         if status == RunStatus::Running {
             a.running_since.get_or_insert(now);

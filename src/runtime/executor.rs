@@ -2,8 +2,9 @@
 //! here does the daemon talk to dbt Cloud.
 
 use crate::dbt_cloud::client::{DbtCloudClient, ListRuns, Related};
-use crate::dbt_cloud::error::TriggerError;
+use crate::dbt_cloud::error::{ApiError, TriggerError};
 use crate::dbt_cloud::wire::Run;
+use crate::engine::details::{DetailsFetch, FailureDetails};
 use crate::engine::event::{Action, Event, TriggerResult};
 use crate::engine::state::AttemptKey;
 use crate::ids::{JobId, RunId};
@@ -79,6 +80,26 @@ pub async fn execute(client: &DbtCloudClient, action: Action) -> Event {
                 message: e.to_string(),
             },
         },
+        Action::FetchFailureDetails { attempt, run } => Event::FailureDetails {
+            attempt,
+            fetch: fetch_failure_details(client, run).await,
+        },
+    }
+}
+
+/// The run's steps (for the failed one's name and log) and its `run_results.json`; a 404 on the
+/// artifact means "not written, or not uploaded yet", which the engine asks about again later.
+async fn fetch_failure_details(client: &DbtCloudClient, run: RunId) -> DetailsFetch {
+    let steps = match client.get_run(run, &[Related::RunSteps]).await {
+        Ok(run) => run.run_steps,
+        Err(e) => return DetailsFetch::Failed(e.to_string()),
+    };
+    match client.get_artifact(run, "run_results.json", None).await {
+        Ok(bytes) => DetailsFetch::Fetched(FailureDetails::from_parts(&steps, Some(&bytes))),
+        Err(ApiError::NotFound { .. }) => {
+            DetailsFetch::Fetched(FailureDetails::from_parts(&steps, None))
+        }
+        Err(e) => DetailsFetch::Failed(e.to_string()),
     }
 }
 

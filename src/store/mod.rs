@@ -2,6 +2,7 @@
 //! with a schema version. A write is durable only once `flush` returns, so `commit` flushes before
 //! it reports success.
 
+use crate::engine::backfill::Backfill;
 use crate::engine::state::{PipelineRun, PipelineRunId, ScheduleCursor, State, Write};
 use crate::model::pipeline::PipelineName;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 const META_TREE: &str = "meta";
 const RUNS_TREE: &str = "pipeline_runs";
 const CURSORS_TREE: &str = "schedule_cursors";
+const BACKFILLS_TREE: &str = "backfills";
 const SCHEMA_KEY: &str = "schema_version";
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,7 @@ pub struct Store {
     db: sled::Db,
     runs: sled::Tree,
     cursors: sled::Tree,
+    backfills: sled::Tree,
     /// Written since the last flush.
     dirty: std::sync::atomic::AtomicBool,
 }
@@ -80,11 +83,13 @@ impl Store {
         let meta = open_tree(META_TREE)?;
         let runs = open_tree(RUNS_TREE)?;
         let cursors = open_tree(CURSORS_TREE)?;
+        let backfills = open_tree(BACKFILLS_TREE)?;
         let store = Self {
             dir: dir.to_path_buf(),
             db,
             runs,
             cursors,
+            backfills,
             dirty: std::sync::atomic::AtomicBool::new(false),
         };
         match meta.get(SCHEMA_KEY).map_err(|e| store.write_error(e))? {
@@ -130,6 +135,12 @@ impl Store {
             let name = String::from_utf8_lossy(&key).into_owned();
             state.cursors.insert(PipelineName(name), cursor);
         }
+        for entry in self.backfills.iter() {
+            let (key, value) = entry.map_err(|e| self.write_error(e))?;
+            let backfill: Backfill = serde_json::from_slice(&value)
+                .map_err(|e| self.corrupt(BACKFILLS_TREE, &key, e.to_string()))?;
+            state.backfills.insert(backfill.id.clone(), backfill);
+        }
         Ok(state)
     }
 
@@ -147,12 +158,16 @@ impl Store {
         }
         let mut runs = sled::Batch::default();
         let mut cursors = sled::Batch::default();
+        let mut backfills = sled::Batch::default();
         for write in writes {
             match write {
                 Write::Run(run) => runs.insert(run.id.0.as_bytes(), self.encode(run.as_ref())?),
                 Write::DeleteRun(PipelineRunId(id)) => runs.remove(id.as_bytes()),
                 Write::Cursor(name, cursor) => {
                     cursors.insert(name.0.as_bytes(), self.encode(cursor)?)
+                }
+                Write::Backfill(backfill) => {
+                    backfills.insert(backfill.id.0.as_bytes(), self.encode(backfill.as_ref())?)
                 }
             }
         }
@@ -161,6 +176,9 @@ impl Store {
             .map_err(|e| self.write_error(e))?;
         self.cursors
             .apply_batch(cursors)
+            .map_err(|e| self.write_error(e))?;
+        self.backfills
+            .apply_batch(backfills)
             .map_err(|e| self.write_error(e))?;
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())

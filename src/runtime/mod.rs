@@ -178,6 +178,8 @@ pub struct Daemon {
     transitions: broadcast::Sender<Transition>,
     outstanding: usize,
     iterations: u64,
+    /// An operator request was applied since the last flush.
+    operator_pending: bool,
 }
 
 impl Daemon {
@@ -199,6 +201,7 @@ impl Daemon {
             wake_at: Some(now),
             outstanding: 0,
             iterations: 0,
+            operator_pending: false,
         });
         let (transitions, _) = broadcast::channel(4096);
         Ok(Self {
@@ -213,6 +216,7 @@ impl Daemon {
             transitions,
             outstanding: 0,
             iterations: 0,
+            operator_pending: false,
         })
     }
 
@@ -258,8 +262,9 @@ impl Daemon {
         let plan = self.engine.plan(now);
         // Durable before any side effect it enables; without actions, sled's background flush
         // (or the next plan with actions) is soon enough, since nothing depends on it yet.
+        // Operator requests are answered once applied, so what they changed is flushed too.
         self.store.write(&self.engine.take_writes())?;
-        if !plan.actions.is_empty() {
+        if !plan.actions.is_empty() || std::mem::take(&mut self.operator_pending) {
             self.store.flush()?;
         }
         for transition in self.engine.take_transitions() {
@@ -296,7 +301,10 @@ impl Daemon {
                 self.outstanding = self.outstanding.saturating_sub(1);
                 self.engine.apply(event, now);
             }
-            Message::External(event) => self.engine.apply(event, now),
+            Message::External(event) => {
+                self.operator_pending |= matches!(event, Event::Operator(_));
+                self.engine.apply(event, now)
+            }
             Message::Inspect(read) => read(&self.engine, now),
             Message::Reload(pipelines, reply) => {
                 let result = self

@@ -267,6 +267,8 @@ fn render(t: &Transition, now: DateTime<Utc>) -> Option<String> {
         TransitionKind::TriggerAdopted => ("✓", format!("run adopted by its key: {}", t.detail)),
         TransitionKind::TriggerResent => ("↻", format!("trigger re-sent: {}", t.detail)),
         TransitionKind::UnknownStatus => ("?", format!("unknown status {}", t.detail)),
+        TransitionKind::BackfillCreated => ("+", format!("backfill created: {}", t.detail)),
+        TransitionKind::BackfillFinished => ("✔", format!("backfill finished: {}", t.detail)),
     };
     let logical = t
         .run

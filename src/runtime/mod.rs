@@ -201,7 +201,6 @@ impl Daemon {
             wake_at: Some(now),
             outstanding: 0,
             iterations: 0,
-            operator_pending: false,
         });
         let (transitions, _) = broadcast::channel(4096);
         Ok(Self {

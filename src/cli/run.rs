@@ -1,7 +1,7 @@
 //! `baton run --config FILE`: the daemon. Loads config, pipelines and state, then runs the scheduler
 //! loop until SIGTERM or SIGINT; SIGHUP reloads the pipeline files.
 
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::{ScaledClock, SharedClock, SystemClock};
 use crate::config::daemon::{DaemonConfig, ShutdownPolicy};
 use crate::config::load_pipelines;
 use crate::dbt_cloud::client::{ClientConfig, DbtCloudClient};
@@ -19,6 +19,56 @@ pub struct RunArgs {
     /// The daemon's config file.
     #[arg(long, short)]
     pub config: PathBuf,
+    #[command(flatten)]
+    pub clock: ClockArgs,
+}
+
+/// A testing and demo aid, hidden from `--help`: run on a fast time line anchored at a fixed real
+/// instant, so that `baton run` and `baton emulator` started with the same values (each as its own
+/// process) agree on the time, and a restarted daemon finds the time line where it left it.
+/// Never for production: every schedule, timeout and backoff runs `--clock-speed` times faster.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClockArgs {
+    /// The real instant (RFC 3339) at which the fast time line reads `--clock-start`.
+    #[arg(long, hide = true, requires = "clock_speed")]
+    pub clock_epoch: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many times faster than real time the time line runs.
+    #[arg(long, hide = true, requires = "clock_epoch")]
+    pub clock_speed: Option<f64>,
+    /// The time the time line reads at `--clock-epoch` (default: the epoch itself).
+    #[arg(long, hide = true, requires = "clock_epoch")]
+    pub clock_start: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ClockArgs {
+    /// The anchored scaled clock the flags describe, or `None` when they are absent.
+    pub fn scaled(&self) -> anyhow::Result<Option<ScaledClock>> {
+        let (Some(epoch), Some(speed)) = (self.clock_epoch, self.clock_speed) else {
+            return Ok(None);
+        };
+        if !(speed.is_finite() && speed > 0.0) {
+            anyhow::bail!("--clock-speed must be a number above 0, not {speed}");
+        }
+        Ok(Some(ScaledClock::anchored(
+            epoch,
+            self.clock_start.unwrap_or(epoch),
+            speed,
+        )))
+    }
+
+    /// The clock the flags describe, the system clock when they are absent.
+    pub fn clock(&self) -> anyhow::Result<SharedClock> {
+        Ok(match self.scaled()? {
+            Some(scaled) => {
+                tracing::warn!(
+                    speed = scaled.speed(),
+                    "running on a scaled test clock (--clock-epoch): not for production"
+                );
+                Arc::new(scaled)
+            }
+            None => Arc::new(SystemClock),
+        })
+    }
 }
 
 pub fn run(args: &RunArgs) -> ExitCode {
@@ -40,7 +90,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(config, &args.clock)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -86,8 +136,8 @@ pub fn client(config: &DaemonConfig, clock: SharedClock) -> anyhow::Result<DbtCl
     Ok(DbtCloudClient::with_budget(client_config, budget)?)
 }
 
-async fn serve(config: DaemonConfig) -> anyhow::Result<()> {
-    let clock: SharedClock = Arc::new(SystemClock);
+async fn serve(config: DaemonConfig, clock: &ClockArgs) -> anyhow::Result<()> {
+    let clock = clock.clock()?;
     let pipelines = load_pipelines(std::slice::from_ref(&config.pipelines_dir))
         .map_err(|d| anyhow::anyhow!("the pipeline files have problems:\n{d}"))?;
     let store = Store::open(&config.state_dir)?;

@@ -191,11 +191,21 @@ impl Workspace {
     /// Writes a daemon config for the emulator's account; `extra` is appended YAML (top-level
     /// keys such as `poll_interval: 5s`).
     pub fn new(emulator: &EmulatorProcess, extra: &str) -> Self {
+        Self::for_account(
+            &emulator.base_url,
+            emulator.account_id,
+            &emulator.token,
+            extra,
+        )
+    }
+
+    /// As `new`, for an account that may not exist (tests that never reach dbt Cloud).
+    pub fn for_account(base_url: &str, account_id: i64, token: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let pipelines_dir = root.join("pipelines");
         std::fs::create_dir_all(&pipelines_dir).unwrap();
-        std::fs::write(root.join("token"), &emulator.token).unwrap();
+        std::fs::write(root.join("token"), token).unwrap();
         let http_port = free_port();
         let config = root.join("baton.yaml");
         std::fs::write(
@@ -205,8 +215,8 @@ impl Workspace {
                  requests_per_minute: 1000000\n  request_timeout: 10s\n  connect_timeout: 2s\n\
                  state_dir: state\npipelines_dir: pipelines\nhttp:\n  listen: 127.0.0.1:{http_port}\n\
                  log_format: json\n{extra}\n",
-                base = emulator.base_url,
-                account = emulator.account_id,
+                base = base_url,
+                account = account_id,
             ),
         )
         .unwrap();
@@ -246,6 +256,25 @@ impl Workspace {
             .spawn()
             .unwrap();
         DaemonProcess { child: Some(child) }
+    }
+
+    /// Waits until the log holds `needle` (from any daemon started on this workspace).
+    pub fn wait_for_log(&self, needle: &str, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// How many times the log holds `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log_text().matches(needle).count()
     }
 
     /// The log so far.

@@ -327,6 +327,14 @@ impl Daemon {
                 _ = sleep_until(&self.clock, wake) => {
                     self.engine.apply(Event::Tick, self.clock.now());
                 }
+                // The regular poll interval (10 s by default) is longer than the grace period:
+                // look at the cancelled runs every second until dbt Cloud reports them ended.
+                _ = tokio::time::sleep(CANCEL_CONFIRM_INTERVAL), if waiting_for_cancels => {
+                    let now = self.clock.now();
+                    for run in runs_being_cancelled(&self.engine) {
+                        self.engine.apply(Event::RunHint { run }, now);
+                    }
+                }
                 _ = tokio::time::sleep_until(grace) => {
                     tracing::warn!(outstanding = self.outstanding, "shutdown grace period over; abandoning calls in flight (triggers are reconciled at the next start)");
                     break;
@@ -339,6 +347,23 @@ impl Daemon {
         }
         Ok(())
     }
+}
+
+/// How often a shutdown with `on_shutdown: cancel` looks at the runs it cancelled (real time).
+const CANCEL_CONFIRM_INTERVAL: Duration = Duration::from_secs(1);
+
+/// dbt Cloud runs of attempts in flight that baton asked to cancel.
+fn runs_being_cancelled(engine: &Engine) -> Vec<crate::ids::RunId> {
+    engine
+        .state()
+        .runs
+        .values()
+        .filter(|run| !run.state.is_terminal())
+        .flat_map(|run| run.steps.values())
+        .filter_map(|step| step.current())
+        .filter(|a| a.is_in_flight() && a.cancel.is_some())
+        .filter_map(|a| a.run_id)
+        .collect()
 }
 
 async fn sleep_until(clock: &SharedClock, at: Option<DateTime<Utc>>) {

@@ -19,6 +19,11 @@ pub struct RunArgs {
     /// The daemon's config file.
     #[arg(long, short)]
     pub config: PathBuf,
+    /// How long a stopping daemon waits for calls in flight and, with `on_shutdown: cancel`, for
+    /// dbt Cloud to confirm its cancels, before it exits anyway (a trigger abandoned then is
+    /// reconciled at the next start).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub shutdown_grace: std::time::Duration,
     #[command(flatten)]
     pub clock: ClockArgs,
 }
@@ -90,7 +95,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, &args.clock)) {
+    match runtime.block_on(serve(config, args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -136,14 +141,18 @@ pub fn client(config: &DaemonConfig, clock: SharedClock) -> anyhow::Result<DbtCl
     Ok(DbtCloudClient::with_budget(client_config, budget)?)
 }
 
-async fn serve(config: DaemonConfig, clock: &ClockArgs) -> anyhow::Result<()> {
-    let clock = clock.clock()?;
+async fn serve(config: DaemonConfig, args: &RunArgs) -> anyhow::Result<()> {
+    let clock = args.clock.clock()?;
     let pipelines = load_pipelines(std::slice::from_ref(&config.pipelines_dir))
         .map_err(|d| anyhow::anyhow!("the pipeline files have problems:\n{d}"))?;
     let store = Store::open(&config.state_dir)?;
     let client = client(&config, clock.clone())?;
-    let daemon = Daemon::new(settings(&config), pipelines, store, client, clock)
-        .context("loading the state")?;
+    let settings = RuntimeSettings {
+        shutdown_grace: args.shutdown_grace,
+        ..settings(&config)
+    };
+    let daemon =
+        Daemon::new(settings, pipelines, store, client, clock).context("loading the state")?;
     let handle = daemon.handle();
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(

@@ -152,14 +152,16 @@ fn crash_test(variant: &str, faults: &str) {
     let scratch = tempfile::tempdir().unwrap();
     let scenario_path = scratch.path().join("crash.scenario.yaml");
     std::fs::write(&scenario_path, scenario(seed, faults)).unwrap();
-    // Two scenario minutes before the window: the first daemon sees the pipelines before their
-    // first tick, so every tick of the window is owed a pipeline run.
     let window = t(WINDOW_START);
     let time = TimeLine::starting_now(window - chrono::Duration::minutes(2), SPEED);
     let emulator = EmulatorProcess::start(&scenario_path, &time, &scratch.path().join("emu.log"));
     let workspace = Workspace::new(&emulator, DAEMON_CONFIG);
     for (file, yaml) in pipelines() {
         workspace.write_pipeline(file, &yaml);
+    }
+    // Looked at before the window, so every tick of it is owed whenever the first daemon starts.
+    for pipeline in PIPELINES {
+        workspace.seed_cursor(pipeline, window - chrono::Duration::minutes(1));
     }
     let mut report = Report::default();
 

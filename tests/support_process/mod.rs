@@ -291,6 +291,22 @@ impl Workspace {
             .count()
     }
 
+    /// Records in the state directory (before any daemon runs) that `pipeline`'s schedule was
+    /// last looked at `at`: ticks after it are owed, whenever the daemon starts.
+    pub fn seed_cursor(&self, pipeline: &str, at: DateTime<Utc>) {
+        use baton::engine::state::{ScheduleCursor, Write};
+        let store = baton::store::Store::open(&self.state_dir).unwrap();
+        store
+            .commit(&[Write::Cursor(
+                baton::model::pipeline::PipelineName(pipeline.into()),
+                ScheduleCursor {
+                    last_tick: Some(at),
+                    paused: false,
+                },
+            )])
+            .unwrap();
+    }
+
     /// The daemon's state, read from its sled directory (only while no daemon runs).
     pub fn load_state(&self) -> baton::engine::state::State {
         let store = baton::store::Store::open(&self.state_dir).unwrap();

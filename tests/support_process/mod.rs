@@ -100,6 +100,8 @@ pub struct EmulatedRun {
     pub via_rerun: bool,
     pub resumed_from: Option<i64>,
     pub answered_status: u16,
+    /// On the shared time line.
+    pub created_at: DateTime<Utc>,
 }
 
 impl EmulatedRun {

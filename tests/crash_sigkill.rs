@@ -2,10 +2,11 @@
 //! time line. The daemon is SIGKILLed at random moments (seeded, printed) and restarted, hundreds of
 //! times, while four pipelines tick every minute for one hour of scenario time (fan-in DAG, a chain,
 //! a flaky job with retries, a flaky job retried through rerun-from-failure) and the emulator answers
-//! slowly enough that kills land between a trigger POST and its answer. Then the daemon runs to the
-//! end and the emulator's own record is checked: no attempt key has two dbt Cloud runs, no failed
-//! run was resumed twice, every tick of the hour has its pipeline run, no step is missing, every
-//! pipeline run ends in the state the emulator's outcomes imply.
+//! slowly enough that kills land between a trigger POST and its answer. One cycle in twenty stops
+//! cleanly instead, one in twenty is killed in the middle of its clean stop. Then the daemon runs to
+//! the end and the emulator's own record is checked: no attempt key has two dbt Cloud runs, no
+//! failed run was resumed twice, every tick of the hour has its pipeline run, no step is missing,
+//! every pipeline run ends in the state the emulator's outcomes imply.
 //!
 //! `BATON_CRASH_KILLS` (default 200) and `BATON_CRASH_SEED` (default: drawn and printed) tune it.
 
@@ -176,8 +177,24 @@ fn crash_test(variant: &str, faults: &str) {
         let daemon = workspace.start_daemon(&time);
         let up = rng.gen_range(5..450);
         std::thread::sleep(std::time::Duration::from_millis(up));
-        daemon.sigkill();
-        report.kills += 1;
+        match rng.gen_range(0..20) {
+            // Now and then a clean stop, and now and then a kill in the middle of one.
+            0 => {
+                let (status, _) = daemon.sigterm(std::time::Duration::from_secs(20));
+                assert!(status.success(), "the daemon exited with {status}");
+                report.clean_restarts += 1;
+            }
+            1 => {
+                daemon.signal("TERM");
+                std::thread::sleep(std::time::Duration::from_millis(rng.gen_range(0..20)));
+                daemon.sigkill();
+                report.kills += 1;
+            }
+            _ => {
+                daemon.sigkill();
+                report.kills += 1;
+            }
+        }
     }
     eprintln!(
         "crash test [{variant}]: {} kills done at scenario time {}",

@@ -178,8 +178,9 @@ fn crash_test(variant: &str, faults: &str) {
         let up = rng.gen_range(5..450);
         std::thread::sleep(std::time::Duration::from_millis(up));
         match rng.gen_range(0..20) {
-            // Now and then a clean stop, and now and then a kill in the middle of one.
-            0 => {
+            // Now and then a clean stop (once the process has had time to install its signal
+            // handlers), and now and then a kill in the middle of one.
+            0 if up >= 100 => {
                 let (status, _) = daemon.sigterm(std::time::Duration::from_secs(20));
                 assert!(status.success(), "the daemon exited with {status}");
                 report.clean_restarts += 1;

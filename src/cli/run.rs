@@ -77,14 +77,8 @@ impl ClockArgs {
 }
 
 pub fn run(args: &RunArgs) -> ExitCode {
-    let config = match DaemonConfig::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(super::EXIT_PROBLEMS);
-        }
-    };
-    crate::logging::init(config.log_format);
+    // The runtime first, then the signal handlers, then everything else: a SIGTERM during
+    // start-up must stop the daemon cleanly, not kill it with the default disposition.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,7 +89,22 @@ pub fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config, args)) {
+    let signals = match runtime.block_on(async { Signals::install() }) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = match DaemonConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(super::EXIT_PROBLEMS);
+        }
+    };
+    crate::logging::init(config.log_format);
+    match runtime.block_on(serve(config, args, signals)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -141,7 +150,7 @@ pub fn client(config: &DaemonConfig, clock: SharedClock) -> anyhow::Result<DbtCl
     Ok(DbtCloudClient::with_budget(client_config, budget)?)
 }
 
-async fn serve(config: DaemonConfig, args: &RunArgs) -> anyhow::Result<()> {
+async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow::Result<()> {
     let clock = args.clock.clock()?;
     let pipelines = load_pipelines(std::slice::from_ref(&config.pipelines_dir))
         .map_err(|d| anyhow::anyhow!("the pipeline files have problems:\n{d}"))?;
@@ -156,6 +165,7 @@ async fn serve(config: DaemonConfig, args: &RunArgs) -> anyhow::Result<()> {
     let handle = daemon.handle();
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(
+        signals,
         handle.clone(),
         config.pipelines_dir.clone(),
         shutdown.clone(),
@@ -172,16 +182,17 @@ async fn serve(config: DaemonConfig, args: &RunArgs) -> anyhow::Result<()> {
 
 /// SIGTERM and SIGINT stop the daemon; SIGHUP re-reads the pipeline files, keeping the last good
 /// definitions when they no longer validate.
-async fn watch_signals(handle: DaemonHandle, pipelines_dir: PathBuf, shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+async fn watch_signals(
+    signals: Signals,
+    handle: DaemonHandle,
+    pipelines_dir: PathBuf,
+    shutdown: CancellationToken,
+) {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -193,6 +204,25 @@ async fn watch_signals(handle: DaemonHandle, pipelines_dir: PathBuf, shutdown: C
         "stopping: no new work starts; runs in dbt Cloud are left to the shutdown policy"
     );
     shutdown.cancel();
+}
+
+/// The daemon's signal streams; a signal that arrives once they exist waits in them.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let context = "cannot install the signal handlers";
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context(context)?,
+            int: signal(SignalKind::interrupt()).context(context)?,
+            hup: signal(SignalKind::hangup()).context(context)?,
+        })
+    }
 }
 
 /// Re-reads the pipeline files into the running loop.

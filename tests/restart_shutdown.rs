@@ -2,7 +2,8 @@
 //! line: `on_shutdown: detach` leaves the run going in dbt Cloud and the next start re-attaches to
 //! it without a second trigger; `on_shutdown: cancel` cancels it and waits for status 30 before
 //! exiting; a trigger still waiting for its answer at shutdown is abandoned as `triggering` and
-//! adopted by its key at the next start. Each exit comes within a few seconds.
+//! adopted by its key at the next start. Each exit comes within a few seconds. systemd hears
+//! READY, RELOADING (with its monotonic time) and STOPPING.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
@@ -228,4 +229,35 @@ fn sigterm_during_a_slow_trigger_abandons_it_and_the_next_start_adopts_the_run_b
     assert_eq!(attempt.run_id.map(|r| r.0), Some(long[0].id));
     assert_eq!(attempt.sends, 1, "{attempt:?}");
     assert!(s.workspace.count_events("trigger_adopted") >= 1);
+}
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let s = setup("poll_interval: 5s\n", "{}");
+    let socket_path = s._scratch.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let daemon = s
+        .workspace
+        .start_daemon_with_env(&s.time, &[("NOTIFY_SOCKET", socket_path.as_os_str())]);
+    let mut read = || {
+        let mut buffer = [0u8; 512];
+        let n = socket.recv(&mut buffer).unwrap();
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    };
+    assert_eq!(read(), "READY=1\n");
+    daemon.signal("HUP");
+    let reloading = read();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(read(), "READY=1\n");
+    daemon.signal("TERM");
+    assert_eq!(read(), "STOPPING=1\n");
+    let (status, _) = daemon.sigterm(EXIT_LIMIT);
+    assert!(status.success());
 }

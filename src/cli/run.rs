@@ -175,6 +175,7 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
         state_dir = %config.state_dir.display(),
         "baton started"
     );
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
     daemon.run(shutdown).await?;
     tracing::info!("baton stopped");
     Ok(())
@@ -197,13 +198,28 @@ async fn watch_signals(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&handle, &pipelines_dir).await,
+            _ = hup.recv() => {
+                // systemd 253+ wants the reload's monotonic time with it.
+                let mut reloading = vec![sd_notify::NotifyState::Reloading];
+                reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+                notify_systemd(&reloading);
+                reload(&handle, &pipelines_dir).await;
+                notify_systemd(&[sd_notify::NotifyState::Ready]);
+            }
         }
     }
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
     tracing::info!(
         "stopping: no new work starts; runs in dbt Cloud are left to the shutdown policy"
     );
     shutdown.cancel();
+}
+
+/// Tells systemd (`Type=notify`) where the daemon is; nothing happens outside systemd.
+fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
 }
 
 /// The daemon's signal streams; a signal that arrives once they exist waits in them.

@@ -241,6 +241,15 @@ impl Workspace {
 
     /// Starts `baton run` on this workspace; its stderr is appended to the log file.
     pub fn start_daemon(&self, time: &TimeLine) -> DaemonProcess {
+        self.start_daemon_with_env(time, &[])
+    }
+
+    /// As `start_daemon`, with more environment variables.
+    pub fn start_daemon_with_env(
+        &self,
+        time: &TimeLine,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> DaemonProcess {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -252,6 +261,7 @@ impl Workspace {
             .arg(&self.config)
             .args(time.args())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -243,7 +243,7 @@ fn systemd_hears_ready_reloading_and_stopping() {
     let daemon = s
         .workspace
         .start_daemon_with_env(&s.time, &[("NOTIFY_SOCKET", socket_path.as_os_str())]);
-    let mut read = || {
+    let read = || {
         let mut buffer = [0u8; 512];
         let n = socket.recv(&mut buffer).unwrap();
         String::from_utf8_lossy(&buffer[..n]).into_owned()

@@ -58,21 +58,21 @@ pub async fn execute(client: &DbtCloudClient, action: Action) -> Event {
             job,
             key,
             rerun_of,
-        } => match client.list_runs_page(&ListRuns::newest_of_job(job)).await {
-            Ok((runs, _)) => {
-                let earlier: Vec<AttemptKey> = (1..attempt.number)
-                    .map(|n| AttemptKey::derive(&attempt.run, &attempt.step, n))
-                    .collect();
-                Event::Reconciled {
+        } => {
+            let earlier: Vec<AttemptKey> = (1..attempt.number)
+                .map(|n| AttemptKey::derive(&attempt.run, &attempt.step, n))
+                .collect();
+            match newest_runs_until(client, job, &key, rerun_of).await {
+                Ok(runs) => Event::Reconciled {
                     found: find_attempt_run(runs, &key, rerun_of, &earlier).map(Box::new),
                     attempt,
-                }
+                },
+                Err(e) => Event::ReconcileFailed {
+                    attempt,
+                    message: e.to_string(),
+                },
             }
-            Err(e) => Event::ReconcileFailed {
-                attempt,
-                message: e.to_string(),
-            },
-        },
+        }
         Action::Poll { runs } => poll(client, &runs).await,
         Action::Cancel { attempt, run } => match client.cancel_run(run).await {
             Ok(run) => Event::CancelAcknowledged {
@@ -85,6 +85,41 @@ pub async fn execute(client: &DbtCloudClient, action: Action) -> Event {
             },
         },
     }
+}
+
+/// Pages of the job's newest runs the reconciliation reads at most: more than a page of runs may
+/// have been created since the attempt's trigger (a job other schedulers share, a long outage).
+const RECONCILE_PAGES: u32 = 10;
+
+/// The job's newest runs, page after page, until one carries `key`, the pages run out, a page
+/// reaches back past `rerun_of` (a rerun cannot be older than the run it resumes), or
+/// `RECONCILE_PAGES` pages were read.
+async fn newest_runs_until(
+    client: &DbtCloudClient,
+    job: JobId,
+    key: &AttemptKey,
+    rerun_of: Option<RunId>,
+) -> Result<Vec<Run>, crate::dbt_cloud::error::ApiError> {
+    let mut query = ListRuns::newest_of_job(job);
+    let page_size = query.page_size();
+    let mut runs = Vec::new();
+    for page in 0..RECONCILE_PAGES {
+        query.offset = (page > 0).then_some(page * page_size);
+        let (batch, _) = client.list_runs_page(&query).await?;
+        let full = batch.len() as u32 >= page_size;
+        let carries_key = batch.iter().any(|r| {
+            r.trigger
+                .as_ref()
+                .and_then(|t| t.cause.as_deref())
+                .is_some_and(|c| c.contains(&key.0))
+        });
+        let past_failed = rerun_of.is_some_and(|f| batch.iter().any(|r| r.id <= f));
+        runs.extend(batch);
+        if carries_key || past_failed || !full {
+            break;
+        }
+    }
+    Ok(runs)
 }
 
 /// Whether `run` is still the job's newest run: the condition for a rerun from the failed step.

@@ -1,5 +1,7 @@
 //! `baton run --config FILE`: the daemon. Loads config, pipelines and state, then runs the scheduler
-//! loop until SIGTERM or SIGINT; SIGHUP reloads the pipeline files.
+//! loop until SIGTERM or SIGINT; SIGHUP reloads the pipeline files; systemd hears READY, RELOADING
+//! and STOPPING. Hidden `--clock-*` flags put it on a fast time line shared with `baton emulator`
+//! (tests and demos only).
 
 use crate::clock::{ScaledClock, SharedClock, SystemClock};
 use crate::config::daemon::{DaemonConfig, ShutdownPolicy};

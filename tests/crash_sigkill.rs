@@ -6,7 +6,10 @@
 //! cleanly instead, one in twenty is killed in the middle of its clean stop. Then the daemon runs to
 //! the end and the emulator's own record is checked: no attempt key has two dbt Cloud runs, no
 //! failed run was resumed twice, every tick of the hour has its pipeline run, no step is missing,
-//! every pipeline run ends in the state the emulator's outcomes imply.
+//! every pipeline run ends in the state the emulator's outcomes imply. The second variant turns on
+//! the emulator's "queued but answered 502" fault for a quarter of the triggers, plus 5% server
+//! errors and 3% connections dropped after the request took effect. On a failure the files of both
+//! processes are kept and their paths printed.
 //!
 //! `BATON_CRASH_KILLS` (default 200) and `BATON_CRASH_SEED` (default: drawn and printed) tune it.
 
@@ -206,6 +209,7 @@ fn crash_test(variant: &str, faults: &str) {
     // Let everything finish: no more ticks after the window; stop cleanly now and then to read
     // the state until every pipeline run has ended.
     let window_end = window + chrono::Duration::minutes(i64::from(TICKS_PER_PIPELINE));
+    // Bounded: a run that has not ended by then is reported as never finished.
     let give_up = std::time::Instant::now() + std::time::Duration::from_secs(150);
     let state = loop {
         let daemon = workspace.start_daemon(&time);
@@ -227,17 +231,31 @@ fn crash_test(variant: &str, faults: &str) {
     check(&state, &runs, &mut report);
     report.print(variant, seed);
     let log = workspace.log_text();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"level\":\"ERROR\""))
+        .take(5)
+        .collect();
+    let clean = report.duplicates.is_empty()
+        && report.lost.is_empty()
+        && report.wrong.is_empty()
+        && errors.is_empty();
+    if !clean {
+        eprintln!(
+            "crash test [{variant}]: keeping the daemon's files in {} and the emulator's in {}",
+            workspace.dir.path().display(),
+            scratch.path().display()
+        );
+        std::mem::forget(workspace);
+        std::mem::forget(scratch);
+    }
     assert!(
-        !log.contains("\"level\":\"ERROR\""),
+        errors.is_empty(),
         "the daemon logged errors: {}",
-        log.lines()
-            .filter(|l| l.contains("\"level\":\"ERROR\""))
-            .take(5)
-            .collect::<Vec<_>>()
-            .join("\n")
+        errors.join("\n")
     );
     assert!(
-        report.duplicates.is_empty() && report.lost.is_empty() && report.wrong.is_empty(),
+        clean,
         "the crash test found problems (seed {seed}); see above"
     );
     assert!(report.kills >= wanted);
@@ -463,6 +481,6 @@ fn sigkill_at_random_moments_loses_and_repeats_nothing() {
 fn sigkill_with_triggers_queued_but_answered_502_loses_and_repeats_nothing() {
     crash_test(
         "queued but answered 502",
-        "{ latency_ms: 30, trigger_502_rate: 0.25 }",
+        "{ latency_ms: 30, trigger_502_rate: 0.25, server_error_rate: 0.05, drop_connection_rate: 0.03 }",
     );
 }

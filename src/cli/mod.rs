@@ -2,6 +2,7 @@
 //! only entry point.
 
 mod common;
+pub mod demo;
 pub mod graph;
 pub mod run;
 pub mod schedule;
@@ -34,6 +35,8 @@ pub enum Command {
     Schema,
     /// Run the scheduler daemon.
     Run(run::RunArgs),
+    /// Run the daemon against the built-in dbt Cloud emulator with the example pipelines.
+    Demo(demo::DemoArgs),
     /// Serve a faithful local dbt Cloud API from a scenario file.
     Emulator(crate::emulator::cli::EmulatorArgs),
 }
@@ -50,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Schedule(args) => schedule::run(&args),
         Command::Schema => schema::run(),
         Command::Run(args) => run::run(&args),
+        Command::Demo(args) => demo::run(&args),
         Command::Emulator(args) => args.execute(),
     }
 }

@@ -80,6 +80,8 @@ pub struct Engine {
     by_dbt_run: HashMap<RunId, AttemptRef>,
     in_flight: InFlight,
     next_poll_at: Option<DateTime<Utc>>,
+    /// Each scheduled pipeline's next tick, so a plan does not search cron for every pipeline.
+    next_tick: HashMap<PipelineName, DateTime<Utc>>,
     /// When a cancel that failed may be sent again.
     cancel_retry: HashMap<AttemptRef, DateTime<Utc>>,
     last_prune: Option<DateTime<Utc>>,
@@ -114,6 +116,7 @@ impl Engine {
             by_dbt_run: HashMap::new(),
             in_flight: InFlight::default(),
             next_poll_at: None,
+            next_tick: HashMap::new(),
             cancel_retry: HashMap::new(),
             last_prune: None,
             dirty_runs: BTreeSet::new(),
@@ -178,6 +181,7 @@ impl Engine {
             );
         }
         self.pipelines = loaded;
+        self.next_tick.clear();
         Ok(())
     }
 

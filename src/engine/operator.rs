@@ -3,7 +3,7 @@
 use super::event::OperatorRequest;
 use super::state::{CancelReason, PipelineRunState, RunOrigin, StepState};
 use super::Engine;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 impl Engine {
     pub(super) fn on_operator(&mut self, request: OperatorRequest, now: DateTime<Utc>) {
@@ -16,7 +16,8 @@ impl Engine {
                     return;
                 };
                 let def = loaded.def.clone();
-                let logical_date = logical_date.unwrap_or(now);
+                // Run ids carry whole seconds; so does a manual run's logical date.
+                let logical_date = logical_date.unwrap_or(now).trunc_subsecs(0);
                 let interval_start = loaded
                     .schedule
                     .as_ref()
@@ -56,6 +57,7 @@ impl Engine {
             }
             OperatorRequest::Resume { pipeline } => {
                 // Ticks that passed while paused were declined on purpose, not missed.
+                self.next_tick.remove(&pipeline);
                 let cursor = self.cursor_mut(&pipeline);
                 cursor.paused = false;
                 cursor.last_tick = Some(now);

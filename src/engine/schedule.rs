@@ -24,8 +24,15 @@ impl Engine {
             if def.suspended {
                 continue;
             }
+            if let Some(&next) = self.next_tick.get(&name) {
+                if next > now {
+                    plan.wake_at = earliest(plan.wake_at, next);
+                    continue;
+                }
+            }
             let cursor = self.state.cursors.entry(name.clone()).or_default();
             if cursor.paused {
+                self.next_tick.remove(&name);
                 continue;
             }
             let Some(last_tick) = cursor.last_tick else {
@@ -34,6 +41,7 @@ impl Engine {
                 self.dirty_cursors.insert(name.clone());
                 if let Some(next) = schedule.next_after(now) {
                     plan.wake_at = earliest(plan.wake_at, next);
+                    self.next_tick.insert(name.clone(), next);
                 }
                 continue;
             };
@@ -99,6 +107,7 @@ impl Engine {
                 .max(now);
             if let Some(next) = schedule.next_after(after) {
                 plan.wake_at = earliest(plan.wake_at, next);
+                self.next_tick.insert(name.clone(), next);
             }
         }
     }
@@ -177,7 +186,12 @@ impl Engine {
             now,
             &run,
             TransitionKind::PipelineRunCreated,
-            format!("{:?} run for {}", run.origin, logical_date),
+            match &run.origin {
+                RunOrigin::Schedule => "scheduled".to_string(),
+                RunOrigin::Catchup => "catch-up of a missed tick".to_string(),
+                RunOrigin::Manual => "manual".to_string(),
+                RunOrigin::Backfill { backfill } => format!("backfill {backfill}"),
+            },
         );
         self.state.runs.insert(id.clone(), run);
         self.active.insert(id.clone());

@@ -256,8 +256,12 @@ impl Daemon {
     ) -> anyhow::Result<Option<DateTime<Utc>>> {
         let now = self.clock.now();
         let plan = self.engine.plan(now);
-        // Durable before any side effect it enables.
-        self.store.commit(&self.engine.take_writes())?;
+        // Durable before any side effect it enables; without actions, sled's background flush
+        // (or the next plan with actions) is soon enough, since nothing depends on it yet.
+        self.store.write(&self.engine.take_writes())?;
+        if !plan.actions.is_empty() {
+            self.store.flush()?;
+        }
         for transition in self.engine.take_transitions() {
             log::transition(&transition);
             let _ = self.transitions.send(transition);

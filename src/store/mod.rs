@@ -68,6 +68,8 @@ pub struct Store {
     db: sled::Db,
     runs: sled::Tree,
     cursors: sled::Tree,
+    /// Written since the last flush.
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -96,6 +98,7 @@ impl Store {
             db,
             runs,
             cursors,
+            dirty: std::sync::atomic::AtomicBool::new(false),
         };
         let marker = dir.join(MARKER_FILE);
         let had_marker = marker.exists();
@@ -156,6 +159,13 @@ impl Store {
 
     /// Applies the writes and flushes: when this returns Ok, they survive a power cut.
     pub fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
+        self.write(writes)?;
+        self.flush()
+    }
+
+    /// Applies the writes without waiting for the disk: for changes no side effect depends on yet
+    /// (sled flushes them in the background within half a second; `flush` forces it).
+    pub fn write(&self, writes: &[Write]) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
         }
@@ -176,7 +186,15 @@ impl Store {
         self.cursors
             .apply_batch(cursors)
             .map_err(|e| self.write_error(e))?;
-        self.db.flush().map_err(|e| self.write_error(e))?;
+        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Makes every write so far durable (a no-op when nothing was written since the last flush).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        if self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            self.db.flush().map_err(|e| self.write_error(e))?;
+        }
         Ok(())
     }
 

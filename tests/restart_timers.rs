@@ -2,7 +2,8 @@
 //! (each process lives far shorter than the timers), a step's two-minute timeout still cancels its
 //! run about two minutes after dbt Cloud accepted it, and a two-minute retry backoff still starts
 //! the next attempt about two minutes after the failure: both are re-armed from persisted instants,
-//! not from process start.
+//! not from process start. (Re-armed from process start, neither would ever fire: no process lives
+//! two minutes. The 90 s tolerance covers a slow process start at 60x.)
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
@@ -84,7 +85,7 @@ fn timeouts_and_retry_backoffs_fire_on_time_across_restarts_shorter_than_them() 
     let accepted = attempt.accepted_at.unwrap();
     let late = cancel.requested_at - (accepted + chrono::Duration::minutes(2));
     assert!(
-        late >= chrono::Duration::zero() && late < chrono::Duration::seconds(45),
+        late >= chrono::Duration::zero() && late < chrono::Duration::seconds(90),
         "the timeout fired {late} after its deadline"
     );
     let hung: Vec<_> = runs.iter().filter(|r| r.job_id == 1).collect();
@@ -98,7 +99,7 @@ fn timeouts_and_retry_backoffs_fire_on_time_across_restarts_shorter_than_them() 
     let failed_at = attempts[0].finished_at.unwrap();
     let late = attempts[1].created_at - (failed_at + chrono::Duration::minutes(2));
     assert!(
-        late >= chrono::Duration::zero() && late < chrono::Duration::seconds(45),
+        late >= chrono::Duration::zero() && late < chrono::Duration::seconds(90),
         "the retry started {late} after its backoff ended"
     );
     assert_eq!(runs.iter().filter(|r| r.job_id == 2).count(), 2);

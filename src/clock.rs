@@ -125,6 +125,28 @@ impl ScaledClock {
     }
 }
 
+impl ScaledClock {
+    /// A time line on which `virtual_origin` was "now" at the real instant `real_origin`, running
+    /// `speed` times faster. Two processes built with the same three values share one time line,
+    /// and a restarted process finds the time line where it left it: a testing and demo aid
+    /// (`--clock-epoch`, `--clock-start`, `--clock-speed` on `baton run` and `baton emulator`).
+    pub fn anchored(real_origin: DateTime<Utc>, virtual_origin: DateTime<Utc>, speed: f64) -> Self {
+        Self {
+            origin_real: real_origin,
+            origin_virtual: virtual_origin,
+            speed: if speed.is_finite() {
+                speed.max(0.001)
+            } else {
+                1.0
+            },
+        }
+    }
+
+    pub fn speed(&self) -> f64 {
+        self.speed
+    }
+}
+
 impl Clock for ScaledClock {
     #[allow(clippy::disallowed_methods)]
     fn now(&self) -> DateTime<Utc> {
@@ -147,6 +169,24 @@ impl Clock for ScaledClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anchored_clocks_built_alike_share_one_time_line() {
+        let real = SystemClock.now() - chrono::Duration::seconds(10);
+        let start = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let a = ScaledClock::anchored(real, start, 60.0);
+        let b = ScaledClock::anchored(real, start, 60.0);
+        let (first, second) = (a.now(), b.now());
+        // Ten real seconds at 60x: about ten virtual minutes past the start, on both clocks.
+        assert!(first >= start + chrono::Duration::minutes(10), "{first}");
+        assert!(second >= first);
+        assert!(
+            second - first < chrono::Duration::minutes(1),
+            "{first} {second}"
+        );
+    }
 
     #[tokio::test]
     async fn manual_clock_wakes_sleepers_when_advanced_past_deadline() {

@@ -199,7 +199,6 @@ async fn the_watchdog_pings_for_a_live_daemon() {
 /// RELOADING then READY on SIGHUP, STOPPING on SIGTERM. Needs `serve()` to make the `SdNotifier`
 /// calls (see the ops wiring notes); run with `cargo test --test ops_systemd -- --ignored`.
 #[tokio::test]
-#[ignore = "enable once serve() sends READY/RELOADING/STOPPING through ops::systemd::SdNotifier"]
 async fn the_daemon_is_ready_only_once_its_api_listens() {
     let emulator_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let emulator_url = format!("http://{}", emulator_listener.local_addr().unwrap());

@@ -17,8 +17,11 @@ pub struct EmulatorArgs {
     #[arg(long)]
     pub scenario: PathBuf,
     /// Runs scenario time N times faster than real time.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "clock_epoch")]
     pub speed: Option<f64>,
+    /// Testing aid: the fast time line shared with `baton run` (see `baton run`'s clock flags).
+    #[command(flatten)]
+    pub clock: crate::cli::run::ClockArgs,
 }
 
 impl EmulatorArgs {
@@ -49,10 +52,15 @@ impl EmulatorArgs {
 
     async fn serve(self) -> anyhow::Result<()> {
         let scenario = Scenario::from_file(&self.scenario)?;
-        let clock: SharedClock = match self.speed {
-            Some(speed) if speed > 0.0 && speed != 1.0 => Arc::new(ScaledClock::new(speed)),
-            Some(speed) if speed <= 0.0 => anyhow::bail!("--speed must be above 0, not {speed}"),
-            _ => Arc::new(SystemClock),
+        let clock: SharedClock = match (self.clock.scaled()?, self.speed) {
+            (Some(anchored), _) => Arc::new(anchored),
+            (None, speed) => match speed {
+                Some(speed) if speed > 0.0 && speed != 1.0 => Arc::new(ScaledClock::new(speed)),
+                Some(speed) if speed <= 0.0 => {
+                    anyhow::bail!("--speed must be above 0, not {speed}")
+                }
+                _ => Arc::new(SystemClock),
+            },
         };
         let listener = tokio::net::TcpListener::bind(&self.listen)
             .await

@@ -141,7 +141,11 @@ impl Engine {
             .map(|r| r.id.clone())
             .collect();
         let backfill = matches!(origin, RunOrigin::Backfill { .. });
-        if !active_regular.is_empty() && !backfill {
+        // Missed ticks the catch-up policy chose to run queue behind each other and behind a run
+        // still active: under `skip` they would drop all but the oldest, under `cancel_running`
+        // cancel each other.
+        let catchup = origin == RunOrigin::Catchup;
+        if !active_regular.is_empty() && !backfill && !catchup {
             match def.concurrency {
                 ConcurrencyPolicy::Skip => {
                     self.transitions.push(super::event::Transition {

@@ -59,16 +59,21 @@ pub async fn execute(client: &DbtCloudClient, action: Action) -> Event {
             job,
             key,
             rerun_of,
-        } => match client.list_runs_page(&ListRuns::newest_of_job(job)).await {
-            Ok((runs, _)) => Event::Reconciled {
-                attempt,
-                found: find_attempt_run(runs, &key, rerun_of).map(Box::new),
-            },
-            Err(e) => Event::ReconcileFailed {
-                attempt,
-                message: e.to_string(),
-            },
-        },
+        } => {
+            let earlier: Vec<AttemptKey> = (1..attempt.number)
+                .map(|n| AttemptKey::derive(&attempt.run, &attempt.step, n))
+                .collect();
+            match newest_runs_until(client, job, &key, rerun_of).await {
+                Ok(runs) => Event::Reconciled {
+                    found: find_attempt_run(runs, &key, rerun_of, &earlier).map(Box::new),
+                    attempt,
+                },
+                Err(e) => Event::ReconcileFailed {
+                    attempt,
+                    message: e.to_string(),
+                },
+            }
+        }
         Action::Poll { runs } => poll(client, &runs).await,
         Action::Cancel { attempt, run } => match client.cancel_run(run).await {
             Ok(run) => Event::CancelAcknowledged {
@@ -103,6 +108,41 @@ async fn fetch_failure_details(client: &DbtCloudClient, run: RunId) -> DetailsFe
     }
 }
 
+/// Pages of the job's newest runs the reconciliation reads at most: more than a page of runs may
+/// have been created since the attempt's trigger (a job other schedulers share, a long outage).
+const RECONCILE_PAGES: u32 = 10;
+
+/// The job's newest runs, page after page, until one carries `key`, the pages run out, a page
+/// reaches back past `rerun_of` (a rerun cannot be older than the run it resumes), or
+/// `RECONCILE_PAGES` pages were read.
+async fn newest_runs_until(
+    client: &DbtCloudClient,
+    job: JobId,
+    key: &AttemptKey,
+    rerun_of: Option<RunId>,
+) -> Result<Vec<Run>, crate::dbt_cloud::error::ApiError> {
+    let mut query = ListRuns::newest_of_job(job);
+    let page_size = query.page_size();
+    let mut runs = Vec::new();
+    for page in 0..RECONCILE_PAGES {
+        query.offset = (page > 0).then_some(page * page_size);
+        let (batch, _) = client.list_runs_page(&query).await?;
+        let full = batch.len() as u32 >= page_size;
+        let carries_key = batch.iter().any(|r| {
+            r.trigger
+                .as_ref()
+                .and_then(|t| t.cause.as_deref())
+                .is_some_and(|c| c.contains(&key.0))
+        });
+        let past_failed = rerun_of.is_some_and(|f| batch.iter().any(|r| r.id <= f));
+        runs.extend(batch);
+        if carries_key || past_failed || !full {
+            break;
+        }
+    }
+    Ok(runs)
+}
+
 /// Whether `run` is still the job's newest run: the condition for a rerun from the failed step.
 async fn is_latest_run(client: &DbtCloudClient, job: JobId, run: RunId) -> Result<bool, String> {
     let query = ListRuns {
@@ -117,10 +157,17 @@ async fn is_latest_run(client: &DbtCloudClient, job: JobId, run: RunId) -> Resul
     Ok(runs.first().map(|r| r.id) == Some(run))
 }
 
-/// The run the attempt created: the one whose cause carries its key. A rerun sends no cause, so
-/// for an attempt that may have rerun, the job's newest run after the failed one that carries no
-/// other baton key is taken instead (baton is assumed to be the job's only scheduler).
-fn find_attempt_run(runs: Vec<Run>, key: &AttemptKey, rerun_of: Option<RunId>) -> Option<Run> {
+/// The run the attempt created: the one whose cause carries its key. A rerun sends no cause, and
+/// a run resumed from its failed step keeps the cause of the run it resumes (the key of an earlier
+/// attempt of the same step), so for an attempt that may have rerun, the job's oldest run after
+/// the failed one whose cause carries no key or only such an earlier key is taken instead (baton
+/// is assumed to be the job's only scheduler). `earlier` holds the step's earlier attempt keys.
+fn find_attempt_run(
+    runs: Vec<Run>,
+    key: &AttemptKey,
+    rerun_of: Option<RunId>,
+    earlier: &[AttemptKey],
+) -> Option<Run> {
     let cause = |r: &Run| r.trigger.as_ref().and_then(|t| t.cause.clone());
     if let Some(run) = runs
         .iter()
@@ -129,8 +176,12 @@ fn find_attempt_run(runs: Vec<Run>, key: &AttemptKey, rerun_of: Option<RunId>) -
         return Some(run.clone());
     }
     let failed = rerun_of?;
+    let resumable = |r: &Run| match cause(r) {
+        Some(c) if c.contains("[bt-") => earlier.iter().any(|k| c.contains(&k.0)),
+        _ => true,
+    };
     runs.into_iter()
-        .filter(|r| r.id > failed && !cause(r).is_some_and(|c| c.contains("[bt-")))
+        .filter(|r| r.id > failed && resumable(r))
         .min_by_key(|r| r.id)
 }
 
@@ -185,16 +236,37 @@ mod tests {
             run(10, None),
         ];
         assert_eq!(
-            find_attempt_run(runs.clone(), &key, None).map(|r| r.id),
+            find_attempt_run(runs.clone(), &key, None, &[]).map(|r| r.id),
             Some(RunId(11))
         );
         let other = AttemptKey("bt-aaaaaaaaaaaaaaaa".into());
-        assert_eq!(find_attempt_run(runs.clone(), &other, None), None);
+        assert_eq!(find_attempt_run(runs.clone(), &other, None, &[]), None);
         let after_failure = vec![run(21, Some("Rerun")), run(20, None)];
         assert_eq!(
-            find_attempt_run(after_failure, &other, Some(RunId(20))).map(|r| r.id),
+            find_attempt_run(after_failure, &other, Some(RunId(20)), &[]).map(|r| r.id),
             Some(RunId(21))
         );
-        assert_eq!(find_attempt_run(runs, &other, Some(RunId(12))), None);
+        assert_eq!(find_attempt_run(runs, &other, Some(RunId(12)), &[]), None);
+    }
+
+    #[test]
+    fn a_run_resumed_from_failure_is_found_by_the_earlier_attempts_key_it_inherited() {
+        let first = AttemptKey("bt-1111111111111111".into());
+        let second = AttemptKey("bt-2222222222222222".into());
+        // Run 31 resumed the failed run 30 and kept its cause; run 32 belongs to another step.
+        let runs = vec![
+            run(32, Some("other step [bt-ffffffffffffffff]")),
+            run(31, Some("nightly [bt-1111111111111111]")),
+            run(30, Some("nightly [bt-1111111111111111]")),
+        ];
+        assert_eq!(
+            find_attempt_run(runs.clone(), &second, Some(RunId(30)), &[first]).map(|r| r.id),
+            Some(RunId(31))
+        );
+        assert_eq!(
+            find_attempt_run(runs, &second, Some(RunId(30)), &[]).map(|r| r.id),
+            None,
+            "without the earlier key the inherited cause looks like another attempt's run"
+        );
     }
 }

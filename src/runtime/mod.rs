@@ -7,7 +7,7 @@ mod log;
 use crate::clock::SharedClock;
 use crate::dbt_cloud::client::DbtCloudClient;
 use crate::engine::event::{Action, Event, Transition};
-use crate::engine::state::CancelReason;
+use crate::engine::state::{CancelReason, Write};
 use crate::engine::{Engine, EngineConfig};
 use crate::model::pipeline::Pipeline;
 use crate::store::Store;
@@ -261,9 +261,16 @@ impl Daemon {
         let plan = self.engine.plan(now);
         // Durable before any side effect it enables; without actions, sled's background flush
         // (or the next plan with actions) is soon enough, since nothing depends on it yet.
-        // Operator requests are answered once applied, so what they changed is flushed too.
-        self.store.write(&self.engine.take_writes())?;
-        if !plan.actions.is_empty() || std::mem::take(&mut self.operator_pending) {
+        // Operator requests are answered once applied, so what they changed is flushed too, and
+        // so are schedule cursors and backfills (rare writes, and a lost skipped tick would come
+        // back as a missed one). Only run records without a side effect wait for sled's
+        // background flush: losing them repeats a poll, nothing more.
+        let writes = self.engine.take_writes();
+        self.store.write(&writes)?;
+        let must_flush = !plan.actions.is_empty()
+            || std::mem::take(&mut self.operator_pending)
+            || writes.iter().any(|w| !matches!(w, Write::Run(_)));
+        if must_flush {
             self.store.flush()?;
         }
         for transition in self.engine.take_transitions() {
@@ -338,6 +345,14 @@ impl Daemon {
                 _ = sleep_until(&self.clock, wake) => {
                     self.engine.apply(Event::Tick, self.clock.now());
                 }
+                // The regular poll interval (10 s by default) is longer than the grace period:
+                // look at the cancelled runs every second until dbt Cloud reports them ended.
+                _ = tokio::time::sleep(CANCEL_CONFIRM_INTERVAL), if waiting_for_cancels => {
+                    let now = self.clock.now();
+                    for run in runs_being_cancelled(&self.engine) {
+                        self.engine.apply(Event::RunHint { run }, now);
+                    }
+                }
                 _ = tokio::time::sleep_until(grace) => {
                     tracing::warn!(outstanding = self.outstanding, "shutdown grace period over; abandoning calls in flight (triggers are reconciled at the next start)");
                     break;
@@ -350,6 +365,23 @@ impl Daemon {
         }
         Ok(())
     }
+}
+
+/// How often a shutdown with `on_shutdown: cancel` looks at the runs it cancelled (real time).
+const CANCEL_CONFIRM_INTERVAL: Duration = Duration::from_secs(1);
+
+/// dbt Cloud runs of attempts in flight that baton asked to cancel.
+fn runs_being_cancelled(engine: &Engine) -> Vec<crate::ids::RunId> {
+    engine
+        .state()
+        .runs
+        .values()
+        .filter(|run| !run.state.is_terminal())
+        .flat_map(|run| run.steps.values())
+        .filter_map(|step| step.current())
+        .filter(|a| a.is_in_flight() && a.cancel.is_some())
+        .filter_map(|a| a.run_id)
+        .collect()
 }
 
 async fn sleep_until(clock: &SharedClock, at: Option<DateTime<Utc>>) {

@@ -48,7 +48,20 @@ pub enum StoreError {
     },
     #[error("writing the state directory {dir} failed: {message}")]
     Write { dir: PathBuf, message: String },
+    #[error(
+        "the state directory {dir} lost its database: {marker} says it holds baton's state, but \
+         sled found none (its db file is corrupted, truncated or gone, and sled recovered to an \
+         empty database); restore the directory from a backup, or, to start empty on purpose, \
+         delete {marker}"
+    )]
+    Lost { dir: PathBuf, marker: PathBuf },
 }
+
+/// Written beside sled's files once the schema version is durable in sled. sled recovers a
+/// corrupted or truncated `db` file to an empty database without an error; this file is the
+/// witness that the directory held state, so that such a loss stops the daemon instead of letting
+/// it start over (forgetting the runs it was watching).
+const MARKER_FILE: &str = "baton-store";
 
 /// The daemon's state directory.
 #[derive(Debug)]
@@ -92,6 +105,8 @@ impl Store {
             backfills,
             dirty: std::sync::atomic::AtomicBool::new(false),
         };
+        let marker = dir.join(MARKER_FILE);
+        let had_marker = marker.exists();
         match meta.get(SCHEMA_KEY).map_err(|e| store.write_error(e))? {
             Some(raw) => {
                 let found = std::str::from_utf8(&raw)
@@ -106,11 +121,20 @@ impl Store {
                     });
                 }
             }
+            None if had_marker => {
+                return Err(StoreError::Lost {
+                    dir: dir.to_path_buf(),
+                    marker,
+                })
+            }
             None => {
                 meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
                     .map_err(|e| store.write_error(e))?;
                 store.db.flush().map_err(|e| store.write_error(e))?;
             }
+        }
+        if !had_marker {
+            store.write_marker(&marker)?;
         }
         Ok(store)
     }
@@ -192,6 +216,23 @@ impl Store {
         Ok(())
     }
 
+    /// Writes the marker durably (temporary file, fsync, rename, fsync of the directory).
+    fn write_marker(&self, marker: &Path) -> Result<(), StoreError> {
+        use std::io::Write as _;
+        let io = |e: std::io::Error| StoreError::Write {
+            dir: self.dir.clone(),
+            message: e.to_string(),
+        };
+        let temporary = self.dir.join(format!("{MARKER_FILE}.tmp"));
+        let mut file = std::fs::File::create(&temporary).map_err(io)?;
+        writeln!(file, "baton state, schema version {SCHEMA_VERSION}").map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&temporary, marker).map_err(io)?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
+    }
+
     fn encode<T: serde::Serialize>(&self, value: &T) -> Result<Vec<u8>, StoreError> {
         serde_json::to_vec(value).map_err(|e| StoreError::Write {
             dir: self.dir.clone(),
@@ -263,6 +304,40 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let state = store.load().unwrap();
         assert!(state.cursors[&PipelineName("nightly".into())].paused);
+    }
+
+    #[test]
+    fn a_database_sled_recovered_to_empty_is_refused_not_started_over() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .commit(&[Write::Cursor(
+                    PipelineName("nightly".into()),
+                    ScheduleCursor::default(),
+                )])
+                .unwrap();
+        }
+        let db = dir.path().join("db");
+        let len = std::fs::metadata(&db).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&db)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Lost { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("backup"), "{message}");
+        // A directory opened once and never written to again opens again.
+        let fresh = tempfile::tempdir().unwrap();
+        drop(Store::open(fresh.path()).unwrap());
+        drop(Store::open(fresh.path()).unwrap());
     }
 
     #[test]

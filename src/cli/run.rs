@@ -249,7 +249,7 @@ async fn start_http(
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
-    tracing::info!(listen = %listening, "HTTP API, status page and metrics listening");
+    tracing::info!(listen = %listening, "control API listening, with the status page and /metrics");
     Ok(listening)
 }
 

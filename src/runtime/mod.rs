@@ -263,8 +263,8 @@ impl Daemon {
         // (or the next plan with actions) is soon enough, since nothing depends on it yet.
         // Operator requests are answered once applied, so what they changed is flushed too, and
         // so are schedule cursors and backfills (rare writes, and a lost skipped tick would come
-        // back as a missed one). Only run records without a side effect wait for sled's
-        // background flush: losing them repeats a poll, nothing more.
+        // back as a missed one). Only run records without a side effect wait for the next
+        // flush: losing them repeats a poll, nothing more.
         let writes = self.engine.take_writes();
         self.store.write(&writes)?;
         let must_flush = !plan.actions.is_empty()

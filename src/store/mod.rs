@@ -85,6 +85,9 @@ impl Store {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
+            // No background flusher: baton flushes when it must, and a flusher thread would keep
+            // the directory locked for a while after the store is dropped.
+            .flush_every_ms(None)
             .open()
             .map_err(|e| open_error(dir, e))?;
         let open_tree = |name: &str| {
@@ -175,7 +178,7 @@ impl Store {
     }
 
     /// Applies the writes without waiting for the disk: for changes no side effect depends on yet
-    /// (sled flushes them in the background within half a second; `flush` forces it).
+    /// (the next `flush` makes them durable with everything else).
     pub fn write(&self, writes: &[Write]) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());

@@ -82,14 +82,7 @@ impl Store {
             dir: dir.to_path_buf(),
             message: e.to_string(),
         })?;
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            // No background flusher: baton flushes when it must, and a flusher thread would keep
-            // the directory locked for a while after the store is dropped.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| open_error(dir, e))?;
+        let db = open_db(dir)?;
         let open_tree = |name: &str| {
             db.open_tree(name).map_err(|e| StoreError::Open {
                 dir: dir.to_path_buf(),
@@ -255,6 +248,27 @@ impl Store {
             dir: self.dir.clone(),
             key: format!("{tree}/{}", String::from_utf8_lossy(key)),
             message,
+        }
+    }
+}
+
+/// How long `open` waits for a store dropped in this process to let go of its lock: sled releases
+/// it from its own threads, a little after the drop.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let config = sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        // No background flusher: baton flushes when it must.
+        .flush_every_ms(None);
+    let started = std::time::Instant::now();
+    loop {
+        match config.open().map_err(|e| open_error(dir, e)) {
+            Err(StoreError::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
         }
     }
 }

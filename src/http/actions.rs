@@ -172,25 +172,14 @@ pub(super) async fn cancel(
             Some(_) => Ok(()),
         })
         .await??;
-    apply_durably(
-        &state,
-        OperatorRequest::CancelPipelineRun { run: run.clone() },
-    )
-    .await?;
-    let summary = state
-        .handle
-        .inspect(move |engine, _| engine.state().runs.get(&run).map(views::run_summary))
-        .await?
-        .ok_or_else(|| unknown_run(&id))?;
     tracing::info!(run = %id, "operator cancelled a pipeline run");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({
-            "run": summary,
-            "note": "steps not started are cancelled; dbt Cloud runs in flight are cancelled and watched until dbt Cloud confirms (status 30)",
-        })),
+    apply_to_run(
+        &state,
+        run,
+        |run| OperatorRequest::CancelPipelineRun { run },
+        "steps not started are cancelled; dbt Cloud runs in flight are cancelled and watched until dbt Cloud confirms (status 30)",
     )
-        .into_response())
+    .await
 }
 
 pub(super) async fn retry(
@@ -217,23 +206,33 @@ pub(super) async fn retry(
             ))),
         })
         .await??;
-    apply_durably(
+    tracing::info!(run = %id, "operator retried a pipeline run");
+    apply_to_run(
         &state,
-        OperatorRequest::RetryPipelineRun { run: run.clone() },
+        run,
+        |run| OperatorRequest::RetryPipelineRun { run },
+        "its failed, upstream_failed and cancelled steps run again, in DAG order; succeeded steps are kept",
     )
-    .await?;
+    .await
+}
+
+/// Applies a request about one pipeline run, then answers 202 with the run as it is now.
+async fn apply_to_run(
+    state: &AppState,
+    run: PipelineRunId,
+    request: impl FnOnce(PipelineRunId) -> OperatorRequest,
+    note: &'static str,
+) -> Result<Response, HttpError> {
+    apply_durably(state, request(run.clone())).await?;
+    let id = run.0.clone();
     let summary = state
         .handle
         .inspect(move |engine, _| engine.state().runs.get(&run).map(views::run_summary))
         .await?
         .ok_or_else(|| unknown_run(&id))?;
-    tracing::info!(run = %id, "operator retried a pipeline run");
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({
-            "run": summary,
-            "note": "its failed, upstream_failed and cancelled steps run again, in DAG order; succeeded steps are kept",
-        })),
+        Json(serde_json::json!({ "run": summary, "note": note })),
     )
         .into_response())
 }

@@ -175,6 +175,12 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
     // Subscribed before the loop runs, so they see every transition.
     let metrics = Metrics::new();
     metrics.set_budget(client.budget().clone());
+    {
+        let metrics = metrics.clone();
+        client.set_api_observer(Arc::new(move |endpoint, status| {
+            metrics.observe_api(endpoint, status)
+        }));
+    }
     tokio::spawn(metrics.clone().run(handle.clone(), shutdown.clone()));
     if !config.notifications.is_empty() {
         let targets = config

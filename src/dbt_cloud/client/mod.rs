@@ -81,7 +81,13 @@ struct Inner {
     budget: Arc<RequestBudget>,
     /// `<base>/api/v2/accounts/<id>/`, as path segments to extend.
     account_root: Url,
+    /// Told of every answered request (metrics).
+    observer: std::sync::RwLock<Option<ApiObserver>>,
 }
+
+/// Called with the endpoint (a route such as `runs/{id}`, never a URL with ids) and the HTTP status
+/// of every request, 0 when no answer came.
+pub type ApiObserver = Arc<dyn Fn(&str, u16) + Send + Sync>;
 
 impl std::fmt::Debug for DbtCloudClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,6 +143,7 @@ impl DbtCloudClient {
                 config,
                 budget,
                 account_root,
+                observer: std::sync::RwLock::new(None),
             }),
         })
     }
@@ -147,6 +154,15 @@ impl DbtCloudClient {
 
     pub fn budget(&self) -> &Arc<RequestBudget> {
         &self.inner.budget
+    }
+
+    /// Tells `observer` of every request this client and its clones make from now on.
+    pub fn set_api_observer(&self, observer: ApiObserver) {
+        *self
+            .inner
+            .observer
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(observer);
     }
 
     /// `POST jobs/{job}/run/`. Never re-sent once it may have reached dbt Cloud: see `TriggerError`.

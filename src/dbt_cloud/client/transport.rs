@@ -84,6 +84,16 @@ impl DbtCloudClient {
             }
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        if let Some(observe) = self
+            .inner
+            .observer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let status = outcome.as_ref().map_or(0, |answer| answer.status);
+            observe(&endpoint_name(url), status);
+        }
         let path = path_and_query(url);
         match &outcome {
             Ok(answer) => tracing::debug!(
@@ -232,6 +242,34 @@ impl DbtCloudClient {
 }
 
 /// The request target for logs: path and query only (the token travels in a header, never here).
+/// The route of a request, with ids as `{id}`: `runs/{id}`, `jobs/{id}/run`, `runs/{id}/artifacts`
+/// (artifact paths dropped), so that metrics labels stay bounded.
+pub(super) fn endpoint_name(url: &Url) -> String {
+    let mut segments = url
+        .path_segments()
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty());
+    // Skip everything up to and including `accounts/<id>`.
+    let mut route = Vec::new();
+    let mut after_account = false;
+    while let Some(segment) = segments.next() {
+        if !after_account {
+            if segment == "accounts" {
+                segments.next();
+                after_account = true;
+            }
+            continue;
+        }
+        let is_id = segment.chars().all(|c| c.is_ascii_digit());
+        route.push(if is_id { "{id}" } else { segment });
+        if segment == "artifacts" {
+            break;
+        }
+    }
+    route.join("/")
+}
+
 fn path_and_query(url: &Url) -> String {
     match url.query() {
         Some(query) => format!("{}?{query}", url.path()),
@@ -251,4 +289,24 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::endpoint_name;
+
+    #[test]
+    fn endpoint_names_hide_ids_and_artifact_paths() {
+        let name = |u: &str| endpoint_name(&url::Url::parse(u).unwrap());
+        assert_eq!(name("https://x/api/v2/accounts/7/runs/123/"), "runs/{id}");
+        assert_eq!(
+            name("https://x/api/v2/accounts/7/jobs/5/run/"),
+            "jobs/{id}/run"
+        );
+        assert_eq!(name("https://x/api/v2/accounts/7/runs/?pk__in=[1]"), "runs");
+        assert_eq!(
+            name("https://x/api/v2/accounts/7/runs/9/artifacts/run/a/b.sql"),
+            "runs/{id}/artifacts"
+        );
+    }
 }

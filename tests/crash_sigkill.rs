@@ -185,7 +185,11 @@ fn crash_test(variant: &str, faults: &str) {
             // handlers), and now and then a kill in the middle of one.
             0 if up >= 100 => {
                 let (status, _) = daemon.sigterm(std::time::Duration::from_secs(20));
-                assert!(status.success(), "the daemon exited with {status}");
+                assert!(
+                    status.success(),
+                    "the daemon exited with {status}; its log ends:\n{}",
+                    tail(&workspace.log_text(), 20)
+                );
                 report.clean_restarts += 1;
             }
             1 => {
@@ -483,4 +487,10 @@ fn sigkill_with_triggers_queued_but_answered_502_loses_and_repeats_nothing() {
         "queued but answered 502",
         "{ latency_ms: 30, trigger_502_rate: 0.25, server_error_rate: 0.05, drop_connection_rate: 0.03 }",
     );
+}
+
+/// The last `n` lines of a log.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -208,14 +208,13 @@ impl Workspace {
         let pipelines_dir = root.join("pipelines");
         std::fs::create_dir_all(&pipelines_dir).unwrap();
         std::fs::write(root.join("token"), token).unwrap();
-        let http_port = free_port();
         let config = root.join("baton.yaml");
         std::fs::write(
             &config,
             format!(
                 "dbt_cloud:\n  base_url: {base}\n  account_id: {account}\n  token_file: token\n  \
                  requests_per_minute: 1000000\n  request_timeout: 10s\n  connect_timeout: 2s\n\
-                 state_dir: state\npipelines_dir: pipelines\nhttp:\n  listen: 127.0.0.1:{http_port}\n\
+                 state_dir: state\npipelines_dir: pipelines\nhttp:\n  listen: 127.0.0.1:0\n\
                  log_format: json\n{extra}\n",
                 base = base_url,
                 account = account_id,

@@ -4,9 +4,15 @@
 use crate::config::daemon::LogFormat;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. Safe to call twice (the second call does nothing).
+/// Installs the global subscriber at level `info`. Safe to call twice (the second call does nothing).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_at(format, "info");
+}
+
+/// As `init`, with another level when `RUST_LOG` is unset (`warn` for the demo's clean output).
+pub fn init_at(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

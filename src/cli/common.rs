@@ -79,3 +79,27 @@ fn only_pipeline(path: &Path) -> Result<Pipeline, Failure> {
         .pop()
         .ok_or_else(|| Failure::Message(format!("{} holds no pipeline", path.display())))
 }
+
+/// Runs `work` on a fresh multi-threaded runtime; prints its error and maps the outcome to an exit
+/// code.
+pub fn block_on(
+    work: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -4,7 +4,7 @@
 pub mod actions;
 pub mod api_client;
 pub mod backfill;
-mod common;
+pub(crate) mod common;
 pub mod demo;
 pub mod graph;
 pub mod run;

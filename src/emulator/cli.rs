@@ -28,26 +28,8 @@ impl EmulatorArgs {
     /// Runs the emulator until Ctrl-C or SIGTERM; returns the process exit code.
     pub fn execute(self) -> std::process::ExitCode {
         // Every request is logged at debug level: `RUST_LOG=baton=debug baton emulator ...`.
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init();
-        let runtime = match tokio::runtime::Runtime::new() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("error: cannot start the async runtime: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        };
-        match runtime.block_on(self.serve()) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                std::process::ExitCode::FAILURE
-            }
-        }
+        crate::logging::init(crate::config::daemon::LogFormat::Pretty);
+        crate::cli::common::block_on(self.serve())
     }
 
     async fn serve(self) -> anyhow::Result<()> {

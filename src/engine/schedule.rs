@@ -13,8 +13,17 @@ use std::sync::Arc;
 
 impl Engine {
     pub(super) fn plan_schedules(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
-        let names: Vec<PipelineName> = self.pipelines.keys().cloned().collect();
-        for name in names {
+        // Only pipelines whose next tick is due (or not yet known) need work; for the rest the
+        // cached tick gives the wake-up time. A plan runs on every event, so this stays cheap
+        // with thousands of pipelines.
+        let mut due = Vec::new();
+        for name in self.pipelines.keys() {
+            match self.next_tick.get(name) {
+                Some(&next) if next > now => plan.wake_at = earliest(plan.wake_at, next),
+                _ => due.push(name.clone()),
+            }
+        }
+        for name in due {
             let Some(loaded) = self.pipelines.get(&name) else {
                 continue;
             };
@@ -23,12 +32,6 @@ impl Engine {
             };
             if def.suspended {
                 continue;
-            }
-            if let Some(&next) = self.next_tick.get(&name) {
-                if next > now {
-                    plan.wake_at = earliest(plan.wake_at, next);
-                    continue;
-                }
             }
             let cursor = self.state.cursors.entry(name.clone()).or_default();
             if cursor.paused {

@@ -12,7 +12,6 @@ use crate::engine::{Engine, EngineConfig};
 use crate::model::pipeline::Pipeline;
 use crate::store::Store;
 use chrono::{DateTime, Utc};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -400,6 +399,3 @@ pub fn spawn(
     let task = tokio::spawn(daemon.run(shutdown));
     (handle, task)
 }
-
-/// Shared so the HTTP layer and the CLI can hold it.
-pub type SharedHandle = Arc<DaemonHandle>;

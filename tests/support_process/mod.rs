@@ -392,15 +392,6 @@ impl Drop for DaemonProcess {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Waits (polling the condition every 20 ms of real time) until `ready` holds or `limit` passes.
 pub async fn eventually<F, Fut>(limit: std::time::Duration, mut ready: F) -> bool
 where

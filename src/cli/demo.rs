@@ -272,10 +272,11 @@ fn render(t: &Transition, now: DateTime<Utc>) -> Option<String> {
 async fn summarize(handle: &DaemonHandle) -> String {
     handle
         .inspect(|engine, _| {
-            let runs = engine.state().runs.values();
+            let in_memory = engine.state().runs.values().map(|r| r.state);
+            let archived = engine.state().archived.values().map(|a| a.state);
             let (mut ok, mut failed, mut active) = (0, 0, 0);
-            for r in runs {
-                match r.state {
+            for state in in_memory.chain(archived) {
+                match state {
                     PipelineRunState::Succeeded => ok += 1,
                     PipelineRunState::Failed | PipelineRunState::Cancelled => failed += 1,
                     _ => active += 1,

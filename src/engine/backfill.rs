@@ -215,10 +215,9 @@ impl Engine {
     ) -> (Option<PipelineRunId>, Option<String>) {
         let plain = PipelineRunId::new(pipeline, date);
         let again = PipelineRunId::reprocessed(pipeline, date, &backfill.0);
-        let Some(existing) = self.state.runs.get(&plain) else {
+        let Some(state) = self.state.run_state(&plain) else {
             return (Some(plain), None);
         };
-        let state = existing.state;
         let ran = |what: &str| {
             (
                 None,
@@ -478,9 +477,8 @@ impl Engine {
                 .filter_map(|d| d.run.as_ref())
                 .all(|r| {
                     self.state
-                        .runs
-                        .get(r)
-                        .is_none_or(|r| r.state == PipelineRunState::Succeeded)
+                        .run_state(r)
+                        .is_none_or(|s| s == PipelineRunState::Succeeded)
                 });
         let pipeline = backfill.spec.pipeline.clone();
         if let Some(b) = self.state.backfills.get_mut(id) {

@@ -37,6 +37,9 @@ pub struct EngineConfig {
     pub reconcile_delay: Duration,
     /// Finished pipeline runs older than this are pruned.
     pub history_retention: Duration,
+    /// Finished pipeline runs stay in memory this long, then only their records in the store
+    /// (`Write::Archive`) and one small entry in memory remain.
+    pub memory_window: Duration,
     /// A tick found this late is still on time; later ones count as missed (catch-up).
     pub on_time_grace: Duration,
 }
@@ -49,6 +52,7 @@ impl Default for EngineConfig {
             catchup_max: 10,
             reconcile_delay: Duration::from_secs(10),
             history_retention: Duration::from_secs(30 * 86_400),
+            memory_window: Duration::from_secs(600),
             on_time_grace: Duration::from_secs(60),
         }
     }
@@ -91,12 +95,14 @@ pub struct Engine {
     /// When a cancel that failed may be sent again.
     cancel_retry: HashMap<AttemptRef, DateTime<Utc>>,
     last_prune: Option<DateTime<Utc>>,
+    last_archive: Option<DateTime<Utc>>,
     /// Failure details to fetch (not persisted: a restart asks again for those still missing).
     details_due: BTreeMap<AttemptRef, details::DetailsDue>,
     dirty_runs: BTreeSet<PipelineRunId>,
     dirty_cursors: BTreeSet<PipelineName>,
     dirty_backfills: BTreeSet<backfill::BackfillId>,
     deleted_runs: Vec<PipelineRunId>,
+    archived_runs: Vec<PipelineRun>,
     transitions: Vec<Transition>,
 }
 
@@ -128,11 +134,13 @@ impl Engine {
             next_tick: HashMap::new(),
             cancel_retry: HashMap::new(),
             last_prune: None,
+            last_archive: None,
             details_due: BTreeMap::new(),
             dirty_runs: BTreeSet::new(),
             dirty_cursors: BTreeSet::new(),
             dirty_backfills: BTreeSet::new(),
             deleted_runs: Vec::new(),
+            archived_runs: Vec::new(),
             transitions: Vec::new(),
         };
         engine.set_pipelines(pipelines)?;
@@ -303,6 +311,7 @@ impl Engine {
         self.plan_poll(now, &mut plan);
         self.plan_details(now, &mut plan);
         self.prune(now);
+        self.archive(now);
         plan
     }
 
@@ -311,6 +320,9 @@ impl Engine {
         let mut writes = Vec::new();
         for id in std::mem::take(&mut self.deleted_runs) {
             writes.push(Write::DeleteRun(id));
+        }
+        for run in std::mem::take(&mut self.archived_runs) {
+            writes.push(Write::Archive(Box::new(run)));
         }
         for id in std::mem::take(&mut self.dirty_runs) {
             if let Some(run) = self.state.runs.get(&id) {
@@ -423,10 +435,85 @@ impl Engine {
             .filter(|r| r.state.is_terminal() && r.finished_at.is_some_and(|f| f < cutoff))
             .map(|r| r.id.clone())
             .collect();
-        for id in old {
+        let old_archived: Vec<PipelineRunId> = self
+            .state
+            .archived
+            .iter()
+            .filter(|(_, a)| a.finished_at < cutoff)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in old.into_iter().chain(old_archived) {
             self.state.runs.remove(&id);
+            self.state.archived.remove(&id);
             self.dirty_runs.remove(&id);
             self.deleted_runs.push(id);
+        }
+    }
+
+    /// Moves runs finished more than `memory_window` ago out of memory, except those something
+    /// still reads in full: a failure whose details are being fetched, a run of a backfill that
+    /// is not over.
+    fn archive(&mut self, now: DateTime<Utc>) {
+        if self
+            .last_archive
+            .is_some_and(|t| now - t < chrono::Duration::minutes(1))
+        {
+            return;
+        }
+        self.last_archive = Some(now);
+        let cutoff = now - to_chrono(self.config.memory_window);
+        let held: BTreeSet<&PipelineRunId> = self
+            .state
+            .backfills
+            .values()
+            .filter(|b| b.finished_at.is_none())
+            .flat_map(|b| b.dates.iter().filter_map(|d| d.run.as_ref()))
+            .chain(self.details_due.keys().map(|at| &at.run))
+            .chain(self.in_flight.details.iter().map(|at| &at.run))
+            .collect();
+        let leaving: Vec<PipelineRunId> = self
+            .state
+            .runs
+            .values()
+            .filter(|r| r.state.is_terminal() && r.finished_at.is_some_and(|f| f < cutoff))
+            .filter(|r| !held.contains(&r.id))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in leaving {
+            let Some(run) = self.state.runs.remove(&id) else {
+                continue;
+            };
+            self.dirty_runs.remove(&id);
+            let finished_at = run.finished_at.unwrap_or(run.created_at);
+            if run.state == state::PipelineRunState::Succeeded {
+                let last = self
+                    .state
+                    .archived_last_success
+                    .entry(run.pipeline().clone())
+                    .or_insert(finished_at);
+                *last = (*last).max(finished_at);
+            }
+            self.state.archived.insert(
+                id,
+                state::ArchivedRun {
+                    state: run.state,
+                    finished_at,
+                },
+            );
+            self.archived_runs.push(run);
+        }
+    }
+
+    /// Whether a run's record is archived (the runtime reads it back with `recall` before an
+    /// operator request that needs it whole).
+    pub fn is_archived(&self, id: &PipelineRunId) -> bool {
+        self.state.archived.contains_key(id)
+    }
+
+    /// Takes an archived run back into memory.
+    pub fn recall(&mut self, run: PipelineRun) {
+        if self.state.archived.remove(&run.id).is_some() {
+            self.state.runs.insert(run.id.clone(), run);
         }
     }
 }

@@ -133,7 +133,7 @@ impl Engine {
         origin: RunOrigin,
         now: DateTime<Utc>,
     ) -> Option<PipelineRunId> {
-        if self.state.runs.contains_key(&id) {
+        if self.state.knows_run(&id) {
             return None;
         }
         let active_regular: Vec<PipelineRunId> = self

@@ -343,18 +343,47 @@ pub struct ScheduleCursor {
     pub paused: bool,
 }
 
-/// Everything the store keeps, in memory.
+/// What the engine remembers of a finished pipeline run whose record lives only in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedRun {
+    pub state: PipelineRunState,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// Everything the engine holds in memory: every unfinished pipeline run and the recently finished
+/// ones in full, the rest of the history as one small entry each.
 #[derive(Debug, Clone, Default)]
 pub struct State {
     pub runs: BTreeMap<PipelineRunId, PipelineRun>,
+    /// Finished runs moved out of memory (`Write::Archive`); the store keeps their records.
+    pub archived: BTreeMap<PipelineRunId, ArchivedRun>,
+    /// Per pipeline, when its newest archived successful run finished.
+    pub archived_last_success: BTreeMap<PipelineName, DateTime<Utc>>,
     pub cursors: BTreeMap<PipelineName, ScheduleCursor>,
     pub backfills: BTreeMap<super::backfill::BackfillId, super::backfill::Backfill>,
+}
+
+impl State {
+    /// A pipeline run's state, whether its record is in memory or archived.
+    pub fn run_state(&self, id: &PipelineRunId) -> Option<PipelineRunState> {
+        self.runs
+            .get(id)
+            .map(|r| r.state)
+            .or_else(|| self.archived.get(id).map(|a| a.state))
+    }
+
+    pub fn knows_run(&self, id: &PipelineRunId) -> bool {
+        self.runs.contains_key(id) || self.archived.contains_key(id)
+    }
 }
 
 /// A change the store must make durable before the actions that depend on it run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     Run(Box<PipelineRun>),
+    /// A finished run leaves memory: the store keeps its record in the history.
+    Archive(Box<PipelineRun>),
+    /// Forgets a run, in memory or archived.
     DeleteRun(PipelineRunId),
     Cursor(PipelineName, ScheduleCursor),
     Backfill(Box<super::backfill::Backfill>),

@@ -328,7 +328,9 @@ fn a_restart_reconciles_every_triggering_attempt_instead_of_sending() {
             super::state::Write::Cursor(n, c) => {
                 state.cursors.insert(n, c);
             }
-            super::state::Write::DeleteRun(_) | super::state::Write::Backfill(_) => {}
+            super::state::Write::DeleteRun(_)
+            | super::state::Write::Archive(_)
+            | super::state::Write::Backfill(_) => {}
         }
     }
     let mut engine = Engine::new(

@@ -112,10 +112,9 @@ pub(super) async fn trigger(
                 None => now.trunc_subsecs(0),
             };
             let id = PipelineRunId::new(&p, date);
-            if let Some(existing) = engine.state().runs.get(&id) {
+            if let Some(existing) = engine.state().run_state(&id) {
                 return Err(HttpError::conflict(format!(
-                    "pipeline run {id} exists already ({:?}); to run it again use `baton retry {id}` (if it failed) or give another logical date",
-                    existing.state
+                    "pipeline run {id} exists already ({existing:?}); to run it again use `baton retry {id}` (if it failed) or give another logical date"
                 )));
             }
             Ok((date, id))
@@ -163,11 +162,10 @@ pub(super) async fn cancel(
     let r = run.clone();
     state
         .handle
-        .inspect(move |engine, _| match engine.state().runs.get(&r) {
+        .inspect(move |engine, _| match engine.state().run_state(&r) {
             None => Err(unknown_run(&r.0)),
-            Some(run) if run.state.is_terminal() => Err(HttpError::conflict(format!(
-                "pipeline run {} is already over ({:?}); nothing to cancel",
-                run.id, run.state
+            Some(state) if state.is_terminal() => Err(HttpError::conflict(format!(
+                "pipeline run {r} is already over ({state:?}); nothing to cancel"
             ))),
             Some(_) => Ok(()),
         })
@@ -190,19 +188,11 @@ pub(super) async fn retry(
     let r = run.clone();
     state
         .handle
-        .inspect(move |engine, _| match engine.state().runs.get(&r) {
+        .inspect(move |engine, _| match engine.state().run_state(&r) {
             None => Err(unknown_run(&r.0)),
-            Some(run)
-                if matches!(
-                    run.state,
-                    PipelineRunState::Failed | PipelineRunState::Cancelled
-                ) =>
-            {
-                Ok(())
-            }
-            Some(run) => Err(HttpError::conflict(format!(
-                "only a failed or cancelled pipeline run can be retried; {} is {:?}",
-                run.id, run.state
+            Some(PipelineRunState::Failed | PipelineRunState::Cancelled) => Ok(()),
+            Some(state) => Err(HttpError::conflict(format!(
+                "only a failed or cancelled pipeline run can be retried; {r} is {state:?}"
             ))),
         })
         .await??;

@@ -32,10 +32,15 @@ pub(super) async fn pipelines(
             engine
                 .pipelines()
                 .map(|p| views::pipeline_view(engine, p, now, false))
-                .collect()
+                .collect::<Vec<_>>()
         })
         .await?;
-    Ok(Json(list))
+    let history = state.handle.history();
+    Ok(Json(
+        list.into_iter()
+            .map(|view| views::with_history(view, history, false))
+            .collect(),
+    ))
 }
 
 pub(super) async fn pipeline(
@@ -51,7 +56,7 @@ pub(super) async fn pipeline(
                 .map(|p| views::pipeline_view(engine, p, now, true))
         })
         .await?
-        .map(Json)
+        .map(|view| Json(views::with_history(view, state.handle.history(), true)))
         .ok_or_else(|| unknown_pipeline(&name))
 }
 
@@ -72,12 +77,13 @@ pub(super) async fn pipeline_runs(
             HttpError::bad_request(format!("`limit` must be a whole number, found `{text}`"))
         })?,
     };
-    state
+    let k = key.clone();
+    let in_memory = state
         .handle
         .inspect(move |engine, _| {
-            engine.pipeline(&key)?;
+            engine.pipeline(&k)?;
             Some(
-                views::runs_of(engine, &key)
+                views::runs_of(engine, &k)
                     .into_iter()
                     .take(limit)
                     .map(views::run_view)
@@ -85,8 +91,13 @@ pub(super) async fn pipeline_runs(
             )
         })
         .await?
-        .map(Json)
-        .ok_or_else(|| unknown_pipeline(&name))
+        .ok_or_else(|| unknown_pipeline(&name))?;
+    Ok(Json(views::newest_runs(
+        in_memory,
+        state.handle.history(),
+        &key,
+        limit,
+    )))
 }
 
 pub(super) async fn run(
@@ -94,10 +105,20 @@ pub(super) async fn run(
     Path(id): Path<String>,
 ) -> Result<Json<RunView>, HttpError> {
     let key = PipelineRunId(id.clone());
-    state
+    let k = key.clone();
+    let in_memory = state
         .handle
-        .inspect(move |engine, _| engine.state().runs.get(&key).map(views::run_view))
-        .await?
+        .inspect(move |engine, _| engine.state().runs.get(&k).map(views::run_view))
+        .await?;
+    in_memory
+        .or_else(|| {
+            state
+                .handle
+                .history()
+                .get(&key)
+                .as_ref()
+                .map(views::run_view)
+        })
         .map(Json)
         .ok_or_else(|| unknown_run(&id))
 }

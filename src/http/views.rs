@@ -9,8 +9,12 @@ use crate::engine::state::{
 };
 use crate::engine::Engine;
 use crate::model::pipeline::{Pipeline, PipelineName};
+use crate::store::HistoryReader;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+/// How many recent runs a pipeline's detail view lists.
+const RECENT_RUNS: usize = 10;
 
 /// How many fire times a pipeline view lists.
 pub const NEXT_FIRE_TIMES: usize = 5;
@@ -145,7 +149,47 @@ impl From<PreviewDate> for PreviewDateView {
     }
 }
 
-/// Runs of a pipeline, newest logical date first.
+/// A pipeline's newest runs, from memory and from the archive, newest logical date first.
+pub fn newest_runs(
+    in_memory: Vec<RunView>,
+    history: &HistoryReader,
+    pipeline: &PipelineName,
+    limit: usize,
+) -> Vec<RunView> {
+    // Archived runs may be newer by logical date than some in memory (a backfill's), so both
+    // are read to the limit; a run in both places (retried after archiving) is the one in memory.
+    let mut all = in_memory;
+    all.extend(history.newest(pipeline, limit).iter().map(run_view));
+    let mut seen = std::collections::BTreeSet::new();
+    all.retain(|r| seen.insert(r.summary.id.clone()));
+    all.sort_by_key(|r| std::cmp::Reverse((r.summary.logical_date, r.summary.created_at)));
+    all.truncate(limit);
+    all
+}
+
+/// Completes a pipeline view read from memory with its archived runs.
+pub fn with_history(mut view: PipelineView, history: &HistoryReader, full: bool) -> PipelineView {
+    let pipeline = PipelineName(view.name.clone());
+    if full {
+        let in_memory = std::mem::take(&mut view.recent_runs)
+            .into_iter()
+            .map(|summary| RunView {
+                summary,
+                steps: Vec::new(),
+            })
+            .collect();
+        view.recent_runs = newest_runs(in_memory, history, &pipeline, RECENT_RUNS)
+            .into_iter()
+            .map(|r| r.summary)
+            .collect();
+        view.last_run = view.recent_runs.first().cloned();
+    } else if view.last_run.is_none() {
+        view.last_run = history.newest(&pipeline, 1).first().map(run_summary);
+    }
+    view
+}
+
+/// Runs of a pipeline in memory, newest logical date first.
 pub fn runs_of<'a>(engine: &'a Engine, pipeline: &PipelineName) -> Vec<&'a PipelineRun> {
     let mut runs: Vec<&PipelineRun> = engine
         .state()
@@ -195,7 +239,10 @@ pub fn pipeline_view(
         last_run: runs.first().map(|r| run_summary(r)),
         definition: full.then(|| def.clone()),
         recent_runs: if full {
-            runs.iter().take(10).map(|r| run_summary(r)).collect()
+            runs.iter()
+                .take(RECENT_RUNS)
+                .map(|r| run_summary(r))
+                .collect()
         } else {
             Vec::new()
         },
@@ -302,12 +349,7 @@ pub fn backfill_view(engine: &Engine, backfill: &Backfill) -> BackfillView {
             counts.not_started += 1;
             continue;
         }
-        match date
-            .run
-            .as_ref()
-            .and_then(|r| engine.state().runs.get(r))
-            .map(|r| r.state)
-        {
+        match date.run.as_ref().and_then(|r| engine.state().run_state(r)) {
             Some(PipelineRunState::Succeeded) => counts.succeeded += 1,
             Some(PipelineRunState::Failed | PipelineRunState::Cancelled) => counts.failed += 1,
             Some(_) => counts.active += 1,

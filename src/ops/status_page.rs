@@ -6,6 +6,7 @@
 use crate::engine::state::{PipelineRun, PipelineRunState, StepState};
 use crate::engine::Engine;
 use crate::runtime::DaemonHandle;
+use crate::store::HistoryReader;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -82,8 +83,9 @@ fn state_name(state: PipelineRunState) -> &'static str {
 }
 
 impl StatusView {
-    /// Reads the view from the engine (inside the loop, through `inspect`).
-    pub fn read(engine: &Engine, now: DateTime<Utc>) -> Self {
+    /// Reads the view from the engine (inside the loop, through `inspect`), and from the
+    /// archive the latest run of a pipeline with none in memory.
+    pub fn read(engine: &Engine, now: DateTime<Utc>, history: Option<&HistoryReader>) -> Self {
         let runs = &engine.state().runs;
         let mut latest: BTreeMap<&str, &PipelineRun> = BTreeMap::new();
         for run in runs.values() {
@@ -92,10 +94,19 @@ impl StatusView {
                 *entry = run;
             }
         }
+        let archived: BTreeMap<&str, PipelineRun> = engine
+            .pipelines()
+            .filter(|def| !latest.contains_key(def.name.0.as_str()))
+            .filter_map(|def| {
+                let run = history?.newest(&def.name, 1).pop()?;
+                Some((def.name.0.as_str(), run))
+            })
+            .collect();
         let pipelines = engine
             .pipelines()
             .map(|def| {
-                let run = latest.get(def.name.0.as_str()).copied();
+                let name = def.name.0.as_str();
+                let run = latest.get(name).copied().or_else(|| archived.get(name));
                 let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
                 let mut levels: Vec<Vec<StepView>> = Vec::new();
                 // Steps come in topological order: every upstream's depth is known already.
@@ -403,7 +414,10 @@ pub fn router(handle: DaemonHandle) -> axum::Router {
         axum::routing::get(move || {
             let handle = handle.clone();
             async move {
-                match handle.inspect(StatusView::read).await {
+                let history = handle.history().clone();
+                let read =
+                    move |engine: &Engine, now| StatusView::read(engine, now, Some(&history));
+                match handle.inspect(read).await {
                     Ok(view) => Html(render(&view)).into_response(),
                     Err(_) => (
                         StatusCode::SERVICE_UNAVAILABLE,

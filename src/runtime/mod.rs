@@ -6,11 +6,11 @@ mod log;
 
 use crate::clock::SharedClock;
 use crate::dbt_cloud::client::DbtCloudClient;
-use crate::engine::event::{Action, Event, Transition};
-use crate::engine::state::{CancelReason, Write};
+use crate::engine::event::{Action, Event, OperatorRequest, Transition};
+use crate::engine::state::{CancelReason, PipelineRunId, Write};
 use crate::engine::{Engine, EngineConfig};
 use crate::model::pipeline::Pipeline;
-use crate::store::Store;
+use crate::store::{HistoryReader, Store};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -78,6 +78,7 @@ pub struct DaemonHandle {
     inbox: mpsc::UnboundedSender<Message>,
     progress: watch::Receiver<Progress>,
     transitions: broadcast::Sender<Transition>,
+    history: HistoryReader,
 }
 
 impl std::fmt::Debug for Message {
@@ -127,6 +128,12 @@ impl DaemonHandle {
             .send(Message::Reload(pipelines, tx))
             .map_err(|_| LoopStopped)?;
         rx.await.map_err(|_| LoopStopped)
+    }
+
+    /// Reads archived runs (finished runs no longer in the engine's memory) from the store,
+    /// outside the loop; only the loop writes.
+    pub fn history(&self) -> &HistoryReader {
+        &self.history
     }
 
     pub fn progress(&self) -> watch::Receiver<Progress> {
@@ -223,6 +230,7 @@ impl Daemon {
             inbox: self.inbox_tx.clone(),
             progress: self.progress.subscribe(),
             transitions: self.transitions.clone(),
+            history: self.store.history_reader(),
         }
     }
 
@@ -268,7 +276,9 @@ impl Daemon {
         self.store.write(&writes)?;
         let must_flush = !plan.actions.is_empty()
             || std::mem::take(&mut self.operator_pending)
-            || writes.iter().any(|w| !matches!(w, Write::Run(_)));
+            || writes
+                .iter()
+                .any(|w| !matches!(w, Write::Run(_) | Write::Archive(_)));
         if must_flush {
             self.store.flush()?;
         }
@@ -308,6 +318,9 @@ impl Daemon {
             }
             Message::External(event) => {
                 self.operator_pending |= matches!(event, Event::Operator(_));
+                if let Event::Operator(OperatorRequest::RetryPipelineRun { run }) = &event {
+                    self.recall(run);
+                }
                 self.engine.apply(event, now)
             }
             Message::Inspect(read) => read(&self.engine, now),
@@ -318,6 +331,17 @@ impl Daemon {
                     .map_err(|e| e.to_string());
                 let _ = reply.send(result);
             }
+        }
+    }
+
+    /// Brings an archived run back into memory before a request that needs its whole record.
+    fn recall(&mut self, id: &PipelineRunId) {
+        if !self.engine.is_archived(id) {
+            return;
+        }
+        match self.store.history_reader().get(id) {
+            Some(run) => self.engine.recall(run),
+            None => tracing::error!(run = %id, "an archived pipeline run could not be read back"),
         }
     }
 

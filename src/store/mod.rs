@@ -1,20 +1,40 @@
-//! Durable state in sled (0.34) behind a typed API: pipeline runs, schedule cursors and backfills,
-//! with a schema version. A write is durable only once `flush` returns, so `commit` flushes before
-//! it reports success.
+//! Durable state in sled (0.34) behind a typed API: pipeline runs (in memory and archived),
+//! their definitions, schedule cursors and backfills, with a schema version. A write is durable
+//! only once `flush` returns, so `commit` flushes before it reports success.
+
+#[cfg(test)]
+mod archive_tests;
+mod history;
+mod records;
+
+pub use history::HistoryReader;
 
 use crate::engine::backfill::Backfill;
-use crate::engine::state::{PipelineRun, PipelineRunId, ScheduleCursor, State, Write};
-use crate::model::pipeline::PipelineName;
+use crate::engine::state::{ArchivedRun, PipelineRunId, ScheduleCursor, State, Write};
+use crate::model::pipeline::{Pipeline, PipelineName};
+use records::{Definitions, IndexEntry};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-/// The layout version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The layout version this build writes. Schema 1 (definitions inline in each run record, no
+/// archive) is read and upgraded in place.
+pub const SCHEMA_VERSION: u32 = 2;
+const OLDEST_READABLE_SCHEMA: u32 = 1;
 
 const META_TREE: &str = "meta";
+/// Pipeline runs the engine holds in memory: unfinished and recently finished.
 const RUNS_TREE: &str = "pipeline_runs";
+/// Archived runs' records, keyed by run id (`pipeline@date`), so a pipeline's runs are adjacent.
+const HISTORY_TREE: &str = "run_history";
+/// One small entry per archived run, read at start-up instead of the records.
+const INDEX_TREE: &str = "run_index";
+/// Pipeline definitions by digest, shared by the run records that name them.
+const DEFINITIONS_TREE: &str = "definitions";
 const CURSORS_TREE: &str = "schedule_cursors";
 const BACKFILLS_TREE: &str = "backfills";
 const SCHEMA_KEY: &str = "schema_version";
+/// sled's page cache: the engine keeps what it needs in memory, so a small cache is enough.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -69,8 +89,14 @@ pub struct Store {
     dir: PathBuf,
     db: sled::Db,
     runs: sled::Tree,
+    history: sled::Tree,
+    index: sled::Tree,
+    definitions: sled::Tree,
     cursors: sled::Tree,
     backfills: sled::Tree,
+    /// Shared with the history readers, so a definition is decoded once per process.
+    defs: Arc<Mutex<Definitions>>,
+    reader: HistoryReader,
     /// Written since the last flush.
     dirty: std::sync::atomic::AtomicBool,
 }
@@ -93,12 +119,20 @@ impl Store {
         let runs = open_tree(RUNS_TREE)?;
         let cursors = open_tree(CURSORS_TREE)?;
         let backfills = open_tree(BACKFILLS_TREE)?;
+        let history = open_tree(HISTORY_TREE)?;
+        let definitions = open_tree(DEFINITIONS_TREE)?;
+        let defs: Arc<Mutex<Definitions>> = Arc::default();
         let store = Self {
             dir: dir.to_path_buf(),
-            db,
             runs,
+            reader: HistoryReader::new(history.clone(), definitions.clone(), defs.clone()),
+            history,
+            index: open_tree(INDEX_TREE)?,
+            definitions,
+            db,
             cursors,
             backfills,
+            defs,
             dirty: std::sync::atomic::AtomicBool::new(false),
         };
         let marker = dir.join(MARKER_FILE);
@@ -109,12 +143,19 @@ impl Store {
                     .ok()
                     .and_then(|s| s.parse::<u32>().ok())
                     .unwrap_or(0);
-                if found != SCHEMA_VERSION {
+                if !(OLDEST_READABLE_SCHEMA..=SCHEMA_VERSION).contains(&found) {
                     return Err(StoreError::SchemaVersion {
                         dir: dir.to_path_buf(),
                         found,
                         expected: SCHEMA_VERSION,
                     });
+                }
+                if found < SCHEMA_VERSION {
+                    // Records of the older schema are read as they are and rewritten when they
+                    // change; the version says this build has written here.
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
+                        .map_err(|e| store.write_error(e))?;
+                    store.db.flush().map_err(|e| store.write_error(e))?;
                 }
             }
             None if had_marker => {
@@ -139,14 +180,39 @@ impl Store {
         &self.dir
     }
 
-    /// Reads everything into memory.
+    /// Reads what the daemon keeps in memory: the runs not archived in full, one small entry per
+    /// archived run, cursors and backfills. Archived records stay on disk.
     pub fn load(&self) -> Result<State, StoreError> {
         let mut state = State::default();
+        self.load_definitions()?;
         for entry in self.runs.iter() {
             let (key, value) = entry.map_err(|e| self.write_error(e))?;
-            let run: PipelineRun = serde_json::from_slice(&value)
-                .map_err(|e| self.corrupt(RUNS_TREE, &key, e.to_string()))?;
+            let run = self.decode_run(RUNS_TREE, &key, &value)?;
             state.runs.insert(run.id.clone(), run);
+        }
+        for entry in self.index.iter() {
+            let (key, value) = entry.map_err(|e| self.write_error(e))?;
+            let archived: IndexEntry = serde_json::from_slice(&value)
+                .map_err(|e| self.corrupt(INDEX_TREE, &key, e.to_string()))?;
+            let id = PipelineRunId(String::from_utf8_lossy(&key).into_owned());
+            if state.runs.contains_key(&id) {
+                // Retried after it was archived: the record in memory is the current one.
+                continue;
+            }
+            if archived.state == crate::engine::state::PipelineRunState::Succeeded {
+                let last = state
+                    .archived_last_success
+                    .entry(archived.pipeline)
+                    .or_insert(archived.finished_at);
+                *last = (*last).max(archived.finished_at);
+            }
+            state.archived.insert(
+                id,
+                ArchivedRun {
+                    state: archived.state,
+                    finished_at: archived.finished_at,
+                },
+            );
         }
         for entry in self.cursors.iter() {
             let (key, value) = entry.map_err(|e| self.write_error(e))?;
@@ -164,6 +230,48 @@ impl Store {
         Ok(state)
     }
 
+    /// Like `load`, with every archived run read back in full into `runs` (for tests and tools:
+    /// slow with a long history).
+    pub fn load_everything(&self) -> Result<State, StoreError> {
+        let mut state = self.load()?;
+        for entry in self.history.iter() {
+            let (key, value) = entry.map_err(|e| self.write_error(e))?;
+            let run = self.decode_run(HISTORY_TREE, &key, &value)?;
+            state.archived.remove(&run.id);
+            state.runs.entry(run.id.clone()).or_insert(run);
+        }
+        state.archived_last_success.clear();
+        Ok(state)
+    }
+
+    /// A reader of archived runs, for other tasks (it never writes; it reads nothing once the
+    /// store is dropped).
+    pub fn history_reader(&self) -> HistoryReader {
+        self.reader.clone()
+    }
+
+    fn load_definitions(&self) -> Result<(), StoreError> {
+        let mut defs = self.defs.lock().unwrap_or_else(|e| e.into_inner());
+        for entry in self.definitions.iter() {
+            let (key, value) = entry.map_err(|e| self.write_error(e))?;
+            let definition: Pipeline = serde_json::from_slice(&value)
+                .map_err(|e| self.corrupt(DEFINITIONS_TREE, &key, e.to_string()))?;
+            defs.insert_stored(String::from_utf8_lossy(&key).into_owned(), definition);
+        }
+        Ok(())
+    }
+
+    fn decode_run(
+        &self,
+        tree: &str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<crate::engine::state::PipelineRun, StoreError> {
+        let mut defs = self.defs.lock().unwrap_or_else(|e| e.into_inner());
+        defs.decode(value, &|_| None)
+            .map_err(|message| self.corrupt(tree, key, message))
+    }
+
     /// Applies the writes and flushes: when this returns Ok, they survive a power cut.
     pub fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         self.write(writes)?;
@@ -177,12 +285,33 @@ impl Store {
             return Ok(());
         }
         let mut runs = sled::Batch::default();
+        let mut history = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        let mut definitions = sled::Batch::default();
         let mut cursors = sled::Batch::default();
         let mut backfills = sled::Batch::default();
+        let mut defs = self.defs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut encode_run = |run: &crate::engine::state::PipelineRun| {
+            let encoded = defs.encode(run).map_err(|e| self.encode_error(e))?;
+            if let Some((digest, bytes)) = encoded.new_definition {
+                definitions.insert(digest.as_bytes(), bytes);
+            }
+            Ok::<_, StoreError>(encoded.record)
+        };
         for write in writes {
             match write {
-                Write::Run(run) => runs.insert(run.id.0.as_bytes(), self.encode(run.as_ref())?),
-                Write::DeleteRun(PipelineRunId(id)) => runs.remove(id.as_bytes()),
+                Write::Run(run) => runs.insert(run.id.0.as_bytes(), encode_run(run)?),
+                Write::Archive(run) => {
+                    let key = run.id.0.as_bytes();
+                    history.insert(key, encode_run(run)?);
+                    index.insert(key, self.encode(&IndexEntry::of(run))?);
+                    runs.remove(key);
+                }
+                Write::DeleteRun(PipelineRunId(id)) => {
+                    runs.remove(id.as_bytes());
+                    history.remove(id.as_bytes());
+                    index.remove(id.as_bytes());
+                }
                 Write::Cursor(name, cursor) => {
                     cursors.insert(name.0.as_bytes(), self.encode(cursor)?)
                 }
@@ -191,15 +320,19 @@ impl Store {
                 }
             }
         }
-        self.runs
-            .apply_batch(runs)
-            .map_err(|e| self.write_error(e))?;
-        self.cursors
-            .apply_batch(cursors)
-            .map_err(|e| self.write_error(e))?;
-        self.backfills
-            .apply_batch(backfills)
-            .map_err(|e| self.write_error(e))?;
+        drop(defs);
+        // Definitions before the runs naming them, and an archived record before its removal
+        // from the runs tree: a crash in between leaves a run in both places, never in neither.
+        for (tree, batch) in [
+            (&self.definitions, definitions),
+            (&self.history, history),
+            (&self.index, index),
+            (&self.runs, runs),
+            (&self.cursors, cursors),
+            (&self.backfills, backfills),
+        ] {
+            tree.apply_batch(batch).map_err(|e| self.write_error(e))?;
+        }
         self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
@@ -230,10 +363,14 @@ impl Store {
     }
 
     fn encode<T: serde::Serialize>(&self, value: &T) -> Result<Vec<u8>, StoreError> {
-        serde_json::to_vec(value).map_err(|e| StoreError::Write {
+        serde_json::to_vec(value).map_err(|e| self.encode_error(e))
+    }
+
+    fn encode_error(&self, e: serde_json::Error) -> StoreError {
+        StoreError::Write {
             dir: self.dir.clone(),
             message: e.to_string(),
-        })
+        }
     }
 
     fn write_error(&self, e: sled::Error) -> StoreError {
@@ -252,6 +389,12 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.reader.close();
+    }
+}
+
 /// How long `open` waits for a store dropped in this process to let go of its lock: sled releases
 /// it from its own threads, a little after the drop.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -260,6 +403,7 @@ fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
     let config = sled::Config::new()
         .path(dir)
         .mode(sled::Mode::HighThroughput)
+        .cache_capacity(CACHE_BYTES)
         // No background flusher: baton flushes when it must.
         .flush_every_ms(None);
     let started = std::time::Instant::now();

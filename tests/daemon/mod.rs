@@ -142,19 +142,27 @@ impl Harness {
         self.run_until(until, step).await;
     }
 
+    /// Every pipeline run, in memory or archived.
     pub async fn pipeline_runs(&self) -> Vec<PipelineRun> {
-        self.daemon
+        let mut runs: Vec<PipelineRun> = self
+            .daemon
             .inspect(|engine, _| engine.state().runs.values().cloned().collect())
             .await
-            .unwrap()
+            .unwrap();
+        let history = self.daemon.history().all();
+        let in_memory: std::collections::BTreeSet<_> = runs.iter().map(|r| r.id.clone()).collect();
+        runs.extend(history.into_iter().filter(|r| !in_memory.contains(&r.id)));
+        runs
     }
 
     pub async fn pipeline_run(&self, id: &str) -> PipelineRun {
         let id = PipelineRunId(id.to_string());
+        let key = id.clone();
         self.daemon
-            .inspect(move |engine, _| engine.state().runs.get(&id).cloned())
+            .inspect(move |engine, _| engine.state().runs.get(&key).cloned())
             .await
             .unwrap()
+            .or_else(|| self.daemon.history().get(&id))
             .unwrap_or_else(|| panic!("no pipeline run"))
     }
 

@@ -321,7 +321,7 @@ impl Workspace {
     /// The daemon's state, read from its sled directory (only while no daemon runs).
     pub fn load_state(&self) -> baton::engine::state::State {
         let store = baton::store::Store::open(&self.state_dir).unwrap();
-        store.load().unwrap()
+        store.load_everything().unwrap()
     }
 }
 

@@ -137,6 +137,10 @@ pub(super) fn gauges(engine: &Engine) -> Gauges {
             .entry((r.pipeline().0.clone(), state.into()))
             .or_default() += 1;
     }
+    for (pipeline, at) in &engine.state().archived_last_success {
+        let entry = g.last_success.entry(pipeline.0.clone()).or_insert(*at);
+        *entry = (*entry).max(*at);
+    }
     g.attempts_in_flight = engine.in_flight_attempts() as i64;
     g
 }

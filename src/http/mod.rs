@@ -1,6 +1,7 @@
 //! The control API (axum 0.8): JSON under `/api/v1` (pipelines, pipeline runs, backfills, `why`,
-//! and the operator's actions), `/healthz` and `/readyz`. It never touches the store: reads run
-//! inside the scheduler loop through `DaemonHandle::inspect`, actions go in as operator events.
+//! and the operator's actions), `/healthz` and `/readyz`. It never writes the store: reads run
+//! inside the scheduler loop through `DaemonHandle::inspect` (archived runs through the handle's
+//! read-only history reader), actions go in as operator events.
 //! Like the emulator, `serve` takes its listener and its shutdown token, so tests bind port 0.
 //!
 //! Routes (every `/api/v1` route needs `Authorization: Bearer <token>` when a token is configured;

@@ -611,19 +611,23 @@ fn failure_details_are_fetched_again_while_run_results_are_not_uploaded_and_afte
         fetch(&h.advance(3600)).is_empty(),
         "gives up after {MAX_FETCHES}"
     );
+    // An hour later the run is archived, with its details.
     let writes = h.engine.take_writes();
     let stored = writes
         .iter()
         .find_map(|w| match w {
-            super::state::Write::Run(r) => Some(r.steps[&StepName("s".into())].attempts[0].clone()),
+            super::state::Write::Archive(r) => Some(r.as_ref().clone()),
             _ => None,
         })
         .expect("the details are persisted");
-    assert_eq!(stored.details, Some(missing));
+    assert_eq!(
+        stored.steps[&StepName("s".into())].attempts[0].details,
+        Some(missing)
+    );
 
     // A restart asks for the details an error attempt does not have yet.
     let mut state = State::default();
-    let mut run = h.engine.state().runs.values().next().unwrap().clone();
+    let mut run = stored;
     run.steps.get_mut(&StepName("s".into())).unwrap().attempts[0].details = None;
     state.runs.insert(run.id.clone(), run);
     let h2 = Harness::with_state(

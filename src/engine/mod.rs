@@ -9,6 +9,7 @@ pub mod event;
 mod operator;
 mod schedule;
 pub mod state;
+mod ticks;
 mod watch;
 pub mod why;
 
@@ -90,8 +91,8 @@ pub struct Engine {
     by_dbt_run: HashMap<RunId, AttemptRef>,
     in_flight: InFlight,
     next_poll_at: Option<DateTime<Utc>>,
-    /// Each scheduled pipeline's next tick, so a plan does not search cron for every pipeline.
-    next_tick: HashMap<PipelineName, DateTime<Utc>>,
+    /// Each scheduled pipeline's next tick, so a plan does not look at every pipeline.
+    ticks: ticks::TickCache,
     /// When a cancel that failed may be sent again.
     cancel_retry: HashMap<AttemptRef, DateTime<Utc>>,
     last_prune: Option<DateTime<Utc>>,
@@ -131,7 +132,7 @@ impl Engine {
             by_dbt_run: HashMap::new(),
             in_flight: InFlight::default(),
             next_poll_at: None,
-            next_tick: HashMap::new(),
+            ticks: ticks::TickCache::default(),
             cancel_retry: HashMap::new(),
             last_prune: None,
             last_archive: None,
@@ -209,7 +210,7 @@ impl Engine {
             );
         }
         self.pipelines = loaded;
-        self.next_tick.clear();
+        self.ticks.reset(self.pipelines.keys().cloned());
         Ok(())
     }
 

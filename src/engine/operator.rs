@@ -57,7 +57,7 @@ impl Engine {
             }
             OperatorRequest::Resume { pipeline } => {
                 // Ticks that passed while paused were declined on purpose, not missed.
-                self.next_tick.remove(&pipeline);
+                self.ticks.forget(&pipeline);
                 let cursor = self.cursor_mut(&pipeline);
                 cursor.paused = false;
                 cursor.last_tick = Some(now);

@@ -13,17 +13,9 @@ use std::sync::Arc;
 
 impl Engine {
     pub(super) fn plan_schedules(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
-        // Only pipelines whose next tick is due (or not yet known) need work; for the rest the
-        // cached tick gives the wake-up time. A plan runs on every event, so this stays cheap
-        // with thousands of pipelines.
-        let mut due = Vec::new();
-        for name in self.pipelines.keys() {
-            match self.next_tick.get(name) {
-                Some(&next) if next > now => plan.wake_at = earliest(plan.wake_at, next),
-                _ => due.push(name.clone()),
-            }
-        }
-        for name in due {
+        // Only pipelines whose next tick is due (or not yet known) need work; a pipeline that is
+        // paused, suspended or unscheduled leaves the cache until a resume or reload.
+        for name in self.ticks.take_due(now) {
             let Some(loaded) = self.pipelines.get(&name) else {
                 continue;
             };
@@ -35,7 +27,6 @@ impl Engine {
             }
             let cursor = self.state.cursors.entry(name.clone()).or_default();
             if cursor.paused {
-                self.next_tick.remove(&name);
                 continue;
             }
             let Some(last_tick) = cursor.last_tick else {
@@ -43,8 +34,7 @@ impl Engine {
                 cursor.last_tick = Some(now);
                 self.dirty_cursors.insert(name.clone());
                 if let Some(next) = schedule.next_after(now) {
-                    plan.wake_at = earliest(plan.wake_at, next);
-                    self.next_tick.insert(name.clone(), next);
+                    self.ticks.set(&name, next);
                 }
                 continue;
             };
@@ -104,9 +94,11 @@ impl Engine {
                 .unwrap_or(now)
                 .max(now);
             if let Some(next) = schedule.next_after(after) {
-                plan.wake_at = earliest(plan.wake_at, next);
-                self.next_tick.insert(name.clone(), next);
+                self.ticks.set(&name, next);
             }
+        }
+        if let Some(next) = self.ticks.earliest() {
+            plan.wake_at = earliest(plan.wake_at, next);
         }
     }
 

@@ -253,7 +253,7 @@ impl Engine {
         if let Some(details) = details {
             if let Some(attempt) = self.attempt_mut(&at) {
                 attempt.details = Some(details);
-                self.dirty_runs.insert(at.run.clone());
+                self.mark_changed(at.run.clone());
             }
         }
     }

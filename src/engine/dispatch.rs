@@ -13,11 +13,20 @@ use chrono::{DateTime, Utc};
 
 impl Engine {
     /// Starts ready steps of running pipeline runs; returns whether any pipeline run ended.
-    pub(super) fn plan_dispatch(&mut self, now: DateTime<Utc>, plan: &mut Plan) -> bool {
+    /// `full`: every active run; otherwise only the runs changed since the last pass.
+    pub(super) fn plan_dispatch(
+        &mut self,
+        now: DateTime<Utc>,
+        plan: &mut Plan,
+        full: bool,
+    ) -> bool {
         let mut ended = false;
+        let candidates = if full { &self.active } else { &self.touched };
+        if candidates.is_empty() {
+            return false;
+        }
         let mut in_flight = self.in_flight_attempts();
-        let mut running: Vec<(DateTime<Utc>, PipelineRunId)> = self
-            .active
+        let mut running: Vec<(DateTime<Utc>, PipelineRunId)> = candidates
             .iter()
             .filter_map(|id| self.state.runs.get(id))
             .filter(|r| r.state == PipelineRunState::Running)
@@ -65,17 +74,27 @@ impl Engine {
                                 now,
                                 "an upstream step failed",
                             );
-                        } else if upstream.iter().all(|s| *s == StepState::Succeeded)
-                            && in_flight < self.config.max_in_flight
-                        {
-                            self.start_attempt(&id, &step.name, AttemptKind::Trigger, now, plan);
-                            in_flight += 1;
+                        } else if upstream.iter().all(|s| *s == StepState::Succeeded) {
+                            if in_flight < self.config.max_in_flight {
+                                self.start_attempt(
+                                    &id,
+                                    &step.name,
+                                    AttemptKind::Trigger,
+                                    now,
+                                    plan,
+                                );
+                                in_flight += 1;
+                            } else {
+                                self.blocked_by_cap = true;
+                            }
                         }
                     }
                     StepState::WaitingRetry { until } => {
                         if until > now {
                             plan.wake_at = earliest(plan.wake_at, until);
-                        } else if in_flight < self.config.max_in_flight {
+                        } else if in_flight >= self.config.max_in_flight {
+                            self.blocked_by_cap = true;
+                        } else {
                             let previous = state.current();
                             let kind = match previous {
                                 Some(p)
@@ -186,7 +205,7 @@ impl Engine {
         };
         step_run.attempts.push(attempt);
         step_run.state = StepState::Running;
-        self.dirty_runs.insert(id.clone());
+        self.mark_changed(id.clone());
         let at = AttemptRef {
             run: id.clone(),
             step: step_name.clone(),
@@ -248,7 +267,7 @@ impl Engine {
         if let Some(id) = attempt.run_id {
             self.by_dbt_run.remove(&id);
         }
-        self.dirty_runs.insert(at.run.clone());
+        self.mark_changed(at.run.clone());
         if explain {
             self.want_details(at, now);
         }
@@ -322,7 +341,7 @@ impl Engine {
         }
         step_run.state = state;
         let number = step_run.attempts.len() as u32;
-        self.dirty_runs.insert(id.clone());
+        self.mark_changed(id.clone());
         let kind = match state {
             StepState::Succeeded => TransitionKind::StepSucceeded,
             StepState::UpstreamFailed => TransitionKind::StepUpstreamFailed,
@@ -364,7 +383,7 @@ impl Engine {
             .map(|(n, s)| format!("{n} {}", s.state.name()))
             .collect();
         self.active.remove(id);
-        self.dirty_runs.insert(id.clone());
+        self.mark_changed(id.clone());
         let kind = match state {
             PipelineRunState::Succeeded => TransitionKind::PipelineRunSucceeded,
             PipelineRunState::Cancelled => TransitionKind::PipelineRunCancelled,
@@ -414,7 +433,7 @@ impl Engine {
                 _ => {}
             }
         }
-        self.dirty_runs.insert(id.clone());
+        self.mark_changed(id.clone());
         if let Some(run) = self.state.runs.get(id).cloned() {
             self.note(
                 now,

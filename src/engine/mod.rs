@@ -100,6 +100,15 @@ pub struct Engine {
     /// Failure details to fetch (not persisted: a restart asks again for those still missing).
     details_due: BTreeMap<AttemptRef, details::DetailsDue>,
     dirty_runs: BTreeSet<PipelineRunId>,
+    /// Runs changed since their last dispatch and attempt pass: a plan looks only at these,
+    /// unless a full pass is due (see `full_pass_due`).
+    touched: BTreeSet<PipelineRunId>,
+    /// The earliest time-based reason (a retry's time, a timeout, a re-send, a cancel retry) seen
+    /// by the passes: a full pass runs when it comes.
+    passes_wake_at: Option<DateTime<Utc>>,
+    last_full_pass: Option<DateTime<Utc>>,
+    /// A ready step waited for room under `max_in_flight`: a full pass runs when room frees.
+    blocked_by_cap: bool,
     dirty_cursors: BTreeSet<PipelineName>,
     dirty_backfills: BTreeSet<backfill::BackfillId>,
     deleted_runs: Vec<PipelineRunId>,
@@ -138,6 +147,10 @@ impl Engine {
             last_archive: None,
             details_due: BTreeMap::new(),
             dirty_runs: BTreeSet::new(),
+            touched: BTreeSet::new(),
+            passes_wake_at: None,
+            last_full_pass: None,
+            blocked_by_cap: false,
             dirty_cursors: BTreeSet::new(),
             dirty_backfills: BTreeSet::new(),
             deleted_runs: Vec::new(),
@@ -175,7 +188,7 @@ impl Engine {
             if let Some(attempt) = engine.attempt_mut(&at) {
                 attempt.reconcile_at = Some(now);
             }
-            engine.dirty_runs.insert(at.run);
+            engine.mark_changed(at.run);
         }
         engine.details_missing_after_restart(now);
         Ok(engine)
@@ -254,6 +267,20 @@ impl Engine {
 
     /// Records what happened.
     pub fn apply(&mut self, event: Event, now: DateTime<Utc>) {
+        // An answer about an attempt may free it for its next step (a cancel to send again, a
+        // reconcile to retry) without changing the record.
+        let answered = match &event {
+            Event::Triggered { attempt, .. }
+            | Event::Reconciled { attempt, .. }
+            | Event::ReconcileFailed { attempt, .. }
+            | Event::CancelAcknowledged { attempt, .. }
+            | Event::CancelFailed { attempt, .. }
+            | Event::FailureDetails { attempt, .. } => Some(attempt.run.clone()),
+            _ => None,
+        };
+        if let Some(run) = answered {
+            self.touched.insert(run);
+        }
         match event {
             Event::Tick => {}
             Event::Triggered { attempt, result } => self.on_triggered(attempt, result, now),
@@ -278,7 +305,7 @@ impl Engine {
                         cancel.acknowledged = true;
                     }
                 }
-                self.dirty_runs.insert(attempt.run.clone());
+                self.mark_changed(attempt.run.clone());
                 self.on_run_seen(&run, now);
             }
             Event::CancelFailed { attempt, message } => {
@@ -300,20 +327,56 @@ impl Engine {
         let mut plan = Plan::default();
         self.plan_schedules(now, &mut plan);
         self.plan_rolling(now, &mut plan);
+        let full = self.full_pass_due(now);
+        let wake_before_passes = plan.wake_at.take();
         // A run that ends during dispatch may free its pipeline (or its backfill) for another.
         for _ in 0..8 {
             self.plan_backfills(now);
             self.plan_queued_runs(now);
-            if !self.plan_dispatch(now, &mut plan) {
+            if !self.plan_dispatch(now, &mut plan, full) {
                 break;
             }
         }
-        self.plan_attempts(now, &mut plan);
+        let dispatched = std::mem::take(&mut self.touched);
+        self.plan_attempts(now, &mut plan, full, &dispatched);
+        self.passes_wake_at = if full {
+            plan.wake_at
+        } else {
+            sooner(self.passes_wake_at, plan.wake_at)
+        };
+        plan.wake_at = sooner(wake_before_passes, self.passes_wake_at);
+        if !self.touched.is_empty() {
+            // The attempt pass changed runs the dispatch pass has not seen yet.
+            plan.wake_at = Some(now);
+        }
         self.plan_poll(now, &mut plan);
         self.plan_details(now, &mut plan);
         self.prune(now);
         self.archive(now);
         plan
+    }
+
+    /// Records that a run changed: it is written at the next `take_writes` and looked at by the
+    /// next dispatch and attempt passes.
+    fn mark_changed(&mut self, id: PipelineRunId) {
+        self.touched.insert(id.clone());
+        self.dirty_runs.insert(id);
+    }
+
+    /// Whether the dispatch and attempt passes must look at every active run rather than only the
+    /// runs changed since: at start-up, when a time-based reason comes due, when room frees under
+    /// `max_in_flight`, and once a minute as a safety net.
+    fn full_pass_due(&mut self, now: DateTime<Utc>) -> bool {
+        let due = self
+            .last_full_pass
+            .is_none_or(|t| now - t >= chrono::Duration::minutes(1))
+            || self.passes_wake_at.is_some_and(|t| t <= now)
+            || (self.blocked_by_cap && self.in_flight_attempts() < self.config.max_in_flight);
+        if due {
+            self.last_full_pass = Some(now);
+            self.blocked_by_cap = false;
+        }
+        due
     }
 
     /// The changes to make durable, in order, since the last call.
@@ -514,6 +577,7 @@ impl Engine {
     /// Takes an archived run back into memory.
     pub fn recall(&mut self, run: PipelineRun) {
         if self.state.archived.remove(&run.id).is_some() {
+            self.touched.insert(run.id.clone());
             self.state.runs.insert(run.id.clone(), run);
         }
     }
@@ -525,4 +589,12 @@ fn to_chrono(d: Duration) -> chrono::Duration {
 
 fn earliest(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> Option<DateTime<Utc>> {
     Some(a.map_or(b, |a| a.min(b)))
+}
+
+/// The sooner of two optional times (`Option`'s own `min` would take `None` as the sooner).
+fn sooner(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }

@@ -50,7 +50,7 @@ impl Engine {
                 run.finished_at = None;
                 run.cancel_reason = None;
                 self.active.insert(id.clone());
-                self.dirty_runs.insert(id);
+                self.mark_changed(id);
             }
             OperatorRequest::Pause { pipeline } => {
                 self.cursor_mut(&pipeline).paused = true;

@@ -198,7 +198,7 @@ impl Engine {
         );
         self.state.runs.insert(id.clone(), run);
         self.active.insert(id.clone());
-        self.dirty_runs.insert(id.clone());
+        self.mark_changed(id.clone());
         Some(id)
     }
 
@@ -250,7 +250,7 @@ impl Engine {
                 run.state = PipelineRunState::Running;
                 run.started_at = Some(now);
             }
-            self.dirty_runs.insert(id.clone());
+            self.mark_changed(id.clone());
             if let Some(run) = self.state.runs.get(&id).cloned() {
                 self.note(now, &run, TransitionKind::PipelineRunStarted, String::new());
             }

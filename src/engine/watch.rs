@@ -3,11 +3,13 @@
 
 use super::event::{Action, Plan, TransitionKind, TriggerResult};
 use super::state::{
-    AttemptOutcome, AttemptPhase, AttemptRef, CancelReason, CancelRequest, StatusChange,
+    AttemptOutcome, AttemptPhase, AttemptRef, CancelReason, CancelRequest, PipelineRunId,
+    StatusChange,
 };
 use super::{earliest, to_chrono, Engine};
 use crate::dbt_cloud::wire::{Run, RunStatus};
 use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
 
 impl Engine {
     pub(super) fn on_triggered(
@@ -35,14 +37,14 @@ impl Engine {
                     a.resend_at = Some(now + wait);
                     a.message = Some(message);
                 }
-                self.dirty_runs.insert(at.run.clone());
+                self.mark_changed(at.run.clone());
             }
             TriggerResult::Ambiguous { message } => {
                 if let Some(a) = self.attempt_mut(&at) {
                     a.reconcile_at = Some(now + reconcile_delay);
                     a.message = Some(message.clone());
                 }
-                self.dirty_runs.insert(at.run.clone());
+                self.mark_changed(at.run.clone());
                 self.note_attempt(
                     now,
                     &at,
@@ -78,7 +80,7 @@ impl Engine {
                 if let Some(a) = self.attempt_mut(&at) {
                     a.resend_at = Some(now);
                 }
-                self.dirty_runs.insert(at.run.clone());
+                self.mark_changed(at.run.clone());
             }
         }
     }
@@ -94,7 +96,7 @@ impl Engine {
         if let Some(a) = self.attempt_mut(&at) {
             a.reconcile_at = Some(retry);
         }
-        self.dirty_runs.insert(at.run.clone());
+        self.mark_changed(at.run.clone());
         tracing::warn!(attempt = %at, error = %message, "reconciliation failed; trying again");
     }
 
@@ -114,7 +116,7 @@ impl Engine {
         a.resend_at = None;
         a.message = None;
         self.by_dbt_run.insert(run.id, at.clone());
-        self.dirty_runs.insert(at.run.clone());
+        self.mark_changed(at.run.clone());
         let next = now + to_chrono(self.config.poll_interval);
         self.next_poll_at = Some(match self.next_poll_at {
             Some(p) if p >= now => p.min(next),
@@ -173,7 +175,7 @@ impl Engine {
         let cancel = a.cancel.clone();
         let message = run.status_message.clone();
         if changed {
-            self.dirty_runs.insert(at.run.clone());
+            self.mark_changed(at.run.clone());
             let kind = if matches!(status, RunStatus::Unknown(_)) {
                 tracing::warn!(run = %run.id, code = status.code(), "dbt Cloud reported an unknown run status; treating it as not finished");
                 TransitionKind::UnknownStatus
@@ -205,9 +207,17 @@ impl Engine {
     }
 
     /// Re-sends, reconciles, enforces timeouts and sends cancels for attempts in flight.
-    pub(super) fn plan_attempts(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
+    /// `full`: every active run's attempts; otherwise only those of `changed` runs.
+    pub(super) fn plan_attempts(
+        &mut self,
+        now: DateTime<Utc>,
+        plan: &mut Plan,
+        full: bool,
+        changed: &BTreeSet<PipelineRunId>,
+    ) {
         let mut refs = Vec::new();
-        for id in &self.active {
+        let candidates = if full { &self.active } else { changed };
+        for id in candidates {
             let Some(run) = self.state.runs.get(id) else {
                 continue;
             };
@@ -285,7 +295,7 @@ impl Engine {
                         },
                     };
                     let sends = a.sends;
-                    self.dirty_runs.insert(at.run.clone());
+                    self.mark_changed(at.run.clone());
                     self.in_flight.triggers.insert(at.clone());
                     plan.actions.push(action);
                     self.note_attempt(
@@ -329,7 +339,7 @@ impl Engine {
                             requested_at: now,
                             acknowledged: false,
                         });
-                        self.dirty_runs.insert(at.run.clone());
+                        self.mark_changed(at.run.clone());
                         self.note_attempt(
                             now,
                             at,

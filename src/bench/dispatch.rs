@@ -78,8 +78,10 @@ async fn measure(options: Options, pipelines: usize, webhooks: bool) -> anyhow::
     let tick = chrono::DateTime::parse_from_rfc3339("2026-01-01T01:00:00Z")?.to_utc();
     // Real time: the daemon has four seconds to start before the tick.
     let time = TimeLine::starting_now(tick - chrono::Duration::seconds(4), 1.0);
+    // Each job runs a second (a fifth of one with `--quick`).
+    let duration = if options.quick { "200ms" } else { "1s" };
     let jobs =
-        (0..pipelines).flat_map(|p| (0..STEPS).map(move |s| (job_id(p, s), "1s".to_string())));
+        (0..pipelines).flat_map(|p| (0..STEPS).map(move |s| (job_id(p, s), duration.to_string())));
     let (port, hook, extra) = if webhooks {
         let port = free_port()?;
         std::fs::write(scratch.join("webhook-secret"), WEBHOOK_SECRET)?;

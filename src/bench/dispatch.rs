@@ -78,8 +78,13 @@ async fn measure(options: Options, pipelines: usize, webhooks: bool) -> anyhow::
     let tick = chrono::DateTime::parse_from_rfc3339("2026-01-01T01:00:00Z")?.to_utc();
     // Real time: the daemon has four seconds to start before the tick.
     let time = TimeLine::starting_now(tick - chrono::Duration::seconds(4), 1.0);
-    // Each job runs a second (a fifth of one with `--quick`).
-    let duration = if options.quick { "200ms" } else { "1s" };
+    // Durations drawn per run, so that upstreams do not all end at the same instant (a burst of
+    // simultaneous ends measures the emulator's one-at-a-time webhook queue, not the daemon).
+    let duration = if options.quick {
+        "{ min: 100ms, max: 400ms }"
+    } else {
+        "{ min: 500ms, max: 2500ms }"
+    };
     let jobs =
         (0..pipelines).flat_map(|p| (0..STEPS).map(move |s| (job_id(p, s), duration.to_string())));
     let (port, hook, extra) = if webhooks {

@@ -15,7 +15,7 @@ use super::{procfs, start_pair, Options};
 use crate::dbt_cloud::wire::RunStatus;
 use crate::engine::state::{
     AttemptKey, AttemptOutcome, AttemptPhase, PipelineRun, PipelineRunId, PipelineRunState,
-    StepRun, StepState, Write,
+    StatusChange, StepRun, StepState, Write,
 };
 use crate::ids::RunId;
 use crate::store::Store;
@@ -226,13 +226,34 @@ fn finished_copy(
         attempt.run_id = Some(RunId(*next_run_id));
         attempt.status = Some(RunStatus::Success);
         attempt.outcome = Some(AttemptOutcome::Success);
+        attempt.request.cause = format!(
+            "baton: {} {} {} attempt 1 [{}]",
+            template.pipeline().0,
+            step.name.0,
+            logical.to_rfc3339(),
+            attempt.key.0
+        );
         attempt.created_at = at;
         attempt.accepted_at = Some(at);
         attempt.resend_at = None;
         attempt.reconcile_at = None;
         attempt.cancel = None;
+        let running = at + chrono::Duration::seconds(10);
+        attempt.queued_since = Some(at);
+        attempt.running_since = Some(running);
         at += chrono::Duration::minutes(2);
         attempt.finished_at = Some(at);
+        attempt.history = vec![
+            StatusChange {
+                status: 1,
+                at: attempt.created_at,
+            },
+            StatusChange {
+                status: 3,
+                at: running,
+            },
+            StatusChange { status: 10, at },
+        ];
         run.steps.insert(
             step.name.clone(),
             StepRun {

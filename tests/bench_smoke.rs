@@ -8,7 +8,7 @@
 use std::process::Command;
 
 /// Every figure the JSON line carries, with or without `--quick`.
-const FIGURES: [&str; 33] = [
+const FIGURES: [&str; 36] = [
     "dispatch_poll_interval_ms",
     "dispatch_edges",
     "dispatch_polling_p50_ms",
@@ -29,6 +29,9 @@ const FIGURES: [&str; 33] = [
     "load_startup_cpu_seconds",
     "load_pipeline_runs_started",
     "load_pipeline_runs_finished",
+    "load_ticks_due",
+    "load_ticks_found_late",
+    "load_rss_after_startup_mib",
     "load_cpu_seconds",
     "load_cpu_share_fast_clock",
     "load_cpu_share_real_speed",

@@ -1,6 +1,7 @@
 //! baton: a scheduler daemon that chains dbt Cloud jobs. The library holds every part; `main.rs` only
 //! calls `cli::main`.
 
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

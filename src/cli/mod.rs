@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod api_client;
 pub mod backfill;
+pub mod bench;
 pub(crate) mod common;
 pub mod demo;
 pub mod graph;
@@ -74,6 +75,8 @@ pub enum Command {
     /// Say in one sentence what a pipeline or step is waiting for.
     #[command(after_help = api_client::EXIT_CODES_HELP)]
     Why(why::WhyArgs),
+    /// Measure the daemon against the emulator (separate processes) and print the figures.
+    Bench(bench::BenchArgs),
 }
 
 /// Exit code for a run that found problems (validation errors, a pipeline not found).
@@ -100,5 +103,6 @@ pub fn main() -> ExitCode {
         Command::Backfill(args) => backfill::create(&args),
         Command::Backfills(args) => backfill::inspect(&args),
         Command::Why(args) => why::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }

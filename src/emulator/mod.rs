@@ -62,6 +62,9 @@ pub struct RecordedRun {
     /// The trigger body received (for a rerun from failure, the resumed run's body).
     pub request: TriggerRequest,
     pub created_at: DateTime<Utc>,
+    /// The instant the run became terminal (10, 20 or 30), on the emulator's clock; none while
+    /// it is not.
+    pub finished_at: Option<DateTime<Utc>>,
     pub status: RunStatus,
     /// Created through `jobs/{id}/rerun/` or `runs/{id}/retry/`.
     pub via_rerun: bool,
@@ -131,6 +134,7 @@ impl Shared {
                     cause: r.request.cause.clone(),
                     request: r.request.clone(),
                     created_at: r.created_at,
+                    finished_at: r.finished_at,
                     status: r.status,
                     via_rerun: r.via_rerun,
                     resumed_from: r.resumes,

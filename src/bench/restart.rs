@@ -159,7 +159,9 @@ pub async fn run(options: Options, report: &mut Report) -> anyhow::Result<()> {
 }
 
 /// Writes finished pipeline runs (five finished attempts each) until `attempts` are stored; each
-/// pipeline's in-flight run is the template, copied to earlier hours. Returns the attempts written.
+/// pipeline's in-flight run is the template, copied to earlier hours. They are written archived,
+/// as the daemon that ran them would have left them (they ended long before `memory_window`).
+/// Returns the attempts written.
 fn seed(state_dir: &std::path::Path, attempts: usize) -> anyhow::Result<usize> {
     let store = Store::open(state_dir).context("opening the dead daemon's store")?;
     let state = store.load()?;
@@ -183,7 +185,7 @@ fn seed(state_dir: &std::path::Path, attempts: usize) -> anyhow::Result<usize> {
             }
             let run = finished_copy(template, hours_back, &mut next_run_id)
                 .context("a template run has no attempt")?;
-            batch.push(Write::Run(Box::new(run)));
+            batch.push(Write::Archive(Box::new(run)));
             written += 1;
             if batch.len() == SEED_BATCH {
                 store.write(&batch)?;

@@ -2,7 +2,8 @@
 //! structure-aware, mutated-corpus and raw-byte inputs until a time budget runs out, catching
 //! panics, shrinking each failure and keeping every distinct one for the final report.
 //!
-//! Budget: `BATON_FUZZ_SECS` (default 2 s a target, so `cargo test` stays fast). Findings are written
+//! Budget: `BATON_FUZZ_SECS` (default 2 s a target, so `cargo test` stays fast; that short form uses
+//! a fixed seed unless `BATON_FUZZ_SEED` says otherwise). Findings are written
 //! to `target/fuzz-findings/<target>/`; a fixed one goes into `fuzz/corpus/<target>/` by hand.
 
 #![allow(dead_code)] // each test crate uses a different part
@@ -259,6 +260,9 @@ pub fn mutated(
     })
 }
 
+/// A case slower than this is reported (and saved) as slow.
+const SLOW_CASE: Duration = Duration::from_secs(2);
+
 /// A fuzz target: its corpus name, the inputs it starts from and its property.
 pub struct Target<'a> {
     pub name: &'a str,
@@ -291,14 +295,7 @@ pub fn run(target: Target<'_>, structured: BoxedStrategy<Vec<u8>>) {
         4 => mutated(seeds, target.dictionary),
         1 => prop::collection::vec(any::<u8>(), 0..256),
     ];
-    let seed = std::env::var("BATON_FUZZ_SEED")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::UNIX_EPOCH
-                .elapsed()
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
+    let seed = seed();
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
@@ -311,7 +308,21 @@ pub fn run(target: Target<'_>, structured: BoxedStrategy<Vec<u8>>) {
             continue;
         };
         cases += 1;
-        let Err(failure) = guarded(target.check, &tree.current()) else {
+        let input = tree.current();
+        let case_started = Instant::now();
+        let verdict = guarded(target.check, &input);
+        let took = case_started.elapsed();
+        if took > SLOW_CASE {
+            // Not a failure (the machine may just be busy), but worth a look: saved and printed.
+            let path = save_finding(&format!("{}-slow", target.name), &input);
+            eprintln!(
+                "fuzz {}: SLOW case, {:.1} s: {}",
+                target.name,
+                took.as_secs_f64(),
+                path.display()
+            );
+        }
+        let Err(failure) = verdict else {
             continue;
         };
         let kind = failure_kind(&failure);
@@ -348,6 +359,23 @@ pub fn run(target: Target<'_>, structured: BoxedStrategy<Vec<u8>>) {
             listing.join("\n")
         );
     }
+}
+
+/// `BATON_FUZZ_SEED`; else a fixed seed for the short form in `cargo test` (so CI explores the
+/// same inputs each run and a failure there reproduces), a fresh one for a long run.
+fn seed() -> u64 {
+    if let Some(seed) = std::env::var("BATON_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return seed;
+    }
+    if std::env::var_os("BATON_FUZZ_SECS").is_none() {
+        return 20_261_128;
+    }
+    std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// proptest's shrink loop, keeping only simplifications that fail the same way; bounded in steps.

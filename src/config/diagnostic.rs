@@ -118,6 +118,26 @@ impl fmt::Display for Diagnostics {
     }
 }
 
+/// Line `index` (0-based) of `text` as the YAML scanner counts lines, which spans come from:
+/// `\r\n`, `\n` and a lone `\r` each end one (`str::lines` keeps a lone `\r` inside a line, which
+/// showed the wrong excerpt). `None` past the last line, like `lines()`.
+fn yaml_line(text: &str, index: usize) -> Option<&str> {
+    let mut rest = text;
+    for _ in 0..index {
+        let end = rest.find(['\n', '\r'])?;
+        let width = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + width..];
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    Some(&rest[..rest.find(['\n', '\r']).unwrap_or(rest.len())])
+}
+
 /// Collects the problems of one file and fills in their excerpts from its text.
 #[derive(Debug)]
 pub struct FileReport<'a> {
@@ -139,7 +159,7 @@ impl<'a> FileReport<'a> {
         let excerpt = span
             .line
             .checked_sub(1)
-            .and_then(|i| self.text.lines().nth(i))
+            .and_then(|i| yaml_line(self.text, i))
             .map(|l| l.trim_end().to_string());
         self.diagnostics.push(Diagnostic {
             file: self.file.clone(),

@@ -257,7 +257,8 @@ pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opt
     }
     if let Ok(seconds) = value.parse::<f64>() {
         if seconds.is_finite() && seconds >= 0.0 {
-            return Some(Duration::from_secs_f64(seconds));
+            // Finite and not negative, so only "too big for a Duration" fails: wait the longest.
+            return Some(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX));
         }
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;

@@ -10,7 +10,7 @@
 //!   matches: wall times inside a gap do not exist, and both halves of a repeated hour fire.
 
 use super::pipeline::ScheduleSpec;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
@@ -116,7 +116,7 @@ impl Schedule {
     /// The first tick strictly after `after`; `None` when the expression has no further tick
     /// within croner's search horizon.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = after.with_timezone(&self.timezone);
+        let local = self.local(after)?;
         self.cron
             .find_next_occurrence(&local, false)
             .ok()
@@ -130,7 +130,7 @@ impl Schedule {
     /// candidate it finds is refined by walking forward: the result is always a tick that
     /// `next_after` produces.
     pub fn previous_before(&self, before: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = before.with_timezone(&self.timezone);
+        let local = self.local(before)?;
         let candidate = self
             .cron
             .find_previous_occurrence(&local, false)
@@ -147,6 +147,18 @@ impl Schedule {
             candidate - Duration::hours(PREVIOUS_SAFETY_MARGIN_HOURS),
             before,
         )
+    }
+
+    /// `at` in the schedule's zone, or `None` within a day of chrono's limits, where the local
+    /// wall time does not exist (croner reads it and would panic); croner finds no tick past
+    /// local year 5000 anyway.
+    fn local(&self, at: DateTime<Utc>) -> Option<DateTime<Tz>> {
+        let offset = self
+            .timezone
+            .offset_from_utc_datetime(&at.naive_utc())
+            .fix();
+        at.naive_utc().checked_add_offset(offset)?;
+        Some(at.with_timezone(&self.timezone))
     }
 
     /// The last forward tick in `(from, before)`.

@@ -2,15 +2,16 @@
 //! time line, for a configurable period with every emulator fault on at once (added latency,
 //! 500/502/503 with HTML bodies, 429 bursts with and without `Retry-After`, triggers that take
 //! effect and answer 502, connections dropped after the request took effect) while the daemon is
-//! SIGKILLed at random moments and now and then stopped cleanly. Five pipelines tick every scenario
-//! minute for the whole period: a fan-in DAG, a chain, a flaky job with retries, a flaky job retried
+//! SIGKILLed at random moments and now and then stopped cleanly. Five pipelines tick every two
+//! scenario minutes for the whole period: a fan-in DAG, a chain, a flaky job with retries, a flaky job retried
 //! through rerun-from-failure, and a slow job whose `timeout` forces a confirmed cancel. Then the
 //! schedules are paused where they stand, the daemon runs to quiescence and the emulator's record
 //! is checked (`support_process::check`): no duplicate trigger, no tick without its pipeline run, no
 //! lost step, every final state the one the outcomes imply. The counts are printed as one block.
 //!
-//! `BATON_SOAK_SECS` (real seconds of faults and kills, default 55) and `BATON_SOAK_SEED` (default:
-//! drawn and printed) tune it. Long form:
+//! `BATON_SOAK_SECS` (real seconds of faults and kills, default 60) and `BATON_SOAK_SEED` (default:
+//! drawn and printed) tune it; `BATON_SOAK_FAULTS` replaces the scenario's `faults` (flow YAML).
+//! Long form:
 //! `BATON_SOAK_SECS=1800 cargo test --release --test soak -- --nocapture`.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
@@ -23,7 +24,7 @@ use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use support_process::check::{check, error_lines, keep_files, minute_ticks, tail, Checked};
+use support_process::check::{check, error_lines, keep_files, tail, ticks, Checked};
 use support_process::{t, EmulatorProcess, RequestCount, TimeLine, Workspace};
 
 /// Scenario seconds per real second: one cron minute per real second.
@@ -37,7 +38,7 @@ const FAULTS: &str = "{ latency_ms: 20, server_error_rate: 0.04, rate_limit_rate
                       rate_limit_burst: 4, retry_after_seconds: 20, retry_after_missing_rate: 0.1, \
                       trigger_502_rate: 0.15, drop_connection_rate: 0.03 }";
 
-fn scenario(seed: u64) -> String {
+fn scenario(seed: u64, faults: &str) -> String {
     format!(
         r#"
 account_id: 70403103922125
@@ -56,12 +57,16 @@ jobs:
   - {{ id: 41, name: rerun_me, outcome: flaky, failure_probability: 0.4, execute_steps: ["dbt seed", "dbt run", "dbt test"], duration: {{ min: 1s, max: 4s }} }}
   - {{ id: 51, name: slow, duration: {{ min: 5s, max: 40s }} }}
   - {{ id: 52, name: after_slow, duration: {{ min: 1s, max: 3s }} }}
-faults: {FAULTS}
+faults: {faults}
 "#
     )
 }
 
-const HEAD: &str = r#"schedule: { cron: "* * * * *", timezone: UTC, catchup: all }
+/// Every two scenario minutes: with `concurrency: queue` a pipeline's runs go one at a time, and a
+/// run slowed by retries, reconciliations and cooldowns can take longer than one minute, so ticks
+/// every minute would pile up a backlog that grows with the period.
+const TICK_EVERY_MINUTES: i64 = 2;
+const HEAD: &str = r#"schedule: { cron: "*/2 * * * *", timezone: UTC, catchup: all }
 concurrency: queue
 "#;
 
@@ -117,6 +122,9 @@ struct Report {
     simulated: chrono::Duration,
     kills: u32,
     clean_restarts: u32,
+    /// Pipeline runs still open when the period ended, and how long they took to finish.
+    open_at_end: usize,
+    drain: Duration,
     adopted: usize,
     succeeded: usize,
     failed: usize,
@@ -149,7 +157,8 @@ impl Report {
         eprintln!(
             "fault soak (seed {seed}, rerun with BATON_SOAK_SEED={seed})\n\
              \x20 period: real {real:.0?}, simulated {sim} (speed {SPEED})\n\
-             \x20 daemon: SIGKILLs {kills}, clean restarts {clean}\n\
+             \x20 daemon: SIGKILLs {kills}, clean restarts {clean}; {open} pipeline runs open at the \
+             end, finished in {drain:.0?} real\n\
              \x20 pipeline runs: {runs} ({ok} succeeded, {failed} failed); attempts {attempts} \
              (rerun-from-failure {reruns}, timed out and cancelled {timed_out})\n\
              \x20 dbt Cloud runs (triggers): {dbt}; triggers adopted by key: {adopted}\n\
@@ -165,6 +174,8 @@ impl Report {
             )),
             kills = self.kills,
             clean = self.clean_restarts,
+            open = self.open_at_end,
+            drain = self.drain,
             runs = c.pipeline_runs,
             ok = self.succeeded,
             failed = self.failed,
@@ -227,13 +238,15 @@ fn stop_cleanly(daemon: support_process::DaemonProcess, workspace: &Workspace) {
 #[test]
 fn every_fault_at_once_with_restarts_loses_and_repeats_nothing() {
     let seed = env_number("BATON_SOAK_SEED").unwrap_or_else(|| rand::thread_rng().gen());
-    let period = Duration::from_secs(env_number("BATON_SOAK_SECS").unwrap_or(55));
+    let period = Duration::from_secs(env_number("BATON_SOAK_SECS").unwrap_or(60));
     eprintln!("fault soak: seed {seed} (rerun with BATON_SOAK_SEED={seed}), period {period:?}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let scenario_path = scratch.path().join("soak.scenario.yaml");
-    std::fs::write(&scenario_path, scenario(seed)).unwrap();
+    let faults = std::env::var("BATON_SOAK_FAULTS").unwrap_or_else(|_| FAULTS.to_string());
+    eprintln!("fault soak: faults {faults}");
+    std::fs::write(&scenario_path, scenario(seed, &faults)).unwrap();
     let window = t(WINDOW_START);
     let time = TimeLine::starting_now(window - chrono::Duration::seconds(10), SPEED);
     let emulator = EmulatorProcess::start(&scenario_path, &time, &scratch.path().join("emu.log"));
@@ -279,16 +292,27 @@ fn every_fault_at_once_with_restarts_loses_and_repeats_nothing() {
             .and_then(|c| c.last_tick)
             .unwrap();
         assert!(
-            cursor >= window_end - chrono::Duration::minutes(1),
+            cursor >= window_end - chrono::Duration::minutes(TICK_EVERY_MINUTES),
             "{pipeline}'s schedule stopped at {cursor}, before the period's end {window_end}"
         );
         workspace.write_cursor(pipeline, cursor, true);
-        expected.extend(minute_ticks(&[pipeline], window, cursor));
+        expected.extend(ticks(
+            &[pipeline],
+            window,
+            cursor,
+            chrono::Duration::minutes(TICK_EVERY_MINUTES),
+        ));
     }
 
     // Quiescence: faults stay on; stop cleanly now and then to read the state until every
     // pipeline run has ended. Bounded: a run that has not ended by then is reported as lost.
-    let give_up = Instant::now() + Duration::from_secs(300);
+    report.open_at_end = state
+        .runs
+        .values()
+        .filter(|r| !r.state.is_terminal())
+        .count();
+    let drain_began = Instant::now();
+    let give_up = drain_began + Duration::from_secs(300);
     let state = loop {
         let daemon = workspace.start_daemon(&time);
         std::thread::sleep(Duration::from_secs(5));
@@ -299,6 +323,7 @@ fn every_fault_at_once_with_restarts_loses_and_repeats_nothing() {
             break state;
         }
     };
+    report.drain = drain_began.elapsed();
     let runs = runtime.block_on(emulator.runs());
     report.requests = runtime.block_on(emulator.request_counts());
     report.injected = runtime.block_on(emulator.faults()).injected;

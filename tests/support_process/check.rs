@@ -52,12 +52,22 @@ pub fn minute_ticks(
     first: DateTime<Utc>,
     last: DateTime<Utc>,
 ) -> BTreeSet<PipelineRunId> {
+    ticks(pipelines, first, last, Duration::minutes(1))
+}
+
+/// The pipeline runs owed for `pipelines` ticking every `every` from `first` to `last` inclusive.
+pub fn ticks(
+    pipelines: &[&str],
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+    every: Duration,
+) -> BTreeSet<PipelineRunId> {
     let mut expected = BTreeSet::new();
     for pipeline in pipelines {
         let mut tick = first;
         while tick <= last {
             expected.insert(PipelineRunId::new(&PipelineName((*pipeline).into()), tick));
-            tick += Duration::minutes(1);
+            tick += every;
         }
     }
     expected

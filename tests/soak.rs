@@ -277,13 +277,29 @@ fn every_fault_at_once_with_restarts_loses_and_repeats_nothing() {
         report.kills
     );
 
-    // Pause every schedule where it stands (one undisturbed daemon first catches the schedule up
-    // to now): the ticks owed are those up to each cursor.
-    let daemon = workspace.start_daemon(&time);
-    std::thread::sleep(Duration::from_secs(2));
-    stop_cleanly(daemon, &workspace);
-    report.clean_restarts += 1;
-    let state = workspace.load_state();
+    // Pause every schedule where it stands, once an undisturbed daemon has caught every schedule
+    // up to the period's end (a long history takes a while to load): the ticks owed are those
+    // up to each cursor, so every tick of the period must have its run.
+    let caught_up = window_end - chrono::Duration::minutes(TICK_EVERY_MINUTES);
+    let mut tries = 0;
+    let state = loop {
+        let daemon = workspace.start_daemon(&time);
+        std::thread::sleep(Duration::from_secs(3));
+        stop_cleanly(daemon, &workspace);
+        report.clean_restarts += 1;
+        tries += 1;
+        let state = workspace.load_state();
+        let behind = PIPELINES.iter().any(|p| {
+            state
+                .cursors
+                .get(&PipelineName((*p).into()))
+                .and_then(|c| c.last_tick)
+                .is_none_or(|tick| tick < caught_up)
+        });
+        if !behind || tries >= 10 {
+            break state;
+        }
+    };
     let mut expected = std::collections::BTreeSet::new();
     for pipeline in PIPELINES {
         let cursor = state
@@ -292,7 +308,7 @@ fn every_fault_at_once_with_restarts_loses_and_repeats_nothing() {
             .and_then(|c| c.last_tick)
             .unwrap();
         assert!(
-            cursor >= window_end - chrono::Duration::minutes(TICK_EVERY_MINUTES),
+            cursor >= caught_up,
             "{pipeline}'s schedule stopped at {cursor}, before the period's end {window_end}"
         );
         workspace.write_cursor(pipeline, cursor, true);

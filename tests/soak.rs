@@ -203,7 +203,14 @@ impl Report {
 
 /// Runs one daemon for a random while, then kills it (mostly) or stops it cleanly.
 fn one_cycle(workspace: &Workspace, time: &TimeLine, rng: &mut impl Rng, report: &mut Report) {
+    let from = workspace.log_len();
     let daemon = workspace.start_daemon(time);
+    // One start in four is killed at a random moment of its recovery; the others get their
+    // random while once they have started, so that a long history (each start loads it) still
+    // leaves the daemon time to work however long the soak runs.
+    if rng.gen_range(0..4) != 0 {
+        workspace.wait_for_log_after(from, "\"baton started\"", Duration::from_secs(60));
+    }
     let up = rng.gen_range(50..2500);
     std::thread::sleep(Duration::from_millis(up));
     match rng.gen_range(0..20) {

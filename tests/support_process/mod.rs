@@ -317,6 +317,33 @@ impl Workspace {
         }
     }
 
+    /// The log's length in bytes: where the next daemon's lines will begin.
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Waits until the log holds `needle` past byte `from` (reading only that part, so a long
+    /// log costs nothing); false after `limit`.
+    pub fn wait_for_log_after(&self, from: u64, needle: &str, limit: std::time::Duration) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let mut text = String::new();
+            if let Ok(mut file) = std::fs::File::open(&self.log) {
+                if file.seek(SeekFrom::Start(from)).is_ok() {
+                    let _ = file.read_to_string(&mut text);
+                }
+            }
+            if text.contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// How many times the log holds `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
         self.log_text().matches(needle).count()

@@ -159,13 +159,16 @@ fn crash_test(variant: &str, faults: &str) {
 
     let wanted = kills_wanted();
     while report.kills < wanted {
+        let from = workspace.log_len();
         let daemon = workspace.start_daemon(&time);
         let up = rng.gen_range(5..450);
         std::thread::sleep(std::time::Duration::from_millis(up));
         match rng.gen_range(0..20) {
-            // Now and then a clean stop (once the process has had time to install its signal
-            // handlers), and now and then a kill in the middle of one.
+            // Now and then a clean stop (once the process has installed its signal handlers: on
+            // a loaded machine 100 ms may not be enough), and now and then a kill in the middle
+            // of one.
             0 if up >= 100 => {
+                workspace.wait_for_signal_handlers(from);
                 let (status, _) = daemon.sigterm(std::time::Duration::from_secs(20));
                 assert!(
                     status.success(),

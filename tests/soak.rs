@@ -214,9 +214,10 @@ fn one_cycle(workspace: &Workspace, time: &TimeLine, rng: &mut impl Rng, report:
     let up = rng.gen_range(50..2500);
     std::thread::sleep(Duration::from_millis(up));
     match rng.gen_range(0..20) {
-        // Now and then a clean stop (once the process has had time to install its signal
-        // handlers), and now and then a kill in the middle of one.
-        0 if up >= 100 => {
+        // Now and then a clean stop (once the process has installed its signal handlers), and
+        // now and then a kill in the middle of one.
+        0 => {
+            workspace.wait_for_signal_handlers(from);
             stop_cleanly(daemon, workspace);
             report.clean_restarts += 1;
         }
@@ -231,6 +232,17 @@ fn one_cycle(workspace: &Workspace, time: &TimeLine, rng: &mut impl Rng, report:
             report.kills += 1;
         }
     }
+}
+
+/// Runs one daemon for `working` once it has started (however long its start takes on a loaded
+/// machine), then stops it cleanly.
+fn run_undisturbed(workspace: &Workspace, time: &TimeLine, working: Duration) {
+    let from = workspace.log_len();
+    let daemon = workspace.start_daemon(time);
+    let started = workspace.wait_for_log_after(from, "\"baton started\"", Duration::from_secs(120));
+    assert!(started, "the daemon did not start within two minutes");
+    std::thread::sleep(working);
+    stop_cleanly(daemon, workspace);
 }
 
 fn stop_cleanly(daemon: support_process::DaemonProcess, workspace: &Workspace) {
@@ -290,9 +302,7 @@ fn every_fault_at_once_with_restarts_loses_and_repeats_nothing() {
     let caught_up = window_end - chrono::Duration::minutes(TICK_EVERY_MINUTES);
     let mut tries = 0;
     let state = loop {
-        let daemon = workspace.start_daemon(&time);
-        std::thread::sleep(Duration::from_secs(3));
-        stop_cleanly(daemon, &workspace);
+        run_undisturbed(&workspace, &time, Duration::from_secs(3));
         report.clean_restarts += 1;
         tries += 1;
         let state = workspace.load_state();
@@ -337,9 +347,7 @@ fn every_fault_at_once_with_restarts_loses_and_repeats_nothing() {
     let drain_began = Instant::now();
     let give_up = drain_began + Duration::from_secs(300);
     let state = loop {
-        let daemon = workspace.start_daemon(&time);
-        std::thread::sleep(Duration::from_secs(5));
-        stop_cleanly(daemon, &workspace);
+        run_undisturbed(&workspace, &time, Duration::from_secs(5));
         report.clean_restarts += 1;
         let state = workspace.load_state();
         if state.runs.values().all(|r| r.state.is_terminal()) || Instant::now() > give_up {

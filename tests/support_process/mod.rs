@@ -317,6 +317,18 @@ impl Workspace {
         }
     }
 
+    /// Waits (bounded) until the daemon whose lines begin at byte `from` has installed its signal
+    /// handlers: before that a SIGTERM kills it with the default disposition, as any process.
+    pub fn wait_for_signal_handlers(&self, from: u64) {
+        // `baton run` installs its handlers first, then reads the clock flags, which logs this.
+        let installed = self.wait_for_log_after(
+            from,
+            "running on a scaled test clock",
+            std::time::Duration::from_secs(60),
+        );
+        assert!(installed, "the daemon did not start within a minute");
+    }
+
     /// The log's length in bytes: where the next daemon's lines will begin.
     pub fn log_len(&self) -> u64 {
         std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)

@@ -245,8 +245,14 @@ fn run_undisturbed(workspace: &Workspace, time: &TimeLine, working: Duration) {
     stop_cleanly(daemon, workspace);
 }
 
-fn stop_cleanly(daemon: support_process::DaemonProcess, workspace: &Workspace) {
-    let (status, _) = daemon.sigterm(Duration::from_secs(30));
+fn stop_cleanly(mut daemon: support_process::DaemonProcess, workspace: &Workspace) {
+    daemon.signal("TERM");
+    let Some(status) = daemon.wait_exit(Duration::from_secs(30)) else {
+        panic!(
+            "the daemon did not exit within 30 s of SIGTERM; its log ends:\n{}",
+            tail(&workspace.log_text(), 60)
+        );
+    };
     assert!(
         status.success(),
         "the daemon exited with {status}; its log ends:\n{}",

@@ -17,13 +17,9 @@
 
 mod support_process;
 
-use baton::engine::state::{
-    AttemptKey, AttemptKind, AttemptOutcome, PipelineRunId, PipelineRunState, State, StepState,
-};
-use baton::model::pipeline::{PipelineName, StepName};
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet};
-use support_process::{t, EmulatedRun, EmulatorProcess, TimeLine, Workspace};
+use support_process::check::{check, error_lines, keep_files, minute_ticks, tail, Checked};
+use support_process::{t, EmulatorProcess, TimeLine, Workspace};
 
 /// Scenario seconds per real second: one cron minute per real second.
 const SPEED: f64 = 60.0;
@@ -95,14 +91,8 @@ const DAEMON_CONFIG: &str = "poll_interval: 5s\ncatchup_max: 1000\nmax_in_flight
 struct Report {
     kills: u32,
     clean_restarts: u32,
-    pipeline_runs: usize,
-    attempts: usize,
-    dbt_runs: usize,
-    answered_502: usize,
     adopted: usize,
-    duplicates: Vec<String>,
-    lost: Vec<String>,
-    wrong: Vec<String>,
+    checked: Checked,
 }
 
 impl Report {
@@ -113,24 +103,16 @@ impl Report {
              duplicates {}, lost {}, wrong {}",
             self.kills,
             self.clean_restarts,
-            self.pipeline_runs,
-            self.attempts,
-            self.dbt_runs,
-            self.answered_502,
+            self.checked.pipeline_runs,
+            self.checked.attempts,
+            self.checked.dbt_runs,
+            self.checked.answered_502,
             self.adopted,
-            self.duplicates.len(),
-            self.lost.len(),
-            self.wrong.len()
+            self.checked.duplicates.len(),
+            self.checked.lost.len(),
+            self.checked.wrong.len()
         );
-        for (what, list) in [
-            ("duplicate", &self.duplicates),
-            ("lost", &self.lost),
-            ("wrong", &self.wrong),
-        ] {
-            for line in list.iter().take(20) {
-                eprintln!("  {what}: {line}");
-            }
-        }
+        self.checked.print_problems();
     }
 }
 
@@ -177,13 +159,16 @@ fn crash_test(variant: &str, faults: &str) {
 
     let wanted = kills_wanted();
     while report.kills < wanted {
+        let from = workspace.log_len();
         let daemon = workspace.start_daemon(&time);
         let up = rng.gen_range(5..450);
         std::thread::sleep(std::time::Duration::from_millis(up));
         match rng.gen_range(0..20) {
-            // Now and then a clean stop (once the process has had time to install its signal
-            // handlers), and now and then a kill in the middle of one.
+            // Now and then a clean stop (once the process has installed its signal handlers: on
+            // a loaded machine 100 ms may not be enough), and now and then a kill in the middle
+            // of one.
             0 if up >= 100 => {
+                workspace.wait_for_signal_handlers(from);
                 let (status, _) = daemon.sigterm(std::time::Duration::from_secs(20));
                 assert!(
                     status.success(),
@@ -232,26 +217,17 @@ fn crash_test(variant: &str, faults: &str) {
     };
     let runs = runtime.block_on(emulator.runs());
     report.adopted = workspace.count_events("trigger_adopted");
-    check(&state, &runs, &mut report);
+    let expected = minute_ticks(
+        &PIPELINES,
+        window,
+        window + chrono::Duration::minutes(i64::from(TICKS_PER_PIPELINE) - 1),
+    );
+    report.checked = check(&state, &runs, &expected);
     report.print(variant, seed);
-    let log = workspace.log_text();
-    let errors: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("\"level\":\"ERROR\""))
-        .take(5)
-        .collect();
-    let clean = report.duplicates.is_empty()
-        && report.lost.is_empty()
-        && report.wrong.is_empty()
-        && errors.is_empty();
+    let errors = error_lines(&workspace, 5);
+    let clean = report.checked.is_clean() && errors.is_empty();
     if !clean {
-        eprintln!(
-            "crash test [{variant}]: keeping the daemon's files in {} and the emulator's in {}",
-            workspace.dir.path().display(),
-            scratch.path().display()
-        );
-        std::mem::forget(workspace);
-        std::mem::forget(scratch);
+        keep_files(&format!("crash test [{variant}]"), workspace, scratch);
     }
     assert!(
         errors.is_empty(),
@@ -270,212 +246,6 @@ fn crash_test(variant: &str, faults: &str) {
     );
 }
 
-/// Compares the daemon's final state with the emulator's record.
-fn check(state: &State, runs: &[EmulatedRun], report: &mut Report) {
-    report.dbt_runs = runs.len();
-    report.answered_502 = runs.iter().filter(|r| r.answered_status == 502).count();
-    let mut by_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    let mut by_resumed: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for run in runs {
-        // A run resumed from failure keeps the cause (and key) of the run it resumes: it is
-        // counted by the run it resumes instead.
-        match (run.resumed_from, run.key()) {
-            (Some(failed), _) => by_resumed.entry(failed).or_default().push(run.id),
-            (None, Some(key)) => by_key.entry(key).or_default().push(run.id),
-            (None, None) if run.via_rerun => {}
-            (None, None) => report
-                .wrong
-                .push(format!("run {} carries no key: {:?}", run.id, run.cause)),
-        }
-    }
-    for (key, ids) in &by_key {
-        if ids.len() > 1 {
-            let detail: Vec<String> = ids
-                .iter()
-                .filter_map(|id| runs.iter().find(|r| r.id == *id))
-                .map(|r| {
-                    format!(
-                        "{} (job {}, rerun {}, resumes {:?}, answered {})",
-                        r.id, r.job_id, r.via_rerun, r.resumed_from, r.answered_status
-                    )
-                })
-                .collect();
-            report.duplicates.push(format!(
-                "key {key} has dbt Cloud runs {}",
-                detail.join(", ")
-            ));
-        }
-    }
-    for (failed, ids) in &by_resumed {
-        if ids.len() > 1 {
-            report
-                .duplicates
-                .push(format!("failed run {failed} was resumed by {ids:?}"));
-        }
-    }
-    let by_id: BTreeMap<i64, &EmulatedRun> = runs.iter().map(|r| (r.id, r)).collect();
-    let mut adopted_ids = BTreeSet::new();
-
-    let window = t(WINDOW_START);
-    let mut expected = BTreeSet::new();
-    for pipeline in PIPELINES {
-        for minute in 0..TICKS_PER_PIPELINE {
-            let tick = window + chrono::Duration::minutes(i64::from(minute));
-            expected.insert(PipelineRunId::new(&PipelineName(pipeline.into()), tick));
-        }
-    }
-    for id in &expected {
-        if !state.runs.contains_key(id) {
-            report
-                .lost
-                .push(format!("{id}: the tick has no pipeline run"));
-        }
-    }
-    report.pipeline_runs = state.runs.len();
-    for run in state.runs.values() {
-        if !expected.contains(&run.id) {
-            report
-                .wrong
-                .push(format!("{}: a pipeline run outside the window", run.id));
-        }
-        if !run.state.is_terminal() {
-            report
-                .lost
-                .push(format!("{}: never finished ({:?})", run.id, run.state));
-            continue;
-        }
-        let mut implied: BTreeMap<StepName, StepState> = BTreeMap::new();
-        for step in &run.definition.steps {
-            let Some(step_run) = run.steps.get(&step.name) else {
-                report
-                    .lost
-                    .push(format!("{} {}: the step is missing", run.id, step.name));
-                continue;
-            };
-            let mut last = None;
-            for (index, attempt) in step_run.attempts.iter().enumerate() {
-                report.attempts += 1;
-                let at = format!("{} {} #{}", run.id, step.name, attempt.number);
-                if attempt.number != index as u32 + 1
-                    || attempt.key != AttemptKey::derive(&run.id, &step.name, attempt.number)
-                {
-                    report
-                        .wrong
-                        .push(format!("{at}: numbered or keyed wrongly"));
-                }
-                let Some(dbt) = attempt.run_id.and_then(|id| by_id.get(&id.0)) else {
-                    report.lost.push(format!(
-                        "{at}: no dbt Cloud run ({:?}, {:?})",
-                        attempt.outcome, attempt.message
-                    ));
-                    continue;
-                };
-                adopted_ids.insert(dbt.id);
-                match attempt.kind {
-                    AttemptKind::Trigger if dbt.key().as_deref() != Some(&attempt.key.0) => {
-                        report.wrong.push(format!(
-                            "{at}: adopted run {} whose cause is {:?}",
-                            dbt.id, dbt.cause
-                        ));
-                    }
-                    AttemptKind::RerunFrom { failed_run }
-                        if dbt.key().as_deref() != Some(&attempt.key.0)
-                            && dbt.resumed_from.is_some_and(|r| r != failed_run.0) =>
-                    {
-                        report.wrong.push(format!(
-                            "{at}: a rerun of {failed_run} adopted run {} which resumes {:?}",
-                            dbt.id, dbt.resumed_from
-                        ));
-                    }
-                    _ => {}
-                }
-                let outcome = match dbt.status {
-                    10 => AttemptOutcome::Success,
-                    20 => AttemptOutcome::Error,
-                    other => {
-                        report
-                            .wrong
-                            .push(format!("{at}: dbt Cloud run {} ended {other}", dbt.id));
-                        continue;
-                    }
-                };
-                if attempt.outcome != Some(outcome) {
-                    report.wrong.push(format!(
-                        "{at}: dbt Cloud says {outcome:?}, baton recorded {:?}",
-                        attempt.outcome
-                    ));
-                }
-                if last == Some(AttemptOutcome::Success) {
-                    report
-                        .wrong
-                        .push(format!("{at}: an attempt after a success"));
-                }
-                last = Some(outcome);
-            }
-            let upstream_failed = step.depends_on.iter().any(|u| {
-                matches!(
-                    implied.get(u),
-                    Some(StepState::Failed | StepState::UpstreamFailed)
-                )
-            });
-            let expected_state = match last {
-                None if upstream_failed => StepState::UpstreamFailed,
-                None => {
-                    report
-                        .lost
-                        .push(format!("{} {}: never attempted", run.id, step.name));
-                    StepState::Pending
-                }
-                Some(AttemptOutcome::Success) => StepState::Succeeded,
-                Some(_) if step_run.attempts.len() as u32 >= step.retry.attempts => {
-                    StepState::Failed
-                }
-                Some(_) => {
-                    report.lost.push(format!(
-                        "{} {}: a retry is missing after attempt {}",
-                        run.id,
-                        step.name,
-                        step_run.attempts.len()
-                    ));
-                    StepState::Failed
-                }
-            };
-            if step_run.state != expected_state {
-                report.wrong.push(format!(
-                    "{} {}: ended {:?}, the outcomes imply {expected_state:?}",
-                    run.id, step.name, step_run.state
-                ));
-            }
-            implied.insert(step.name.clone(), expected_state);
-        }
-        let all_ok = implied.values().all(|s| *s == StepState::Succeeded);
-        let expected_run = if all_ok {
-            PipelineRunState::Succeeded
-        } else {
-            PipelineRunState::Failed
-        };
-        if run.state != expected_run {
-            report.wrong.push(format!(
-                "{}: ended {:?}, its steps imply {expected_run:?}",
-                run.id, run.state
-            ));
-        }
-    }
-    for run in runs {
-        if !adopted_ids.contains(&run.id)
-            && !report
-                .duplicates
-                .iter()
-                .any(|d| d.contains(&run.id.to_string()))
-        {
-            report.lost.push(format!(
-                "dbt Cloud run {} ({:?}) belongs to no attempt",
-                run.id, run.cause
-            ));
-        }
-    }
-}
-
 #[test]
 fn sigkill_at_random_moments_loses_and_repeats_nothing() {
     crash_test("latency", "{ latency_ms: 30 }");
@@ -487,10 +257,4 @@ fn sigkill_with_triggers_queued_but_answered_502_loses_and_repeats_nothing() {
         "queued but answered 502",
         "{ latency_ms: 30, trigger_502_rate: 0.25, server_error_rate: 0.05, drop_connection_rate: 0.03 }",
     );
-}
-
-/// The last `n` lines of a log.
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -1,6 +1,7 @@
 //! Fault injection: added latency, 500/502/503 with HTML bodies, 429 bursts with or without
 //! `Retry-After`, a trigger that queues its run and still answers 502, a connection dropped
-//! mid-response. Settings come from the scenario and can be replaced while the emulator runs.
+//! mid-response. Settings come from the scenario and can be replaced while the emulator runs; a
+//! tally of what was injected rides along so a long test can report it.
 
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -19,8 +20,13 @@ pub struct Faults {
     /// The next N requests answer 429, without effect.
     pub rate_limit_next: u32,
     pub rate_limit_rate: f64,
+    /// A 429 drawn by `rate_limit_rate` opens a burst: this many requests in a row answer 429
+    /// (through `rate_limit_next`). 0 or 1: single 429s.
+    pub rate_limit_burst: u32,
     /// Sent as `Retry-After` with every 429; no header when absent.
     pub retry_after_seconds: Option<u64>,
+    /// Fraction of 429s sent without `Retry-After` even when `retry_after_seconds` is set.
+    pub retry_after_missing_rate: f64,
     /// The next N triggers (`run/`, `rerun/`, `retry/`) queue their run, then answer 502.
     pub trigger_502_next: u32,
     pub trigger_502_rate: f64,
@@ -29,6 +35,19 @@ pub struct Faults {
     pub drop_connection_rate: f64,
     /// Only these routes (see `routes::Route::name`) suffer the faults; every API route when empty.
     pub routes: Vec<String>,
+    /// What `decide` injected so far (a replacement of the faults starts it over).
+    pub injected: Injected,
+}
+
+/// Counts of injected faults, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Injected {
+    pub server_errors: u64,
+    pub rate_limited: u64,
+    pub rate_limited_without_retry_after: u64,
+    pub effect_then_502: u64,
+    pub dropped: u64,
 }
 
 /// What the fault layer decided for one request.
@@ -53,19 +72,33 @@ impl Faults {
         if !self.routes.is_empty() && !self.routes.iter().any(|r| r == route) {
             return FaultAction::None;
         }
-        if take(&mut self.rate_limit_next) || roll(rng, self.rate_limit_rate) {
+        let in_burst = take(&mut self.rate_limit_next);
+        if in_burst || roll(rng, self.rate_limit_rate) {
+            if !in_burst {
+                self.rate_limit_next = self.rate_limit_burst.saturating_sub(1);
+            }
+            let retry_after_seconds = self
+                .retry_after_seconds
+                .filter(|_| !roll(rng, self.retry_after_missing_rate));
+            self.injected.rate_limited += 1;
+            if retry_after_seconds.is_none() {
+                self.injected.rate_limited_without_retry_after += 1;
+            }
             return FaultAction::RateLimited {
-                retry_after_seconds: self.retry_after_seconds,
+                retry_after_seconds,
             };
         }
         if take(&mut self.server_errors_next) || roll(rng, self.server_error_rate) {
             const STATUSES: [u16; 3] = [500, 502, 503];
+            self.injected.server_errors += 1;
             return FaultAction::ServerError(STATUSES[rng.gen_range(0..STATUSES.len())]);
         }
         if is_trigger && (take(&mut self.trigger_502_next) || roll(rng, self.trigger_502_rate)) {
+            self.injected.effect_then_502 += 1;
             return FaultAction::EffectThen502;
         }
         if take(&mut self.drop_connection_next) || roll(rng, self.drop_connection_rate) {
+            self.injected.dropped += 1;
             return FaultAction::EffectThenDrop;
         }
         FaultAction::None
@@ -126,5 +159,78 @@ mod tests {
             FaultAction::EffectThen502
         );
         assert_eq!(f.decide("trigger_run", true, &mut rng), FaultAction::None);
+    }
+
+    #[test]
+    fn a_drawn_429_opens_a_burst_and_some_go_without_retry_after() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut f = Faults {
+            rate_limit_rate: 1.0,
+            rate_limit_burst: 3,
+            retry_after_seconds: Some(5),
+            retry_after_missing_rate: 0.5,
+            ..Faults::default()
+        };
+        assert!(matches!(
+            f.decide("list_runs", false, &mut rng),
+            FaultAction::RateLimited { .. }
+        ));
+        assert_eq!(
+            f.rate_limit_next, 2,
+            "the burst continues for two more requests"
+        );
+        f.rate_limit_rate = 0.0;
+        let rest: Vec<FaultAction> = (0..3)
+            .map(|_| f.decide("list_runs", false, &mut rng))
+            .collect();
+        assert!(matches!(rest[0], FaultAction::RateLimited { .. }));
+        assert!(matches!(rest[1], FaultAction::RateLimited { .. }));
+        assert_eq!(rest[2], FaultAction::None, "the burst is over");
+        assert_eq!(f.injected.rate_limited, 3);
+
+        let mut with = 0;
+        let mut without = 0;
+        let without_before = f.injected.rate_limited_without_retry_after;
+        f.rate_limit_burst = 0;
+        for _ in 0..200 {
+            f.rate_limit_next = 1;
+            match f.decide("list_runs", false, &mut rng) {
+                FaultAction::RateLimited {
+                    retry_after_seconds: Some(5),
+                } => with += 1,
+                FaultAction::RateLimited {
+                    retry_after_seconds: None,
+                } => without += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(with > 50 && without > 50, "{with} with, {without} without");
+        assert_eq!(
+            f.injected.rate_limited_without_retry_after,
+            without_before + without
+        );
+    }
+
+    #[test]
+    fn injected_faults_are_tallied_by_kind() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut f = Faults {
+            server_errors_next: 2,
+            trigger_502_next: 1,
+            drop_connection_next: 1,
+            ..Faults::default()
+        };
+        for _ in 0..5 {
+            f.decide("trigger_run", true, &mut rng);
+        }
+        assert_eq!(
+            f.injected,
+            Injected {
+                server_errors: 2,
+                effect_then_502: 1,
+                dropped: 1,
+                ..Injected::default()
+            }
+        );
     }
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::print_stderr)]
 
+pub mod check;
+
 use baton::clock::{Clock, ScaledClock};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::Deserialize;
@@ -104,6 +106,14 @@ pub struct EmulatedRun {
     pub created_at: DateTime<Utc>,
 }
 
+/// One row of `GET /_emulator/requests`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RequestCount {
+    pub route: String,
+    pub status: u16,
+    pub count: u64,
+}
+
 impl EmulatedRun {
     /// The attempt key (`bt-` and 16 hex digits) inside the cause, when baton sent one.
     pub fn key(&self) -> Option<String> {
@@ -164,6 +174,30 @@ impl EmulatorProcess {
             .await
             .unwrap();
         serde_json::from_value(body["data"].clone()).unwrap()
+    }
+
+    /// `GET /_emulator/requests`: how many requests each (route, status) had.
+    pub async fn request_counts(&self) -> Vec<RequestCount> {
+        let body = self.control_get("requests").await;
+        serde_json::from_value(body["data"].clone()).unwrap()
+    }
+
+    /// `GET /_emulator/faults`: the faults in force, with the tally of those injected.
+    pub async fn faults(&self) -> baton::emulator::Faults {
+        let body = self.control_get("faults").await;
+        serde_json::from_value(body["data"].clone()).unwrap()
+    }
+
+    async fn control_get(&self, what: &str) -> serde_json::Value {
+        self.http
+            .get(format!("{}/_emulator/{what}", self.base_url))
+            .header("Authorization", format!("Token {}", self.token))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn set_faults(&self, faults: serde_json::Value) {
@@ -283,6 +317,45 @@ impl Workspace {
         }
     }
 
+    /// Waits (bounded) until the daemon whose lines begin at byte `from` has installed its signal
+    /// handlers: before that a SIGTERM kills it with the default disposition, as any process.
+    pub fn wait_for_signal_handlers(&self, from: u64) {
+        // `baton run` installs its handlers first, then reads the clock flags, which logs this.
+        let installed = self.wait_for_log_after(
+            from,
+            "running on a scaled test clock",
+            std::time::Duration::from_secs(60),
+        );
+        assert!(installed, "the daemon did not start within a minute");
+    }
+
+    /// The log's length in bytes: where the next daemon's lines will begin.
+    pub fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Waits until the log holds `needle` past byte `from` (reading only that part, so a long
+    /// log costs nothing); false after `limit`.
+    pub fn wait_for_log_after(&self, from: u64, needle: &str, limit: std::time::Duration) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let mut text = String::new();
+            if let Ok(mut file) = std::fs::File::open(&self.log) {
+                if file.seek(SeekFrom::Start(from)).is_ok() {
+                    let _ = file.read_to_string(&mut text);
+                }
+            }
+            if text.contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// How many times the log holds `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
         self.log_text().matches(needle).count()
@@ -305,14 +378,19 @@ impl Workspace {
     /// Records in the state directory (before any daemon runs) that `pipeline`'s schedule was
     /// last looked at `at`: ticks after it are owed, whenever the daemon starts.
     pub fn seed_cursor(&self, pipeline: &str, at: DateTime<Utc>) {
+        self.write_cursor(pipeline, at, false);
+    }
+
+    /// Records `pipeline`'s schedule cursor (only while no daemon runs); a paused one ticks no more.
+    pub fn write_cursor(&self, pipeline: &str, last_tick: DateTime<Utc>, paused: bool) {
         use baton::engine::state::{ScheduleCursor, Write};
         let store = baton::store::Store::open(&self.state_dir).unwrap();
         store
             .commit(&[Write::Cursor(
                 baton::model::pipeline::PipelineName(pipeline.into()),
                 ScheduleCursor {
-                    last_tick: Some(at),
-                    paused: false,
+                    last_tick: Some(last_tick),
+                    paused,
                 },
             )])
             .unwrap();

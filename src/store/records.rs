@@ -86,7 +86,10 @@ impl IndexEntry {
         let (Some(&state), Some(millis), Some(name)) =
             (bytes.first(), bytes.get(1..9), bytes.get(9..))
         else {
-            return Err(format!("an index entry of {} bytes is too short", bytes.len()));
+            return Err(format!(
+                "an index entry of {} bytes is too short",
+                bytes.len()
+            ));
         };
         let state = *STATES
             .get(usize::from(state))

@@ -106,6 +106,45 @@ fn lower_text(report: &mut FileReport, source: &Path, text: &str) -> Option<lowe
     }
 }
 
+/// A file's path, text, pipeline (if it lowered) and problems; or why it could not be read.
+type FileRead = Result<(PathBuf, String, Option<lower::Lowered>, Diagnostics), Diagnostic>;
+
+/// Reads and lowers the files on every core (ten thousand files are a real case), in order.
+fn read_all(files: Vec<PathBuf>) -> Vec<FileRead> {
+    let read_one = |file: PathBuf| -> FileRead {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| unreadable(&file, format!("cannot read file: {e}")))?;
+        let mut report = FileReport::new(&file, &text);
+        let lowered = lower_text(&mut report, &file, &text);
+        let diagnostics = report.diagnostics;
+        Ok((file, text, lowered, diagnostics))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || files.len() < 64 {
+        return files.into_iter().map(read_one).collect();
+    }
+    let chunk = files.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<PathBuf>> = Vec::new();
+    let mut rest = files;
+    while !rest.is_empty() {
+        let tail = rest.split_off(chunk.min(rest.len()));
+        chunks.push(std::mem::replace(&mut rest, tail));
+    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(read_one).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
 fn sorted(mut diagnostics: Diagnostics) -> Diagnostics {
     diagnostics.sort();
     diagnostics
@@ -127,16 +166,17 @@ pub fn load_pipelines(paths: &[PathBuf]) -> Result<Vec<Pipeline>, Diagnostics> {
     let (files, mut all) = discover(paths);
     let mut pipelines = Vec::new();
     let mut first_by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for file in files {
-        let text = match std::fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) => {
-                all.push(unreadable(&file, format!("cannot read file: {e}")));
+    for read in read_all(files) {
+        let (file, text, lowered, diagnostics) = match read {
+            Ok(read) => read,
+            Err(unreadable) => {
+                all.push(unreadable);
                 continue;
             }
         };
         let mut report = FileReport::new(&file, &text);
-        if let Some(lowered) = lower_text(&mut report, &file, &text) {
+        report.diagnostics = diagnostics;
+        if let Some(lowered) = lowered {
             let name = lowered.pipeline.name.0.clone();
             match first_by_name.get(&name) {
                 Some(first) => report.error(

@@ -52,6 +52,31 @@ fn parser() -> CronParser {
         .build()
 }
 
+thread_local! {
+    /// Expressions this thread parsed: ten thousand pipelines share a few dozen expressions, and
+    /// croner's parse is the costliest part of loading one.
+    static PARSED: std::cell::RefCell<std::collections::HashMap<String, Cron>> =
+        std::cell::RefCell::default();
+}
+
+fn parse_cached(expression: &str) -> Result<Cron, ScheduleError> {
+    if let Some(cron) = PARSED.with(|p| p.borrow().get(expression).cloned()) {
+        return Ok(cron);
+    }
+    let cron = parser()
+        .parse(expression)
+        .map_err(|e| blame_field(expression).unwrap_or(ScheduleError::Invalid(e.to_string())))?;
+    PARSED.with(|p| {
+        let mut parsed = p.borrow_mut();
+        // Bounded: a fuzzer or a generated fleet must not grow it without end.
+        if parsed.len() >= 4096 {
+            parsed.clear();
+        }
+        parsed.insert(expression.to_string(), cron.clone());
+    });
+    Ok(cron)
+}
+
 /// croner's messages do not say which field is wrong: parse each field alone (the others `*`)
 /// and name the first that fails.
 fn blame_field(expression: &str) -> Option<ScheduleError> {
@@ -89,9 +114,7 @@ impl Schedule {
         if !trimmed.starts_with('@') && fields != 5 {
             return Err(ScheduleError::FieldCount(fields));
         }
-        let cron = parser()
-            .parse(trimmed)
-            .map_err(|e| blame_field(trimmed).unwrap_or(ScheduleError::Invalid(e.to_string())))?;
+        let cron = parse_cached(trimmed)?;
         let schedule = Schedule {
             cron,
             timezone,

@@ -192,8 +192,8 @@ impl Store {
         }
         for entry in self.index.iter() {
             let (key, value) = entry.map_err(|e| self.write_error(e))?;
-            let archived: IndexEntry = serde_json::from_slice(&value)
-                .map_err(|e| self.corrupt(INDEX_TREE, &key, e.to_string()))?;
+            let archived = IndexEntry::decode(&value)
+                .map_err(|message| self.corrupt(INDEX_TREE, &key, message))?;
             let id = PipelineRunId(String::from_utf8_lossy(&key).into_owned());
             if state.runs.contains_key(&id) {
                 // Retried after it was archived: the record in memory is the current one.
@@ -304,7 +304,7 @@ impl Store {
                 Write::Archive(run) => {
                     let key = run.id.0.as_bytes();
                     history.insert(key, encode_run(run)?);
-                    index.insert(key, self.encode(&IndexEntry::of(run))?);
+                    index.insert(key, IndexEntry::of(run).encode());
                     runs.remove(key);
                 }
                 Write::DeleteRun(PipelineRunId(id)) => {

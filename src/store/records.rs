@@ -46,13 +46,23 @@ struct RunRecordIn {
     steps: BTreeMap<StepName, StepRun>,
 }
 
-/// The small entry kept for each archived run, read at start-up instead of the whole record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The small entry kept for each archived run, read at start-up instead of the whole record, so
+/// it is packed rather than JSON: a state byte, the end time in milliseconds (big-endian), then
+/// the pipeline's name.
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct IndexEntry {
     pub pipeline: PipelineName,
     pub state: PipelineRunState,
     pub finished_at: DateTime<Utc>,
 }
+
+const STATES: [PipelineRunState; 5] = [
+    PipelineRunState::Queued,
+    PipelineRunState::Running,
+    PipelineRunState::Succeeded,
+    PipelineRunState::Failed,
+    PipelineRunState::Cancelled,
+];
 
 impl IndexEntry {
     pub fn of(run: &PipelineRun) -> Self {
@@ -61,6 +71,38 @@ impl IndexEntry {
             state: run.state,
             finished_at: run.finished_at.unwrap_or(run.created_at),
         }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let state = STATES.iter().position(|s| *s == self.state).unwrap_or(0) as u8;
+        let mut bytes = Vec::with_capacity(9 + self.pipeline.0.len());
+        bytes.push(state);
+        bytes.extend_from_slice(&self.finished_at.timestamp_millis().to_be_bytes());
+        bytes.extend_from_slice(self.pipeline.0.as_bytes());
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let (Some(&state), Some(millis), Some(name)) =
+            (bytes.first(), bytes.get(1..9), bytes.get(9..))
+        else {
+            return Err(format!(
+                "an index entry of {} bytes is too short",
+                bytes.len()
+            ));
+        };
+        let state = *STATES
+            .get(usize::from(state))
+            .ok_or_else(|| format!("unknown run state {state}"))?;
+        let millis = i64::from_be_bytes(millis.try_into().map_err(|_| "bad time".to_string())?);
+        let finished_at = DateTime::from_timestamp_millis(millis)
+            .ok_or_else(|| format!("time {millis} out of range"))?;
+        let pipeline = std::str::from_utf8(name).map_err(|e| e.to_string())?;
+        Ok(Self {
+            pipeline: PipelineName(pipeline.to_string()),
+            state,
+            finished_at,
+        })
     }
 }
 
@@ -238,6 +280,14 @@ mod tests {
         let b = back.decode(&second.record, &|_| None).unwrap();
         assert!(Arc::ptr_eq(&a.definition, &b.definition));
         assert_eq!(a, run(def, "2026-01-01T00:00:00Z"));
+    }
+
+    #[test]
+    fn index_entries_read_back_what_was_written() {
+        let entry = IndexEntry::of(&run(pipeline(), "2026-01-01T00:00:00Z"));
+        assert_eq!(IndexEntry::decode(&entry.encode()).unwrap(), entry);
+        assert!(IndexEntry::decode(&[2, 0]).is_err());
+        assert!(IndexEntry::decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
     }
 
     #[test]

@@ -83,7 +83,13 @@ struct Inner {
     account_root: Url,
     /// Told of every answered request (metrics).
     observer: std::sync::RwLock<Option<ApiObserver>>,
+    /// Requests on the wire at once: a burst of triggers or a thousand runs in flight must not
+    /// open a connection (and its buffers) each, here or at dbt Cloud.
+    connections: tokio::sync::Semaphore,
 }
+
+/// Most requests a client has on the wire at once (and idle connections it keeps).
+pub const MAX_CONCURRENT_REQUESTS: usize = 16;
 
 /// Called with the endpoint (a route such as `runs/{id}`, never a URL with ids) and the HTTP status
 /// of every request, 0 when no answer came.
@@ -116,6 +122,7 @@ impl DbtCloudClient {
             .timeout(config.request_timeout)
             // A redirected POST turns into a GET; dbt Cloud's API does not redirect, so refuse.
             .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(MAX_CONCURRENT_REQUESTS)
             .build()
             .map_err(|e| ApiError::Config(format!("cannot build the HTTP client: {e}")))?;
         let mut account_root = config.base_url.clone();
@@ -144,6 +151,7 @@ impl DbtCloudClient {
                 budget,
                 account_root,
                 observer: std::sync::RwLock::new(None),
+                connections: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
             }),
         })
     }

@@ -52,6 +52,8 @@ impl DbtCloudClient {
         attempt: u32,
     ) -> Result<Answer, Failure> {
         self.inner.budget.acquire().await;
+        // Held until the body is read; the semaphore is never closed, so this always waits.
+        let _on_the_wire = self.inner.connections.acquire().await.ok();
         let started = tokio::time::Instant::now();
         let mut request = self
             .inner

@@ -35,7 +35,8 @@ pub enum ScheduleError {
 /// A parsed cron expression bound to its time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    cron: Cron,
+    /// Shared by every schedule of the same expression: a parsed `Cron` takes about 5 KB.
+    cron: std::sync::Arc<Cron>,
     timezone: Tz,
     expression: String,
 }
@@ -55,17 +56,18 @@ fn parser() -> CronParser {
 thread_local! {
     /// Expressions this thread parsed: ten thousand pipelines share a few dozen expressions, and
     /// croner's parse is the costliest part of loading one.
-    static PARSED: std::cell::RefCell<std::collections::HashMap<String, Cron>> =
+    static PARSED: std::cell::RefCell<std::collections::HashMap<String, std::sync::Arc<Cron>>> =
         std::cell::RefCell::default();
 }
 
-fn parse_cached(expression: &str) -> Result<Cron, ScheduleError> {
+fn parse_cached(expression: &str) -> Result<std::sync::Arc<Cron>, ScheduleError> {
     if let Some(cron) = PARSED.with(|p| p.borrow().get(expression).cloned()) {
         return Ok(cron);
     }
-    let cron = parser()
-        .parse(expression)
-        .map_err(|e| blame_field(expression).unwrap_or(ScheduleError::Invalid(e.to_string())))?;
+    let cron =
+        std::sync::Arc::new(parser().parse(expression).map_err(|e| {
+            blame_field(expression).unwrap_or(ScheduleError::Invalid(e.to_string()))
+        })?);
     PARSED.with(|p| {
         let mut parsed = p.borrow_mut();
         // Bounded: a fuzzer or a generated fleet must not grow it without end.

@@ -34,15 +34,9 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         keep: args.keep,
     };
     let began = std::time::Instant::now();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::common::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let report = runtime.block_on(bench::run(options, &scenarios));
     let json = report.json(args.quick, began.elapsed().as_secs_f64());

@@ -80,20 +80,25 @@ fn only_pipeline(path: &Path) -> Result<Pipeline, Failure> {
         .ok_or_else(|| Failure::Message(format!("{} holds no pipeline", path.display())))
 }
 
+/// A multi-threaded runtime, or the exit code after saying why there is none.
+pub fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        })
+}
+
 /// Runs `work` on a fresh multi-threaded runtime; prints its error and maps the outcome to an exit
 /// code.
 pub fn block_on(
     work: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(work) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -82,15 +82,9 @@ impl ClockArgs {
 pub fn run(args: &RunArgs) -> ExitCode {
     // The runtime first, then the signal handlers, then everything else: a SIGTERM during
     // start-up must stop the daemon cleanly, not kill it with the default disposition.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::common::runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let signals = match runtime.block_on(async { Signals::install() }) {
         Ok(s) => s,

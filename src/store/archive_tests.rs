@@ -1,29 +1,14 @@
 //! The store's archive and its reading of schema-1 directories.
 
 use super::*;
-use crate::engine::state::{PipelineRun, PipelineRunState, RunOrigin};
-use std::collections::BTreeMap;
+use crate::engine::state::{PipelineRun, PipelineRunState};
 
 fn run(date: &str, definition: &Arc<Pipeline>) -> PipelineRun {
-    let at: chrono::DateTime<chrono::Utc> = date.parse().unwrap();
-    PipelineRun {
-        id: PipelineRunId::new(&definition.name, at),
-        definition: definition.clone(),
-        logical_date: at,
-        data_interval_start: at,
-        origin: RunOrigin::Schedule,
-        state: PipelineRunState::Succeeded,
-        created_at: at,
-        started_at: Some(at),
-        finished_at: Some(at),
-        cancel_reason: None,
-        steps: BTreeMap::new(),
-    }
+    super::records::tests::run(definition.clone(), date)
 }
 
 fn nightly() -> Arc<Pipeline> {
-    let yaml = "name: nightly\nsteps:\n  a: { job_id: 1 }\n";
-    Arc::new(crate::config::load_pipeline_str("nightly.yaml", yaml).unwrap())
+    super::records::tests::pipeline()
 }
 
 #[test]

@@ -237,10 +237,10 @@ fn digest(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn run(definition: Arc<Pipeline>, date: &str) -> PipelineRun {
+    pub(in crate::store) fn run(definition: Arc<Pipeline>, date: &str) -> PipelineRun {
         let at: DateTime<Utc> = date.parse().unwrap();
         PipelineRun {
             id: PipelineRunId::new(&definition.name, at),
@@ -257,7 +257,7 @@ mod tests {
         }
     }
 
-    fn pipeline() -> Arc<Pipeline> {
+    pub(in crate::store) fn pipeline() -> Arc<Pipeline> {
         let yaml = "name: nightly\nsteps:\n  a: { job_id: 1 }\n";
         Arc::new(crate::config::load_pipeline_str("nightly.yaml", yaml).unwrap())
     }

@@ -8,7 +8,7 @@ use crate::model::pipeline::{Pipeline, PipelineName, StepName};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -356,8 +356,8 @@ pub struct ArchivedRun {
 pub struct State {
     pub runs: BTreeMap<PipelineRunId, PipelineRun>,
     /// Finished runs moved out of memory (`Write::Archive`); the store keeps their records.
-    /// A hash map: it may hold hundreds of thousands of ids, read at start-up.
-    pub archived: HashMap<PipelineRunId, ArchivedRun>,
+    /// A hash map with a fast hash: it may hold hundreds of thousands of ids, read at start-up.
+    pub archived: rustc_hash::FxHashMap<PipelineRunId, ArchivedRun>,
     /// Per pipeline, when its newest archived successful run finished.
     pub archived_last_success: BTreeMap<PipelineName, DateTime<Utc>>,
     pub cursors: BTreeMap<PipelineName, ScheduleCursor>,

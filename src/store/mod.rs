@@ -190,30 +190,37 @@ impl Store {
             let run = self.decode_run(RUNS_TREE, &key, &value)?;
             state.runs.insert(run.id.clone(), run);
         }
+        let mut last_success: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
+            std::collections::HashMap::new();
         for entry in self.index.iter() {
             let (key, value) = entry.map_err(|e| self.write_error(e))?;
-            let archived = IndexEntry::decode(&value)
+            let (run_state, finished_at, pipeline) = IndexEntry::peek(&value)
                 .map_err(|message| self.corrupt(INDEX_TREE, &key, message))?;
             let id = PipelineRunId(String::from_utf8_lossy(&key).into_owned());
             if state.runs.contains_key(&id) {
                 // Retried after it was archived: the record in memory is the current one.
                 continue;
             }
-            if archived.state == crate::engine::state::PipelineRunState::Succeeded {
-                let last = state
-                    .archived_last_success
-                    .entry(archived.pipeline)
-                    .or_insert(archived.finished_at);
-                *last = (*last).max(archived.finished_at);
+            if run_state == crate::engine::state::PipelineRunState::Succeeded {
+                match last_success.get_mut(pipeline) {
+                    Some(last) => *last = (*last).max(finished_at),
+                    None => {
+                        last_success.insert(pipeline.to_string(), finished_at);
+                    }
+                }
             }
             state.archived.insert(
                 id,
                 ArchivedRun {
-                    state: archived.state,
-                    finished_at: archived.finished_at,
+                    state: run_state,
+                    finished_at,
                 },
             );
         }
+        state.archived_last_success = last_success
+            .into_iter()
+            .map(|(name, at)| (PipelineName(name), at))
+            .collect();
         for entry in self.cursors.iter() {
             let (key, value) = entry.map_err(|e| self.write_error(e))?;
             let cursor: ScheduleCursor = serde_json::from_slice(&value)

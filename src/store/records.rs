@@ -82,7 +82,18 @@ impl IndexEntry {
         bytes
     }
 
+    #[cfg(test)]
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let (state, finished_at, pipeline) = Self::peek(bytes)?;
+        Ok(Self {
+            pipeline: PipelineName(pipeline.to_string()),
+            state,
+            finished_at,
+        })
+    }
+
+    /// Reads an entry without copying the pipeline's name (start-up reads every entry).
+    pub fn peek(bytes: &[u8]) -> Result<(PipelineRunState, DateTime<Utc>, &str), String> {
         let (Some(&state), Some(millis), Some(name)) =
             (bytes.first(), bytes.get(1..9), bytes.get(9..))
         else {
@@ -98,11 +109,7 @@ impl IndexEntry {
         let finished_at = DateTime::from_timestamp_millis(millis)
             .ok_or_else(|| format!("time {millis} out of range"))?;
         let pipeline = std::str::from_utf8(name).map_err(|e| e.to_string())?;
-        Ok(Self {
-            pipeline: PipelineName(pipeline.to_string()),
-            state,
-            finished_at,
-        })
+        Ok((state, finished_at, pipeline))
     }
 }
 

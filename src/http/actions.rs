@@ -158,23 +158,17 @@ pub(super) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
-    let run = PipelineRunId(id.clone());
-    let r = run.clone();
-    state
-        .handle
-        .inspect(move |engine, _| match engine.state().run_state(&r) {
-            None => Err(unknown_run(&r.0)),
-            Some(state) if state.is_terminal() => Err(HttpError::conflict(format!(
-                "pipeline run {r} is already over ({state:?}); nothing to cancel"
-            ))),
-            Some(_) => Ok(()),
-        })
-        .await??;
-    tracing::info!(run = %id, "operator cancelled a pipeline run");
     apply_to_run(
         &state,
-        run,
+        PipelineRunId(id),
+        |run, state| match state {
+            s if s.is_terminal() => Err(format!(
+                "pipeline run {run} is already over ({s:?}); nothing to cancel"
+            )),
+            _ => Ok(()),
+        },
         |run| OperatorRequest::CancelPipelineRun { run },
+        "operator cancelled a pipeline run",
         "steps not started are cancelled; dbt Cloud runs in flight are cancelled and watched until dbt Cloud confirms (status 30)",
     )
     .await
@@ -184,35 +178,41 @@ pub(super) async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
-    let run = PipelineRunId(id.clone());
-    let r = run.clone();
-    state
-        .handle
-        .inspect(move |engine, _| match engine.state().run_state(&r) {
-            None => Err(unknown_run(&r.0)),
-            Some(PipelineRunState::Failed | PipelineRunState::Cancelled) => Ok(()),
-            Some(state) => Err(HttpError::conflict(format!(
-                "only a failed or cancelled pipeline run can be retried; {r} is {state:?}"
-            ))),
-        })
-        .await??;
-    tracing::info!(run = %id, "operator retried a pipeline run");
     apply_to_run(
         &state,
-        run,
+        PipelineRunId(id),
+        |run, state| match state {
+            PipelineRunState::Failed | PipelineRunState::Cancelled => Ok(()),
+            s => Err(format!(
+                "only a failed or cancelled pipeline run can be retried; {run} is {s:?}"
+            )),
+        },
         |run| OperatorRequest::RetryPipelineRun { run },
+        "operator retried a pipeline run",
         "its failed, upstream_failed and cancelled steps run again, in DAG order; succeeded steps are kept",
     )
     .await
 }
 
-/// Applies a request about one pipeline run, then answers 202 with the run as it is now.
+/// Checks a pipeline run's state (an unknown run is a 404, a refusal by `allowed` a 409), applies
+/// a request about it, then answers 202 with the run as it is now.
 async fn apply_to_run(
     state: &AppState,
     run: PipelineRunId,
+    allowed: impl FnOnce(&PipelineRunId, PipelineRunState) -> Result<(), String> + Send + 'static,
     request: impl FnOnce(PipelineRunId) -> OperatorRequest,
+    log: &'static str,
     note: &'static str,
 ) -> Result<Response, HttpError> {
+    let r = run.clone();
+    state
+        .handle
+        .inspect(move |engine, _| match engine.state().run_state(&r) {
+            None => Err(unknown_run(&r.0)),
+            Some(s) => allowed(&r, s).map_err(HttpError::conflict),
+        })
+        .await??;
+    tracing::info!(run = %run, "{log}");
     apply_durably(state, request(run.clone())).await?;
     let id = run.0.clone();
     let summary = state

@@ -223,6 +223,7 @@ fn render(t: &Transition, now: DateTime<Utc>) -> Option<String> {
         TransitionKind::PipelineRunSucceeded => ("✔", "PIPELINE RUN SUCCEEDED".to_string()),
         TransitionKind::PipelineRunFailed => ("✖", format!("PIPELINE RUN FAILED: {}", t.detail)),
         TransitionKind::PipelineRunCancelled => ("■", "pipeline run cancelled".to_string()),
+        TransitionKind::PipelineRunLate => ("⏰", format!("LATE: {}", t.detail)),
         TransitionKind::TickSkipped | TransitionKind::TicksMissed => ("·", t.detail.clone()),
         TransitionKind::StepTriggering => ("▶", t.detail.clone()),
         TransitionKind::StepTriggered => (

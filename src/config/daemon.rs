@@ -135,6 +135,8 @@ pub enum NotificationEvent {
     Retry,
     /// Schedule ticks were missed (found later than the on-time grace, e.g. after downtime).
     Missed,
+    /// A pipeline run was not done by its pipeline's `deadline` (once per run).
+    Late,
 }
 
 /// Where a notification target's URL comes from. A Slack webhook URL is a secret: keep it in an
@@ -419,7 +421,7 @@ impl DaemonConfig {
             };
             if n.on.is_empty() {
                 return Err(invalid(format!(
-                    "`{name}`: `on` lists no event (failure, success, retry, missed)"
+                    "`{name}`: `on` lists no event (failure, success, retry, missed, late)"
                 )));
             }
             let mut on = n.on;

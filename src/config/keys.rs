@@ -11,6 +11,7 @@ pub const PIPELINE: &[&str] = &[
     "defaults",
     "steps",
     "backfill",
+    "deadline",
 ];
 pub const SCHEDULE: &[&str] = &["cron", "timezone", "catchup"];
 pub const DEFAULTS: &[&str] = &["retry", "timeout", "queue_timeout"];

@@ -367,6 +367,7 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
         )
         .unwrap_or_default();
     let suspended = l.boolean(&e, "suspended", "the pipeline").unwrap_or(false);
+    let deadline = l.duration(&e, "deadline", "the pipeline", false);
     let cause = l.string(&e, "cause", "the pipeline");
     let defaults = Lowerer::present(&e, "defaults")
         .map(|n| l.defaults(n))
@@ -418,6 +419,7 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
             cause: cause.map(|(c, _)| Template(c)),
             steps: ordered,
             backfill,
+            deadline,
         },
         name_span,
     })

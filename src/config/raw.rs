@@ -29,6 +29,10 @@ pub struct RawPipeline {
     pub steps: BTreeMap<String, RawStep>,
     /// Rolling re-run of recent logical dates on a schedule of its own.
     pub backfill: Option<RawBackfill>,
+    /// How long after its logical date a run must have succeeded (`2h`, `90m`). A run not done by
+    /// then is late: a `late` notification, a metric, a mark in the status. Backfill runs get it
+    /// only when the backfill asks (`--deadline`).
+    pub deadline: Option<String>,
 }
 
 /// A 5-field cron expression in an IANA time zone.

@@ -53,6 +53,10 @@ pub struct BackfillSpec {
     pub max_active: u32,
     #[serde(default)]
     pub reprocess: Reprocess,
+    /// Whether the pipeline's `deadline` applies to these runs (a past date is late by definition,
+    /// so only when asked: `--deadline`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deadline: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -557,6 +561,7 @@ impl Engine {
             every: Some(rb.every),
             max_active: rb.max_active,
             reprocess: Reprocess::All,
+            deadline: false,
         };
         if let Err(e) = self.create_backfill(id, spec, true, now) {
             tracing::warn!(pipeline = %name, error = %e, "rolling backfill not started");

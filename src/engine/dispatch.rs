@@ -389,8 +389,16 @@ impl Engine {
             PipelineRunState::Cancelled => TransitionKind::PipelineRunCancelled,
             _ => TransitionKind::PipelineRunFailed,
         };
+        let mut detail = failed.join(", ");
+        if let Some(late) = self.finishing_against_deadline(id, now) {
+            detail = if detail.is_empty() {
+                late
+            } else {
+                format!("{detail}; {late}")
+            };
+        }
         if let Some(run) = self.state.runs.get(id).cloned() {
-            self.note(now, &run, kind, failed.join(", "));
+            self.note(now, &run, kind, detail);
         }
         true
     }

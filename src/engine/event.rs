@@ -151,6 +151,8 @@ pub enum TransitionKind {
     PipelineRunSucceeded,
     PipelineRunFailed,
     PipelineRunCancelled,
+    /// The run's deadline passed before it succeeded (once per run).
+    PipelineRunLate,
     TickSkipped,
     TicksMissed,
     StepTriggering,
@@ -178,6 +180,7 @@ impl TransitionKind {
             Self::PipelineRunSucceeded => "pipeline_run_succeeded",
             Self::PipelineRunFailed => "pipeline_run_failed",
             Self::PipelineRunCancelled => "pipeline_run_cancelled",
+            Self::PipelineRunLate => "pipeline_run_late",
             Self::TickSkipped => "tick_skipped",
             Self::TicksMissed => "ticks_missed",
             Self::StepTriggering => "step_triggering",

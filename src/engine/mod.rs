@@ -3,6 +3,7 @@
 //! passes `now` in, persists `take_writes()` and only then carries out the plan's actions.
 
 pub mod backfill;
+pub mod deadline;
 pub mod details;
 mod dispatch;
 pub mod event;
@@ -114,6 +115,8 @@ pub struct Engine {
     deleted_runs: Vec<PipelineRunId>,
     archived_runs: Vec<PipelineRun>,
     transitions: Vec<Transition>,
+    /// Runs whose deadline is still ahead of a verdict, by deadline.
+    deadlines: deadline::DeadlineQueue,
 }
 
 /// A pipeline definition the engine could not use.
@@ -156,6 +159,7 @@ impl Engine {
             deleted_runs: Vec::new(),
             archived_runs: Vec::new(),
             transitions: Vec::new(),
+            deadlines: deadline::DeadlineQueue::default(),
         };
         engine.set_pipelines(pipelines)?;
         let mut to_reconcile = Vec::new();
@@ -163,6 +167,7 @@ impl Engine {
             if !run.state.is_terminal() {
                 engine.active.insert(run.id.clone());
             }
+            engine.deadlines.watch(run);
             for (step, step_run) in &run.steps {
                 for attempt in &step_run.attempts {
                     let at = AttemptRef {
@@ -349,6 +354,7 @@ impl Engine {
             // The attempt pass changed runs the dispatch pass has not seen yet.
             plan.wake_at = Some(now);
         }
+        self.plan_deadlines(now, &mut plan);
         self.plan_poll(now, &mut plan);
         self.plan_details(now, &mut plan);
         self.prune(now);
@@ -359,6 +365,9 @@ impl Engine {
     /// Records that a run changed: it is written at the next `take_writes` and looked at by the
     /// next dispatch and attempt passes.
     fn mark_changed(&mut self, id: PipelineRunId) {
+        if let Some(run) = self.state.runs.get(&id) {
+            self.deadlines.watch(run);
+        }
         self.touched.insert(id.clone());
         self.dirty_runs.insert(id);
     }

@@ -172,6 +172,7 @@ impl Engine {
             .iter()
             .map(|s| (s.name.clone(), StepRun::new()))
             .collect::<BTreeMap<_, _>>();
+        let deadline = self.deadline_of(def, logical_date, &origin);
         let run = PipelineRun {
             id: id.clone(),
             definition: def.clone(),
@@ -184,6 +185,8 @@ impl Engine {
             finished_at: None,
             cancel_reason: None,
             steps,
+            deadline,
+            late_since: None,
         };
         self.note(
             now,

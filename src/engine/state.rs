@@ -132,6 +132,14 @@ pub struct PipelineRun {
     /// Set when an operator or the concurrency policy cancels the run.
     pub cancel_reason: Option<CancelReason>,
     pub steps: BTreeMap<StepName, StepRun>,
+    /// When the run must have succeeded by (the pipeline's `deadline` after the logical date; a
+    /// backfill run only when its backfill asked). Absent in records written before deadlines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
+    /// When the engine found the run late and announced it: set once, persisted, so a restart
+    /// does not announce it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_since: Option<DateTime<Utc>>,
 }
 
 impl PipelineRun {

@@ -42,6 +42,7 @@ fn pipeline(name: &str, cron: &str, steps: Vec<Step>) -> Pipeline {
         suspended: false,
         cause: None,
         backfill: None,
+        deadline: None,
         steps,
     }
 }

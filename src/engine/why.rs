@@ -113,7 +113,15 @@ impl Engine {
             .collect();
         active.sort_by_key(|r| (r.is_backfill(), std::cmp::Reverse(r.logical_date)));
         if let Some(run) = active.first() {
-            return Ok(self.why_run(run, step, now, base));
+            let why = self.why_run(run, step, now, base);
+            // A late run says so first, with every step it still waits for.
+            return Ok(match super::deadline::late_sentence(run, now) {
+                Some(late) => Why {
+                    sentence: format!("{late}. {}", why.sentence),
+                    ..why
+                },
+                None => why,
+            });
         }
         if loaded.def.suspended {
             return Ok(Why {

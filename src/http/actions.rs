@@ -280,6 +280,9 @@ pub(super) struct BackfillBody {
     every: Option<String>,
     max_active: Option<u32>,
     reprocess: Option<Reprocess>,
+    /// Give these runs the pipeline's `deadline` (a past date is late by definition).
+    #[serde(default)]
+    deadline: bool,
     #[serde(default)]
     dry_run: bool,
 }
@@ -317,6 +320,7 @@ pub(super) async fn create_backfill(
                 every,
                 max_active: request.max_active.unwrap_or(DEFAULT_MAX_ACTIVE),
                 reprocess: request.reprocess.unwrap_or_default(),
+                deadline: request.deadline,
             };
             let preview = engine.preview_backfill(&i, &spec).map_err(|e| match e {
                 BackfillError::UnknownPipeline(p) => unknown_pipeline(&p.0),

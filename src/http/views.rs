@@ -51,6 +51,12 @@ pub struct RunSummary {
     /// Why it failed, in one line, with the dbt Cloud link.
     pub failure: Option<String>,
     pub failure_href: Option<String>,
+    /// When the run must have succeeded by (its pipeline's `deadline`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
+    /// When baton found the run late (its deadline passed before it was done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -290,6 +296,8 @@ pub fn run_summary(run: &PipelineRun) -> RunSummary {
         cancel_reason: run.cancel_reason,
         failure,
         failure_href: failed_attempt.and_then(|a| a.href.clone()),
+        deadline: run.deadline,
+        late_since: run.late_since,
     }
 }
 

@@ -150,6 +150,11 @@ pub struct Pipeline {
     /// validated; the backfill machinery consumes it). Absent in records stored before it existed.
     #[serde(default)]
     pub backfill: Option<RollingBackfill>,
+    /// How long after its logical date a run must have succeeded; a run not done by then is late
+    /// (`engine/deadline.rs`). Absent in records stored before it existed, and not written when
+    /// unset so the digests of older definitions do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Duration>,
 }
 
 /// "Every Saturday, re-run the last 7 days, one pipeline run per day": on each tick of `schedule`,

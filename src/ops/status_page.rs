@@ -40,6 +40,8 @@ pub struct PipelineView {
     pub next_fire: Option<(DateTime<Utc>, String)>,
     /// The latest run: its id and state.
     pub latest: Option<(String, &'static str)>,
+    /// The latest run's mark against its deadline (`late`, or `12m late` once done), if any.
+    pub late: Option<String>,
     /// Steps by depth in the DAG: roots first.
     pub levels: Vec<Vec<StepView>>,
 }
@@ -158,6 +160,10 @@ impl StatusView {
                     suspended: def.suspended,
                     next_fire,
                     latest: run.map(|r| (r.id.0.clone(), state_name(r.state))),
+                    late: run.and_then(|r| match crate::engine::deadline::finished_late_by(r) {
+                        Some(by) => Some(format!("{by} late")),
+                        None => r.late_since.map(|_| "late".to_string()),
+                    }),
                     levels,
                 }
             })
@@ -324,6 +330,9 @@ pub fn render(view: &StatusView) -> String {
                     "Latest run <code>{}</code>: <span class=\"{state}\">{state}</span>",
                     escape(id)
                 );
+                if let Some(late) = &p.late {
+                    let _ = write!(h, " <span class=\"late\">⏰ {}</span>", escape(late));
+                }
             }
             None => h.push_str("No run yet."),
         }
@@ -458,6 +467,7 @@ mod tests {
                 suspended: false,
                 next_fire: Some((t("2026-01-06T01:00:00Z"), "2026-01-06 02:00 CET".into())),
                 latest: Some(("x@2026-01-05T01:00:00Z".into(), "failed")),
+                late: Some("12m late".into()),
                 levels: vec![
                     vec![step(
                         "staging",
@@ -523,6 +533,7 @@ mod tests {
         let marts = html.find("data-step=\"marts&#39;\"").unwrap();
         assert!(staging < marts);
         assert!(html.contains("data-state=\"failed\""));
+        assert!(html.contains("<span class=\"late\">⏰ 12m late</span>"));
         assert!(html.contains("<small>after staging</small>"));
     }
 }

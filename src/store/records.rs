@@ -25,6 +25,10 @@ struct RunRecordOut<'a> {
     finished_at: Option<DateTime<Utc>>,
     cancel_reason: &'a Option<CancelReason>,
     steps: &'a BTreeMap<StepName, StepRun>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deadline: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    late_since: Option<DateTime<Utc>>,
 }
 
 /// A run record as read: schema 1 carried the definition inline, schema 2 names it.
@@ -44,6 +48,11 @@ struct RunRecordIn {
     finished_at: Option<DateTime<Utc>>,
     cancel_reason: Option<CancelReason>,
     steps: BTreeMap<StepName, StepRun>,
+    /// Absent in records written before deadlines existed.
+    #[serde(default)]
+    deadline: Option<DateTime<Utc>>,
+    #[serde(default)]
+    late_since: Option<DateTime<Utc>>,
 }
 
 /// The small entry kept for each archived run, read at start-up instead of the whole record, so
@@ -164,6 +173,8 @@ impl Definitions {
             finished_at: run.finished_at,
             cancel_reason: &run.cancel_reason,
             steps: &run.steps,
+            deadline: run.deadline,
+            late_since: run.late_since,
         })?;
         Ok(Encoded {
             record,
@@ -211,6 +222,8 @@ impl Definitions {
             finished_at,
             cancel_reason,
             steps,
+            deadline,
+            late_since,
             ..
         } = r;
         Ok(PipelineRun {
@@ -225,6 +238,8 @@ impl Definitions {
             finished_at,
             cancel_reason,
             steps,
+            deadline,
+            late_since,
         })
     }
 
@@ -261,6 +276,8 @@ pub(super) mod tests {
             finished_at: Some(at),
             cancel_reason: None,
             steps: BTreeMap::new(),
+            deadline: None,
+            late_since: None,
         }
     }
 

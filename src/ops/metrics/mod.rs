@@ -1,5 +1,5 @@
 //! Prometheus metrics at `GET /metrics`: attempts by outcome (the failure class), retries, time
-//! queued and running, dispatch latency, schedule lag, runs in flight, last success, dbt Cloud
+//! queued and running, dispatch latency, schedule lag, runs in flight, runs late, last success, dbt Cloud
 //! requests, 429s and budget waits. Fed by the engine's `Transition` broadcast; timings the
 //! transitions do not carry are read from the engine's state with one `inspect` per batch. Labels
 //! are pipeline and step names (bounded by the config), never run ids.
@@ -35,6 +35,8 @@ struct Registry {
     schedule_lag: BTreeMap<String, Histogram>,
     pipeline_runs: BTreeMap<Pair, u64>,
     ticks_missed: BTreeMap<String, u64>,
+    runs_late: BTreeMap<String, u64>,
+    late_now: BTreeMap<String, i64>,
     ticks_skipped: BTreeMap<String, u64>,
     triggers_ambiguous: BTreeMap<String, u64>,
     api: BTreeMap<(String, u16), u64>,
@@ -217,6 +219,7 @@ impl Metrics {
                         .or_default() += 1;
                 }
                 TransitionKind::TicksMissed => *reg.ticks_missed.entry(pipeline).or_default() += 1,
+                TransitionKind::PipelineRunLate => *reg.runs_late.entry(pipeline).or_default() += 1,
                 TransitionKind::TickSkipped => *reg.ticks_skipped.entry(pipeline).or_default() += 1,
                 TransitionKind::TriggerAmbiguous => {
                     *reg.triggers_ambiguous.entry(pipeline).or_default() += 1
@@ -283,6 +286,7 @@ impl Metrics {
         let mut reg = self.lock();
         reg.active_runs = g.active_runs;
         reg.attempts_in_flight = g.attempts_in_flight;
+        reg.late_now = g.late_now;
         for (pipeline, at) in g.last_success {
             let last = reg.last_success.entry(pipeline).or_insert(at);
             *last = (*last).max(at);
@@ -378,6 +382,20 @@ impl Metrics {
                 &[("pipeline", p)],
                 at.timestamp_millis() as f64 / 1000.0,
             );
+        }
+        counter1(
+            &mut e,
+            "baton_pipeline_runs_late_total",
+            "Pipeline runs found not done by their pipeline's deadline (counted once per run).",
+            &reg.runs_late,
+        );
+        e.family(
+            "baton_pipeline_runs_late",
+            "gauge",
+            "Pipeline runs past their deadline and not finished yet.",
+        );
+        for (p, v) in &reg.late_now {
+            e.sample("baton_pipeline_runs_late", &[("pipeline", p)], *v as f64);
         }
         counter1(&mut e, "baton_schedule_ticks_missed_total", "Times ticks were found missed (after downtime); the catch-up policy decided which ran.", &reg.ticks_missed);
         counter1(

@@ -129,17 +129,21 @@ pub fn settings(config: &DaemonConfig) -> RuntimeSettings {
     }
 }
 
-/// A client for the config's account.
+/// A client for the config's `default` account.
 pub fn client(config: &DaemonConfig, clock: SharedClock) -> anyhow::Result<DbtCloudClient> {
-    let token = config.resolve_token()?;
-    let mut client_config = ClientConfig::new(
-        config.dbt_cloud.base_url.clone(),
-        config.dbt_cloud.account_id,
-        token,
-    );
-    client_config.requests_per_minute = config.dbt_cloud.requests_per_minute;
-    client_config.request_timeout = config.dbt_cloud.request_timeout;
-    client_config.connect_timeout = config.dbt_cloud.connect_timeout;
+    account_client(&config.dbt_cloud, clock)
+}
+
+/// A client for one account, with its own token and request budget.
+pub fn account_client(
+    account: &crate::config::daemon::DbtCloudConfig,
+    clock: SharedClock,
+) -> anyhow::Result<DbtCloudClient> {
+    let token = account.token.resolve()?;
+    let mut client_config = ClientConfig::new(account.base_url.clone(), account.account_id, token);
+    client_config.requests_per_minute = account.requests_per_minute;
+    client_config.request_timeout = account.request_timeout;
+    client_config.connect_timeout = account.connect_timeout;
     let budget = Arc::new(crate::dbt_cloud::RequestBudget::new(
         client_config.requests_per_minute,
         clock,
@@ -151,8 +155,16 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
     let clock = args.clock.clock()?;
     let pipelines = load_pipelines(std::slice::from_ref(&config.pipelines_dir))
         .map_err(|d| anyhow::anyhow!("the pipeline files have problems:\n{d}"))?;
+    crate::config::accounts::check_accounts(&pipelines, &config.account_names())
+        .map_err(|d| anyhow::anyhow!("the pipeline files have problems:\n{d}"))?;
     let store = Store::open(&config.state_dir)?;
     let client = client(&config, clock.clone())?;
+    let mut others = Vec::new();
+    for (name, account) in &config.accounts {
+        let other =
+            account_client(account, clock.clone()).with_context(|| format!("account `{name}`"))?;
+        others.push((name.clone(), other));
+    }
     let mut settings = RuntimeSettings {
         shutdown_grace: args.shutdown_grace,
         ..settings(&config)
@@ -162,17 +174,20 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
         settings.engine.poll_interval = poll;
     }
     let daemon = Daemon::new(settings, pipelines, store, client.clone(), clock)
-        .context("loading the state")?;
+        .context("loading the state")?
+        .with_accounts(others.clone());
     let handle = daemon.handle();
     let shutdown = CancellationToken::new();
 
     // Subscribed before the loop runs, so they see every transition.
     let metrics = Metrics::new();
-    metrics.set_budget(client.budget().clone());
-    {
+    let every_client = std::iter::once((crate::ids::AccountName::default(), &client))
+        .chain(others.iter().map(|(name, c)| (name.clone(), c)));
+    for (account, c) in every_client {
+        metrics.set_account_budget(&account.0, c.budget().clone());
         let metrics = metrics.clone();
-        client.set_api_observer(Arc::new(move |endpoint, status| {
-            metrics.observe_api(endpoint, status)
+        c.set_api_observer(Arc::new(move |endpoint, status| {
+            metrics.observe_account_api(&account.0, endpoint, status)
         }));
     }
     tokio::spawn(metrics.clone().run(handle.clone(), shutdown.clone()));
@@ -192,6 +207,7 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
         signals,
         handle.clone(),
         config.pipelines_dir.clone(),
+        config.account_names(),
         systemd.clone(),
         shutdown.clone(),
     ));
@@ -243,6 +259,13 @@ async fn start_http(
         metrics.set_webhook_stats(stats);
         app = app.merge(webhooks);
     }
+    for (name, account) in &config.accounts {
+        if let Some(secret) = &account.webhook_secret {
+            let path = ops::webhook::account_path(name);
+            let (webhooks, _) = ops::webhook::router_at(&path, secret.resolve()?, handle.clone());
+            app = app.merge(webhooks);
+        }
+    }
     let server = crate::http::serve(listener, app, shutdown.clone());
     tokio::spawn(async move {
         if let Err(e) = server.await {
@@ -259,6 +282,7 @@ async fn watch_signals(
     signals: Signals,
     handle: DaemonHandle,
     pipelines_dir: PathBuf,
+    accounts: std::collections::BTreeSet<crate::ids::AccountName>,
     systemd: SdNotifier,
     shutdown: CancellationToken,
 ) {
@@ -278,7 +302,7 @@ async fn watch_signals(
             _ = int.recv() => break,
             _ = hup.recv() => {
                 tell(systemd.reloading());
-                reload(&handle, &pipelines_dir).await;
+                reload(&handle, &pipelines_dir, &accounts).await;
                 tell(systemd.ready());
             }
         }
@@ -310,8 +334,15 @@ impl Signals {
 }
 
 /// Re-reads the pipeline files into the running loop.
-pub async fn reload(handle: &DaemonHandle, pipelines_dir: &std::path::Path) {
-    match load_pipelines(&[pipelines_dir.to_path_buf()]) {
+pub async fn reload(
+    handle: &DaemonHandle,
+    pipelines_dir: &std::path::Path,
+    accounts: &std::collections::BTreeSet<crate::ids::AccountName>,
+) {
+    let loaded = load_pipelines(&[pipelines_dir.to_path_buf()]).and_then(|pipelines| {
+        crate::config::accounts::check_accounts(&pipelines, accounts).map(|()| pipelines)
+    });
+    match loaded {
         Ok(pipelines) => {
             let count = pipelines.len();
             match handle.reload(pipelines).await {

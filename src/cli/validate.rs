@@ -17,7 +17,8 @@ pub enum OutputFormat {
 pub struct ValidateArgs {
     /// Pipeline files or directories (default: the config's pipelines_dir, else `pipelines/`).
     pub paths: Vec<PathBuf>,
-    /// The daemon config, for its `pipelines_dir`.
+    /// The daemon config, for its `pipelines_dir` and its accounts (a step's `account:` must
+    /// name one).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
@@ -36,7 +37,22 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
     } else {
         args.paths.clone()
     };
-    let result = config::load_pipelines(&paths);
+    let mut result = config::load_pipelines(&paths);
+    // With the daemon config, each step's `account:` must name one of its accounts.
+    if let (Some(path), Ok(pipelines)) = (args.config.as_deref(), &result) {
+        match config::daemon::DaemonConfig::load(path) {
+            Ok(daemon) => {
+                if let Err(d) = config::accounts::check_accounts(pipelines, &daemon.account_names())
+                {
+                    result = Err(d);
+                }
+            }
+            Err(e) => {
+                Failure::Message(e.to_string()).report();
+                return ExitCode::from(EXIT_PROBLEMS);
+            }
+        }
+    }
     match (args.format, &result) {
         (OutputFormat::Json, Ok(pipelines)) => {
             let names: Vec<&str> = pipelines.iter().map(|p| p.name.0.as_str()).collect();

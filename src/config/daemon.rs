@@ -1,10 +1,12 @@
-//! The daemon's own config file (`config.example.yaml` documents every key): dbt Cloud access,
-//! directories, HTTP listener, polling and limits. Unknown keys are errors; the API token is never
+//! The daemon's own config file (`config.example.yaml` documents every key): dbt Cloud access
+//! (`dbt_cloud:` is the account named `default`, `accounts:` names more), directories, HTTP
+//! listener, polling and limits. Unknown keys are errors; the API token is never
 //! written inline, only named (an environment variable or a file).
 
-use crate::ids::AccountId;
+use crate::ids::{AccountId, AccountName};
 use crate::secret::Secret;
 use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -94,6 +96,9 @@ pub struct DbtCloudConfig {
     pub requests_per_minute: u32,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// The HMAC secret of this account's webhook subscription (accounts under `accounts:`; the
+    /// `default` account's is in `webhooks:`).
+    pub webhook_secret: Option<SecretSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +187,10 @@ impl NotificationTarget {
 pub struct DaemonConfig {
     /// The file it was loaded from.
     pub source: PathBuf,
+    /// The account named `default` (the `dbt_cloud:` block, or `accounts.default`).
     pub dbt_cloud: DbtCloudConfig,
+    /// The other accounts, by name.
+    pub accounts: BTreeMap<AccountName, DbtCloudConfig>,
     pub state_dir: PathBuf,
     pub pipelines_dir: PathBuf,
     pub http: HttpConfig,
@@ -222,6 +230,8 @@ struct RawDbtCloud {
     request_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     connect_timeout: Option<Duration>,
+    webhook_secret_env: Option<String>,
+    webhook_secret_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -260,7 +270,9 @@ fn default_notification_events() -> Vec<NotificationEvent> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
-    dbt_cloud: RawDbtCloud,
+    dbt_cloud: Option<RawDbtCloud>,
+    #[serde(default)]
+    accounts: BTreeMap<String, RawDbtCloud>,
     state_dir: PathBuf,
     pipelines_dir: Option<PathBuf>,
     #[serde(default)]
@@ -294,6 +306,55 @@ fn secret_source(
         (None, Some(file)) => Ok(Some(SecretSource::File(base.join(file)))),
         (None, None) => Ok(None),
     }
+}
+
+/// One account's block (`dbt_cloud`, or an entry of `accounts`); `section` names it in errors.
+fn account_config(
+    raw: RawDbtCloud,
+    base: &Path,
+    section: &str,
+    own_webhook: bool,
+) -> Result<DbtCloudConfig, String> {
+    let token = secret_source(raw.token_env, raw.token_file, base, section)?.ok_or_else(|| {
+        format!("`{section}` needs `token_env` or `token_file` (the token is never inline)")
+    })?;
+    let base_url = Url::parse(&raw.base_url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| {
+            format!(
+                "`{section}.base_url` must be an http(s) URL, found `{}`",
+                raw.base_url
+            )
+        })?;
+    let requests_per_minute = raw.requests_per_minute.unwrap_or(1000);
+    if requests_per_minute == 0 {
+        return Err(format!(
+            "`{section}.requests_per_minute` must be at least 1"
+        ));
+    }
+    let webhook_secret = match (raw.webhook_secret_env, raw.webhook_secret_file) {
+        (None, None) => None,
+        _ if !own_webhook => {
+            return Err(format!(
+                "`{section}` takes no webhook secret: the `default` account's is under `webhooks`"
+            ))
+        }
+        (Some(_), Some(_)) => return Err(format!(
+            "`{section}` sets both `webhook_secret_env` and `webhook_secret_file`; set exactly one"
+        )),
+        (Some(env), None) => Some(SecretSource::Env(env)),
+        (None, Some(file)) => Some(SecretSource::File(base.join(file))),
+    };
+    Ok(DbtCloudConfig {
+        base_url,
+        account_id: AccountId(raw.account_id),
+        token,
+        requests_per_minute,
+        request_timeout: raw.request_timeout.unwrap_or(Duration::from_secs(30)),
+        connect_timeout: raw.connect_timeout.unwrap_or(Duration::from_secs(10)),
+        webhook_secret,
+    })
 }
 
 impl DaemonConfig {
@@ -332,35 +393,34 @@ impl DaemonConfig {
         } else {
             base
         };
-        let token = secret_source(
-            raw.dbt_cloud.token_env,
-            raw.dbt_cloud.token_file,
-            base,
-            "dbt_cloud",
-        )
-        .map_err(&invalid)?
-        .ok_or_else(|| {
-            invalid(
-                "`dbt_cloud` needs `token_env` or `token_file` (the token is never inline)".into(),
-            )
-        })?;
-        let base_url = Url::parse(&raw.dbt_cloud.base_url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| {
-                invalid(format!(
-                    "`dbt_cloud.base_url` must be an http(s) URL, found `{}`",
-                    raw.dbt_cloud.base_url
+        let mut accounts = BTreeMap::new();
+        for (name, account) in raw.accounts {
+            if !crate::config::fields::valid_name(&name) {
+                return Err(invalid(format!(
+                    "invalid account name `{name}` under `accounts` (letters, digits, `_`, `-`, `.`)"
+                )));
+            }
+            let section = format!("accounts.{name}");
+            let config = account_config(account, base, &section, true).map_err(&invalid)?;
+            accounts.insert(AccountName(name), config);
+        }
+        let dbt_cloud = match (raw.dbt_cloud, accounts.remove(&AccountName::default())) {
+            (Some(_), Some(_)) => return Err(invalid(
+                "both `dbt_cloud` and `accounts.default` describe the account `default`; keep one"
+                    .into(),
+            )),
+            (Some(block), None) => {
+                account_config(block, base, "dbt_cloud", false).map_err(&invalid)?
+            }
+            (None, Some(default)) => default,
+            (None, None) => {
+                return Err(invalid(
+                    "no dbt Cloud account: add a `dbt_cloud` block (the account `default`)".into(),
                 ))
-            })?;
+            }
+        };
         let http_token = secret_source(raw.http.token_env, raw.http.token_file, base, "http")
             .map_err(&invalid)?;
-        let requests_per_minute = raw.dbt_cloud.requests_per_minute.unwrap_or(1000);
-        if requests_per_minute == 0 {
-            return Err(invalid(
-                "`dbt_cloud.requests_per_minute` must be at least 1".into(),
-            ));
-        }
         let max_in_flight = raw.max_in_flight.unwrap_or(50);
         if max_in_flight == 0 {
             return Err(invalid("`max_in_flight` must be at least 1".into()));
@@ -436,20 +496,8 @@ impl DaemonConfig {
         }
         Ok(DaemonConfig {
             source: path.to_path_buf(),
-            dbt_cloud: DbtCloudConfig {
-                base_url,
-                account_id: AccountId(raw.dbt_cloud.account_id),
-                token,
-                requests_per_minute,
-                request_timeout: raw
-                    .dbt_cloud
-                    .request_timeout
-                    .unwrap_or(Duration::from_secs(30)),
-                connect_timeout: raw
-                    .dbt_cloud
-                    .connect_timeout
-                    .unwrap_or(Duration::from_secs(10)),
-            },
+            dbt_cloud,
+            accounts,
             state_dir: base.join(raw.state_dir),
             pipelines_dir: base.join(raw.pipelines_dir.unwrap_or_else(|| "pipelines".into())),
             http: HttpConfig {
@@ -475,6 +523,20 @@ impl DaemonConfig {
     /// The dbt Cloud API token.
     pub fn resolve_token(&self) -> Result<Secret, ConfigError> {
         self.dbt_cloud.token.resolve()
+    }
+
+    /// The names of every account, `default` included.
+    pub fn account_names(&self) -> std::collections::BTreeSet<AccountName> {
+        std::iter::once(AccountName::default())
+            .chain(self.accounts.keys().cloned())
+            .collect()
+    }
+
+    /// Every account by name, `default` first.
+    pub fn all_accounts(&self) -> Vec<(AccountName, &DbtCloudConfig)> {
+        std::iter::once((AccountName::default(), &self.dbt_cloud))
+            .chain(self.accounts.iter().map(|(n, c)| (n.clone(), c)))
+            .collect()
     }
 
     /// The webhook receiver's HMAC secret, when webhooks are on.
@@ -564,6 +626,7 @@ mod tests {
                 Some(rest)
                     if rest.starts_with("webhooks:")
                         || rest.starts_with("notifications:")
+                        || rest.starts_with("accounts:")
                         || rest.starts_with("  ") =>
                 {
                     format!("{rest}\n")
@@ -578,6 +641,48 @@ mod tests {
         );
         assert_eq!(c.notifications.len(), 2);
         assert_eq!(c.notifications[0].format, NotificationFormat::Slack);
+        let emea = &c.accounts[&AccountName("emea".into())];
+        assert_eq!(emea.base_url.as_str(), "https://emea.dbt.com/");
+        assert_eq!(
+            emea.webhook_secret,
+            Some(SecretSource::Env("DBT_CLOUD_EMEA_WEBHOOK_SECRET".into()))
+        );
+    }
+
+    #[test]
+    fn accounts_beside_the_default_one() {
+        let text = format!(
+            "{MINIMAL}accounts:\n  emea:\n    base_url: https://emea.dbt.com\n    account_id: 7\n    token_file: emea.token\n    requests_per_minute: 60\n    webhook_secret_env: EMEA_HOOK\n"
+        );
+        let c = DaemonConfig::from_str_at(Path::new("/etc/baton/config.yaml"), &text).unwrap();
+        let names: Vec<String> = c.account_names().into_iter().map(|a| a.0).collect();
+        assert_eq!(names, ["default", "emea"]);
+        let emea = &c.accounts[&AccountName("emea".into())];
+        assert_eq!(emea.account_id, AccountId(7));
+        assert_eq!(emea.requests_per_minute, 60);
+        assert_eq!(
+            emea.token,
+            SecretSource::File(PathBuf::from("/etc/baton/emea.token"))
+        );
+        assert_eq!(c.all_accounts()[0].0, AccountName::default());
+
+        // `accounts.default` may stand in for `dbt_cloud`, never beside it.
+        let only_accounts = "accounts:\n  default:\n    base_url: https://x.dbt.com\n    account_id: 1\n    token_env: T\nstate_dir: s\n";
+        let c = DaemonConfig::from_str_at(Path::new("c.yaml"), only_accounts).unwrap();
+        assert_eq!(c.dbt_cloud.account_id, AccountId(1));
+        assert!(c.accounts.is_empty());
+        for (bad, says) in [
+            (format!("{MINIMAL}accounts:\n  default:\n    base_url: https://x.dbt.com\n    account_id: 1\n    token_env: T\n"), "both"),
+            (format!("{MINIMAL}accounts:\n  'a b':\n    base_url: https://x.dbt.com\n    account_id: 1\n    token_env: T\n"), "invalid account name"),
+            (format!("{MINIMAL}accounts:\n  x:\n    base_url: https://x.dbt.com\n    account_id: 1\n"), "`accounts.x` needs `token_env`"),
+            (MINIMAL.replace("state_dir", "  webhook_secret_env: H\nstate_dir"), "`webhooks`"),
+            ("state_dir: s\n".to_string(), "no dbt Cloud account"),
+        ] {
+            let err = DaemonConfig::from_str_at(Path::new("c.yaml"), &bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub const RETRY: &[&str] = &[
     "on_cancel",
 ];
 pub const STEP: &[&str] = &[
+    "account",
     "job_id",
     "depends_on",
     "overrides",

@@ -7,7 +7,7 @@ pub use super::fields::did_you_mean;
 use super::fields::{valid_name, Entries, Lowerer, NAME_HINT};
 use super::keys;
 use super::yaml::{Node, Span};
-use crate::ids::JobId;
+use crate::ids::{AccountName, JobId};
 use crate::model::pipeline::{
     CatchupPolicy, ConcurrencyPolicy, OverrideValue, Overrides, Pipeline, PipelineName,
     RetryPolicy, RollingBackfill, ScheduleSpec, Step, StepName, Template,
@@ -79,6 +79,7 @@ pub(super) struct RawStep<'n> {
     pub(super) retry: PartialRetry,
     pub(super) timeout: Option<Duration>,
     pub(super) queue_timeout: Option<Duration>,
+    pub(super) account: Option<String>,
 }
 
 impl Lowerer<'_, '_> {
@@ -179,6 +180,16 @@ impl Lowerer<'_, '_> {
             }
             Some(_) => self.positive_int(&e, "job_id", &what).map(JobId),
         };
+        let account = self.string(&e, "account", &what).map(|(a, span)| {
+            if !valid_name(&a) {
+                self.error(
+                    span,
+                    format!("invalid account name `{a}` in {what}"),
+                    Some(NAME_HINT.into()),
+                );
+            }
+            a
+        });
         let mut depends_on = Vec::new();
         if let Some(list) = Self::present(&e, "depends_on") {
             match list.as_sequence() {
@@ -239,6 +250,7 @@ impl Lowerer<'_, '_> {
             queue_timeout: self
                 .duration(&e, "queue_timeout", &what, false)
                 .or(defaults.queue_timeout),
+            account,
         })
     }
 
@@ -406,6 +418,7 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
             retry: raw.retry.policy(),
             timeout: raw.timeout,
             queue_timeout: raw.queue_timeout,
+            account: raw.account.map(AccountName).unwrap_or_default(),
         });
     }
     Some(Lowered {

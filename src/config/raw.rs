@@ -96,6 +96,9 @@ pub struct RawRetry {
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStep {
+    /// The dbt Cloud account of the job, by the name the daemon config gives it (`dbt_cloud:` is
+    /// `default`, the default; others are under `accounts:`).
+    pub account: Option<String>,
     /// The dbt Cloud job id.
     #[schemars(range(min = 1))]
     pub job_id: i64,

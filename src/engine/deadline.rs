@@ -198,6 +198,7 @@ mod tests {
             retry: RetryPolicy::default(),
             timeout: None,
             queue_timeout: None,
+            account: Default::default(),
         };
         let p = Pipeline {
             name: PipelineName("p".into()),

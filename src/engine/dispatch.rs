@@ -25,7 +25,7 @@ impl Engine {
         if candidates.is_empty() {
             return false;
         }
-        let mut in_flight = self.in_flight_attempts();
+        let mut in_flight = self.in_flight_by_account();
         let mut running: Vec<(DateTime<Utc>, PipelineRunId)> = candidates
             .iter()
             .filter_map(|id| self.state.runs.get(id))
@@ -75,7 +75,9 @@ impl Engine {
                                 "an upstream step failed",
                             );
                         } else if upstream.iter().all(|s| *s == StepState::Succeeded) {
-                            if in_flight < self.config.max_in_flight {
+                            let used = in_flight.entry(step.account.clone()).or_default();
+                            if *used < self.config.max_in_flight {
+                                *used += 1;
                                 self.start_attempt(
                                     &id,
                                     &step.name,
@@ -83,17 +85,20 @@ impl Engine {
                                     now,
                                     plan,
                                 );
-                                in_flight += 1;
                             } else {
                                 self.blocked_by_cap = true;
+                                self.blocked_accounts.insert(step.account.clone());
                             }
                         }
                     }
                     StepState::WaitingRetry { until } => {
                         if until > now {
                             plan.wake_at = earliest(plan.wake_at, until);
-                        } else if in_flight >= self.config.max_in_flight {
+                        } else if in_flight.get(&step.account).copied().unwrap_or(0)
+                            >= self.config.max_in_flight
+                        {
                             self.blocked_by_cap = true;
+                            self.blocked_accounts.insert(step.account.clone());
                         } else {
                             let previous = state.current();
                             let kind = match previous {
@@ -109,7 +114,7 @@ impl Engine {
                                 _ => AttemptKind::Trigger,
                             };
                             self.start_attempt(&id, &step.name, kind, now, plan);
-                            in_flight += 1;
+                            *in_flight.entry(step.account.clone()).or_default() += 1;
                         }
                     }
                     _ => {}

@@ -2,6 +2,7 @@
 //! to trigger, poll, cancel or retry and when to wake next. No IO and no clock reads: the runtime
 //! passes `now` in, persists `take_writes()` and only then carries out the plan's actions.
 
+mod accounts;
 pub mod backfill;
 pub mod deadline;
 pub mod details;
@@ -31,7 +32,7 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub poll_interval: Duration,
-    /// Cap on attempts in flight (triggering or running) for the account.
+    /// Cap on attempts in flight (triggering or running) for each account.
     pub max_in_flight: usize,
     /// Most missed ticks run per pipeline under `catchup: all`.
     pub catchup_max: usize,
@@ -110,6 +111,8 @@ pub struct Engine {
     last_full_pass: Option<DateTime<Utc>>,
     /// A ready step waited for room under `max_in_flight`: a full pass runs when room frees.
     blocked_by_cap: bool,
+    /// The accounts whose cap held a ready step back.
+    blocked_accounts: BTreeSet<crate::ids::AccountName>,
     dirty_cursors: BTreeSet<PipelineName>,
     dirty_backfills: BTreeSet<backfill::BackfillId>,
     deleted_runs: Vec<PipelineRunId>,
@@ -154,6 +157,7 @@ impl Engine {
             passes_wake_at: None,
             last_full_pass: None,
             blocked_by_cap: false,
+            blocked_accounts: BTreeSet::new(),
             dirty_cursors: BTreeSet::new(),
             dirty_backfills: BTreeSet::new(),
             deleted_runs: Vec::new(),
@@ -380,10 +384,11 @@ impl Engine {
             .last_full_pass
             .is_none_or(|t| now - t >= chrono::Duration::minutes(1))
             || self.passes_wake_at.is_some_and(|t| t <= now)
-            || (self.blocked_by_cap && self.in_flight_attempts() < self.config.max_in_flight);
+            || (self.blocked_by_cap && self.blocked_account_has_room());
         if due {
             self.last_full_pass = Some(now);
             self.blocked_by_cap = false;
+            self.blocked_accounts.clear();
         }
         due
     }

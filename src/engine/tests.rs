@@ -25,6 +25,7 @@ fn step(name: &str, job: i64, deps: &[&str]) -> Step {
         retry: RetryPolicy::default(),
         timeout: None,
         queue_timeout: None,
+        account: Default::default(),
     }
 }
 

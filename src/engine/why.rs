@@ -283,11 +283,19 @@ impl Engine {
                         ..base
                     };
                 }
-                let in_flight = self.in_flight_attempts();
+                let account = def
+                    .step(&name)
+                    .map(|s| s.account.clone())
+                    .unwrap_or_default();
+                let in_flight = self
+                    .in_flight_by_account()
+                    .get(&account)
+                    .copied()
+                    .unwrap_or(0);
                 Why {
                     reason: WhyReason::InFlightCap,
                     sentence: format!(
-                        "step {name} of run {} is ready but the account's cap on attempts in flight is reached ({in_flight} of {})",
+                        "step {name} of run {} is ready but the cap on attempts in flight of account `{account}` is reached ({in_flight} of {})",
                         run.id, self.config.max_in_flight
                     ),
                     ..base

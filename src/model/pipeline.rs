@@ -1,7 +1,7 @@
 //! The validated pipeline: name, schedule, concurrency policy, steps in topological order, and each
 //! step's job, overrides and policies.
 
-use crate::ids::JobId;
+use crate::ids::{AccountName, JobId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -122,6 +122,10 @@ pub struct Step {
     pub timeout: Option<Duration>,
     /// Limit on time spent in dbt Cloud status 1 or 2.
     pub queue_timeout: Option<Duration>,
+    /// The dbt Cloud account the job lives in (the daemon config names its accounts). Not
+    /// written when `default`, so the digests of older definitions do not change.
+    #[serde(default, skip_serializing_if = "AccountName::is_default")]
+    pub account: AccountName,
 }
 
 /// A pipeline's schedule: a 5-field cron expression in an IANA time zone.

@@ -9,9 +9,11 @@ use crate::dbt_cloud::client::DbtCloudClient;
 use crate::engine::event::{Action, Event, OperatorRequest, Transition};
 use crate::engine::state::{CancelReason, PipelineRunId, Write};
 use crate::engine::{Engine, EngineConfig};
+use crate::ids::AccountName;
 use crate::model::pipeline::Pipeline;
 use crate::store::{HistoryReader, Store};
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -175,7 +177,8 @@ impl DaemonHandle {
 pub struct Daemon {
     engine: Engine,
     store: Store,
-    client: DbtCloudClient,
+    /// One client per dbt Cloud account (each with its own token and request budget).
+    clients: BTreeMap<AccountName, DbtCloudClient>,
     clock: SharedClock,
     settings: RuntimeSettings,
     inbox_rx: mpsc::UnboundedReceiver<Message>,
@@ -212,7 +215,7 @@ impl Daemon {
         Ok(Self {
             engine,
             store,
-            client,
+            clients: BTreeMap::from([(AccountName::default(), client)]),
             clock,
             settings,
             inbox_rx,
@@ -223,6 +226,16 @@ impl Daemon {
             iterations: 0,
             operator_pending: false,
         })
+    }
+
+    /// Adds the clients of the accounts beside `default` (named by the daemon config's
+    /// `accounts:`); each step's calls go to the client of its account.
+    pub fn with_accounts(
+        mut self,
+        accounts: impl IntoIterator<Item = (AccountName, DbtCloudClient)>,
+    ) -> Self {
+        self.clients.extend(accounts);
+        self
     }
 
     pub fn handle(&self) -> DaemonHandle {
@@ -291,13 +304,18 @@ impl Daemon {
                 // Persisted as triggering; the next start reconciles it and sends it then.
                 continue;
             }
-            self.outstanding += 1;
-            let client = self.client.clone();
-            let inbox = self.inbox_tx.clone();
-            tracker.spawn(async move {
-                let answer = executor::execute(&client, action).await;
-                let _ = inbox.send(Message::Answer(answer));
-            });
+            for (account, action) in self.engine.route(action) {
+                self.outstanding += 1;
+                let client = self.clients.get(&account).cloned();
+                let inbox = self.inbox_tx.clone();
+                tracker.spawn(async move {
+                    let answer = match client {
+                        Some(client) => executor::execute(&client, action).await,
+                        None => executor::unroutable(action, &account),
+                    };
+                    let _ = inbox.send(Message::Answer(answer));
+                });
+            }
         }
         self.iterations += 1;
         self.progress.send_replace(Progress {

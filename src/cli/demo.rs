@@ -73,7 +73,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     if !args.speed.is_finite() || args.speed <= 0.0 {
         anyhow::bail!("--speed must be above 0");
     }
-    let pipelines = demo_pipelines(&args.pipelines)?;
+    let mut pipelines = demo_pipelines(&args.pipelines)?;
     let clock: SharedClock = Arc::new(ScaledClock::new(args.speed));
     let shutdown = CancellationToken::new();
 
@@ -84,6 +84,20 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let state_dir = std::env::temp_dir().join(format!("baton-demo-{}", std::process::id()));
     let store = Store::open(&state_dir)?;
     let client = demo_client(&emulator, clock.clone())?;
+    // The one emulator plays every account the pipelines name, and answers their job names.
+    let accounts: std::collections::BTreeMap<_, _> = pipelines
+        .iter()
+        .flat_map(|p| p.steps.iter().map(|s| s.account.clone()))
+        .chain(std::iter::once(crate::ids::AccountName::default()))
+        .map(|a| (a, client.clone()))
+        .collect();
+    crate::dbt_cloud::job_names::resolve_job_names(
+        &accounts,
+        &mut pipelines,
+        &std::collections::BTreeMap::new(),
+    )
+    .await
+    .map_err(|p| anyhow::anyhow!("job names could not be resolved:\n  {}", p.join("\n  ")))?;
     let settings = RuntimeSettings {
         engine: EngineConfig {
             poll_interval: Duration::from_secs(2),
@@ -93,7 +107,8 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         ..RuntimeSettings::default()
     };
     let daemon = Daemon::new(settings, pipelines.clone(), store, client, clock.clone())
-        .context("starting the daemon")?;
+        .context("starting the daemon")?
+        .with_accounts(accounts);
     let daemon_shutdown = CancellationToken::new();
     let (handle, task) = crate::runtime::spawn(daemon, daemon_shutdown.clone());
 

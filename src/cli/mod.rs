@@ -13,6 +13,7 @@ pub mod schedule;
 pub mod schema;
 pub mod status;
 pub mod validate;
+pub mod validate_online;
 pub mod why;
 
 use clap::{Parser, Subcommand};

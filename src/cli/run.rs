@@ -7,11 +7,14 @@ use crate::clock::{ScaledClock, SharedClock, SystemClock};
 use crate::config::daemon::{DaemonConfig, ShutdownPolicy};
 use crate::config::load_pipelines;
 use crate::dbt_cloud::client::{ClientConfig, DbtCloudClient};
+use crate::dbt_cloud::job_names::resolve_job_names;
 use crate::engine::EngineConfig;
+use crate::ids::AccountName;
 use crate::ops::{self, metrics::Metrics, notify, systemd::SdNotifier};
 use crate::runtime::{Daemon, DaemonHandle, OnShutdown, RuntimeSettings};
 use crate::store::Store;
 use anyhow::Context;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -153,7 +156,7 @@ pub fn account_client(
 
 async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow::Result<()> {
     let clock = args.clock.clock()?;
-    let pipelines = load_pipelines(std::slice::from_ref(&config.pipelines_dir))
+    let mut pipelines = load_pipelines(std::slice::from_ref(&config.pipelines_dir))
         .map_err(|d| anyhow::anyhow!("the pipeline files have problems:\n{d}"))?;
     crate::config::accounts::check_accounts(&pipelines, &config.account_names())
         .map_err(|d| anyhow::anyhow!("the pipeline files have problems:\n{d}"))?;
@@ -165,6 +168,21 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
             account_client(account, clock.clone()).with_context(|| format!("account `{name}`"))?;
         others.push((name.clone(), other));
     }
+    let clients: BTreeMap<AccountName, DbtCloudClient> =
+        std::iter::once((AccountName::default(), client.clone()))
+            .chain(others.iter().cloned())
+            .collect();
+    // Job names resolve before anything is scheduled; the ids are stored for the next start.
+    let stored = store.resolved_jobs()?;
+    let resolved = resolve_job_names(&clients, &mut pipelines, &stored)
+        .await
+        .map_err(|problems| {
+            anyhow::anyhow!(
+                "job names could not be resolved:\n  {}",
+                problems.join("\n  ")
+            )
+        })?;
+    store.save_resolved_jobs(&resolved)?;
     let mut settings = RuntimeSettings {
         shutdown_grace: args.shutdown_grace,
         ..settings(&config)
@@ -203,11 +221,16 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
 
     let api = start_http(&config, &handle, client, metrics, &shutdown).await?;
     let systemd = SdNotifier::from_env();
+    let reloader = Reloader {
+        pipelines_dir: config.pipelines_dir.clone(),
+        accounts: config.account_names(),
+        clients,
+        resolved: Arc::new(tokio::sync::Mutex::new(resolved)),
+    };
     tokio::spawn(watch_signals(
         signals,
         handle.clone(),
-        config.pipelines_dir.clone(),
-        config.account_names(),
+        reloader,
         systemd.clone(),
         shutdown.clone(),
     ));
@@ -281,8 +304,7 @@ async fn start_http(
 async fn watch_signals(
     signals: Signals,
     handle: DaemonHandle,
-    pipelines_dir: PathBuf,
-    accounts: std::collections::BTreeSet<crate::ids::AccountName>,
+    reloader: Reloader,
     systemd: SdNotifier,
     shutdown: CancellationToken,
 ) {
@@ -302,7 +324,7 @@ async fn watch_signals(
             _ = int.recv() => break,
             _ = hup.recv() => {
                 tell(systemd.reloading());
-                reload(&handle, &pipelines_dir, &accounts).await;
+                reloader.reload(&handle).await;
                 tell(systemd.ready());
             }
         }
@@ -333,26 +355,59 @@ impl Signals {
     }
 }
 
-/// Re-reads the pipeline files into the running loop.
-pub async fn reload(
-    handle: &DaemonHandle,
-    pipelines_dir: &std::path::Path,
-    accounts: &std::collections::BTreeSet<crate::ids::AccountName>,
-) {
-    let loaded = load_pipelines(&[pipelines_dir.to_path_buf()]).and_then(|pipelines| {
-        crate::config::accounts::check_accounts(&pipelines, accounts).map(|()| pipelines)
-    });
-    match loaded {
-        Ok(pipelines) => {
-            let count = pipelines.len();
-            match handle.reload(pipelines).await {
-                Ok(Ok(())) => tracing::info!(pipelines = count, "reloaded the pipeline files"),
-                Ok(Err(e)) => tracing::error!(error = %e, "reload refused; keeping the last good definitions"),
-                Err(e) => tracing::error!(error = %e, "reload failed"),
+/// What a reload needs: the files, the accounts, their clients (to resolve job names) and the
+/// ids job names last resolved to (they stand in when dbt Cloud cannot be asked).
+#[derive(Debug)]
+pub struct Reloader {
+    pub pipelines_dir: PathBuf,
+    pub accounts: BTreeSet<AccountName>,
+    pub clients: BTreeMap<AccountName, DbtCloudClient>,
+    pub resolved: Arc<tokio::sync::Mutex<BTreeMap<String, crate::ids::JobId>>>,
+}
+
+impl Reloader {
+    /// Re-reads the pipeline files, checks their accounts and resolves their job names, then
+    /// hands them to the running loop; any problem keeps the last good definitions.
+    pub async fn reload(&self, handle: &DaemonHandle) {
+        let loaded = load_pipelines(std::slice::from_ref(&self.pipelines_dir))
+            .and_then(|p| crate::config::accounts::check_accounts(&p, &self.accounts).map(|()| p));
+        let mut pipelines = match loaded {
+            Ok(p) => p,
+            Err(diagnostics) => {
+                tracing::error!("reload refused, the pipeline files have problems; keeping the last good definitions:\n{diagnostics}");
+                return;
+            }
+        };
+        let mut resolved = self.resolved.lock().await;
+        let ids = match resolve_job_names(&self.clients, &mut pipelines, &resolved).await {
+            Ok(ids) => ids,
+            Err(problems) => {
+                tracing::error!(
+                    "reload refused, job names could not be resolved; keeping the last good definitions:\n  {}",
+                    problems.join("\n  ")
+                );
+                return;
+            }
+        };
+        let count = pipelines.len();
+        match handle.reload(pipelines).await {
+            Ok(Ok(())) => tracing::info!(pipelines = count, "reloaded the pipeline files"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reload refused; keeping the last good definitions");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed");
+                return;
             }
         }
-        Err(diagnostics) => tracing::error!(
-            "reload refused, the pipeline files have problems; keeping the last good definitions:\n{diagnostics}"
-        ),
+        if ids != *resolved {
+            match handle.save_resolved_jobs(ids.clone()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot store the resolved job ids"),
+                Err(e) => tracing::error!(error = %e, "cannot store the resolved job ids"),
+            }
+            *resolved = ids;
+        }
     }
 }

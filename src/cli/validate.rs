@@ -23,6 +23,10 @@ pub struct ValidateArgs {
     pub config: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutputFormat,
+    /// Also look every step's job (by id or by name) up in its dbt Cloud account and say what
+    /// was found (needs `--config`).
+    #[arg(long, requires = "config")]
+    pub online: bool,
 }
 
 pub fn run(args: &ValidateArgs) -> ExitCode {
@@ -38,6 +42,7 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
         args.paths.clone()
     };
     let mut result = config::load_pipelines(&paths);
+    let mut online = None;
     // With the daemon config, each step's `account:` must name one of its accounts.
     if let (Some(path), Ok(pipelines)) = (args.config.as_deref(), &result) {
         match config::daemon::DaemonConfig::load(path) {
@@ -45,6 +50,18 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
                 if let Err(d) = config::accounts::check_accounts(pipelines, &daemon.account_names())
                 {
                     result = Err(d);
+                } else if args.online {
+                    let checks = super::common::runtime().map(|rt| {
+                        rt.block_on(super::validate_online::check_jobs(&daemon, pipelines))
+                    });
+                    match checks {
+                        Ok(Ok(checks)) => online = Some(checks),
+                        Ok(Err(e)) => {
+                            Failure::Message(format!("{e:#}")).report();
+                            return ExitCode::from(EXIT_PROBLEMS);
+                        }
+                        Err(code) => return code,
+                    }
                 }
             }
             Err(e) => {
@@ -53,10 +70,15 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
             }
         }
     }
+    let online_ok = online.as_ref().is_none_or(|c| c.iter().all(|c| c.ok));
     match (args.format, &result) {
         (OutputFormat::Json, Ok(pipelines)) => {
             let names: Vec<&str> = pipelines.iter().map(|p| p.name.0.as_str()).collect();
-            let report = serde_json::json!({ "ok": true, "pipelines": names, "diagnostics": [] });
+            let mut report =
+                serde_json::json!({ "ok": online_ok, "pipelines": names, "diagnostics": [] });
+            if let Some(checks) = &online {
+                report["jobs"] = serde_json::json!(checks);
+            }
             println!("{report:#}");
         }
         (OutputFormat::Json, Err(diagnostics)) => {
@@ -68,6 +90,16 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
                 println!("ok: {} ({})", p.name, p.source.display());
             }
             println!("{} pipeline(s) valid", pipelines.len());
+            for c in online.iter().flatten() {
+                let mark = if c.ok { "found" } else { "PROBLEM" };
+                println!(
+                    "{mark}: {} step {} (account {}): {}",
+                    c.pipeline, c.step, c.account, c.found
+                );
+            }
+            if !online_ok {
+                eprintln!("error: some jobs are not what the pipelines expect in dbt Cloud");
+            }
         }
         (OutputFormat::Text, Err(diagnostics)) => {
             Failure::Diagnostics(diagnostics.clone()).report();
@@ -78,7 +110,7 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
             );
         }
     }
-    if result.is_ok() {
+    if result.is_ok() && online_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_PROBLEMS)

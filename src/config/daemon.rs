@@ -340,9 +340,11 @@ fn account_config(
                 "`{section}` takes no webhook secret: the `default` account's is under `webhooks`"
             ))
         }
-        (Some(_), Some(_)) => return Err(format!(
+        (Some(_), Some(_)) => {
+            return Err(format!(
             "`{section}` sets both `webhook_secret_env` and `webhook_secret_file`; set exactly one"
-        )),
+        ))
+        }
         (Some(env), None) => Some(SecretSource::Env(env)),
         (None, Some(file)) => Some(SecretSource::File(base.join(file))),
     };

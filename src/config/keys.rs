@@ -26,6 +26,9 @@ pub const RETRY: &[&str] = &[
 pub const STEP: &[&str] = &[
     "account",
     "job_id",
+    "job_name",
+    "project_id",
+    "environment_id",
     "depends_on",
     "overrides",
     "retry",

@@ -256,6 +256,13 @@ impl EmulatorHandle {
             .map_err(|e| anyhow::anyhow!("job {job}: {e}"))
     }
 
+    /// Gives a job a new id (the old one is gone), as recreating it in dbt Cloud does.
+    pub fn recreate_job(&self, job: JobId, new_id: JobId) -> anyhow::Result<()> {
+        self.shared
+            .with_world(|world, _| world.recreate_job(job, new_id))
+            .map_err(|e| anyhow::anyhow!("job {job}: {e}"))
+    }
+
     /// Requests answered so far, by route name (`routes::Route::name`) and HTTP status.
     pub fn request_counts(&self) -> BTreeMap<(String, u16), u64> {
         lock(&self.shared.counts).clone()

@@ -85,6 +85,18 @@ impl World {
         Ok(())
     }
 
+    /// Gives the job a new id, as a job deleted and created again (by Terraform, say) gets one.
+    pub fn recreate_job(&mut self, job: JobId, new_id: JobId) -> Result<(), WorldError> {
+        let spec = self
+            .scenario
+            .jobs
+            .iter_mut()
+            .find(|j| j.id == job)
+            .ok_or(WorldError::UnknownJob)?;
+        spec.id = new_id;
+        Ok(())
+    }
+
     /// The newest run of a job (highest id), whatever its status.
     pub fn latest_run_of(&self, job: JobId) -> Option<&RunState> {
         self.runs.values().rev().find(|r| r.job_id == job)

@@ -199,6 +199,7 @@ mod tests {
             timeout: None,
             queue_timeout: None,
             account: Default::default(),
+            job_ref: None,
         };
         let p = Pipeline {
             name: PipelineName("p".into()),

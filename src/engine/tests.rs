@@ -26,6 +26,7 @@ fn step(name: &str, job: i64, deps: &[&str]) -> Step {
         timeout: None,
         queue_timeout: None,
         account: Default::default(),
+        job_ref: None,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The validated pipeline: name, schedule, concurrency policy, steps in topological order, and each
 //! step's job, overrides and policies.
 
-use crate::ids::{AccountName, JobId};
+use crate::ids::{AccountName, EnvironmentId, JobId, ProjectId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -110,11 +110,26 @@ pub enum OverrideValue {
 /// value of the right type (checked at validation).
 pub type Overrides = BTreeMap<String, OverrideValue>;
 
+/// A job named instead of numbered: resolved to its id through dbt Cloud's jobs list (exactly one
+/// job of that exact name, within the project and environment when given).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct JobRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<ProjectId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_id: Option<EnvironmentId>,
+}
+
 /// One node of the DAG: a dbt Cloud job with its overrides and policies (defaults already applied).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     pub name: StepName,
+    /// The job's id: as written, or resolved from `job_ref` (0 until resolved).
     pub job_id: JobId,
+    /// The job by name, when the file names it (`job_name:`); absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_ref: Option<JobRef>,
     pub depends_on: Vec<StepName>,
     pub overrides: Overrides,
     pub retry: RetryPolicy,

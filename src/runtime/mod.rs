@@ -72,7 +72,11 @@ enum Message {
     Inspect(Inspector),
     /// New pipeline definitions (reload).
     Reload(Vec<Pipeline>, oneshot::Sender<Result<(), String>>),
+    /// The job ids job names resolved to, to store (after a reload's resolution).
+    SaveResolvedJobs(ResolvedJobs, oneshot::Sender<Result<(), String>>),
 }
+
+type ResolvedJobs = BTreeMap<String, crate::ids::JobId>;
 
 /// Talks to a running daemon loop.
 #[derive(Debug, Clone)]
@@ -89,6 +93,7 @@ impl std::fmt::Debug for Message {
             Self::Answer(e) | Self::External(e) => write!(f, "{e:?}"),
             Self::Inspect(_) => f.write_str("Inspect"),
             Self::Reload(p, _) => write!(f, "Reload({} pipelines)", p.len()),
+            Self::SaveResolvedJobs(j, _) => write!(f, "SaveResolvedJobs({} jobs)", j.len()),
         }
     }
 }
@@ -128,6 +133,18 @@ impl DaemonHandle {
         let (tx, rx) = oneshot::channel();
         self.inbox
             .send(Message::Reload(pipelines, tx))
+            .map_err(|_| LoopStopped)?;
+        rx.await.map_err(|_| LoopStopped)
+    }
+
+    /// Stores the job ids job names resolved to; the loop writes them (only it writes state).
+    pub async fn save_resolved_jobs(
+        &self,
+        jobs: ResolvedJobs,
+    ) -> Result<Result<(), String>, LoopStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.inbox
+            .send(Message::SaveResolvedJobs(jobs, tx))
             .map_err(|_| LoopStopped)?;
         rx.await.map_err(|_| LoopStopped)
     }
@@ -346,6 +363,13 @@ impl Daemon {
                 let result = self
                     .engine
                     .set_pipelines(pipelines)
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(result);
+            }
+            Message::SaveResolvedJobs(jobs, reply) => {
+                let result = self
+                    .store
+                    .save_resolved_jobs(&jobs)
                     .map_err(|e| e.to_string());
                 let _ = reply.send(result);
             }

@@ -5,6 +5,7 @@
 #[cfg(test)]
 mod archive_tests;
 mod history;
+mod job_refs;
 mod records;
 
 pub use history::HistoryReader;

@@ -218,3 +218,55 @@ async fn a_job_recreated_under_a_new_id_is_picked_up_on_reload() {
         .unwrap();
     assert_eq!(stored["default/*/*/[nightly] staging"], JobId(7000));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_online_says_what_dbt_cloud_has_for_every_job_reference() {
+    let h = Harness::start("2026-01-05T10:00:00Z", &scenario(), vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    std::fs::write(dir.path().join("token"), h.emulator.token()).unwrap();
+    let config = dir.path().join("baton.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbt_cloud:\n  base_url: {}\n  account_id: {}\n  token_file: token\nstate_dir: state\n",
+            h.emulator.base_url(),
+            h.emulator.account_id()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pipelines/online.yaml"),
+        "name: online\nsteps:\n  by_name: { job_name: \"[nightly] staging\" }\n  by_id: { job_id: 202 }\n  gone: { job_id: 99999 }\n",
+    )
+    .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        assert_cmd::Command::cargo_bin("baton")
+            .unwrap()
+            .args(["validate", "--online", "--config"])
+            .arg(&config)
+            .timeout(std::time::Duration::from_secs(60))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "found: online step by_name (account default): job `[nightly] staging` is job 5000"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("found: online step by_id (account default): job 202 is `[nightly] marts`"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("PROBLEM: online step gone (account default): no job 99999 in the account"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("test-token"));
+    h.shutdown().await;
+}

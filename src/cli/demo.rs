@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-const EMBEDDED_PIPELINES: [(&str, &str); 3] = [
+const EMBEDDED_PIPELINES: [(&str, &str); 4] = [
     ("nightly.yaml", include_str!("../../pipelines/nightly.yaml")),
     (
         "weekly_backfill.yaml",
@@ -31,6 +31,10 @@ const EMBEDDED_PIPELINES: [(&str, &str); 3] = [
     (
         "sydney_hourly.yaml",
         include_str!("../../pipelines/sydney_hourly.yaml"),
+    ),
+    (
+        "regional_handoff.yaml",
+        include_str!("../../pipelines/regional_handoff.yaml"),
     ),
 ];
 const EMBEDDED_SCENARIO: &str = include_str!("../../pipelines/demo.scenario.yaml");

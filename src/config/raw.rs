@@ -95,6 +95,7 @@ pub struct RawRetry {
 /// One dbt Cloud job in the DAG.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("anyOf" = [{"required": ["job_id"]}, {"required": ["job_name"]}]))]
 pub struct RawStep {
     /// The dbt Cloud account of the job, by the name the daemon config gives it (`dbt_cloud:` is
     /// `default`, the default; others are under `accounts:`).

@@ -188,6 +188,17 @@ pub struct RollingBackfill {
     pub max_active: u32,
 }
 
+impl Step {
+    /// The job as people read it: its id, its name, or both once a name is resolved.
+    pub fn job_label(&self) -> String {
+        match &self.job_ref {
+            Some(job) if self.job_id.0 == 0 => format!("\"{}\"", job.name),
+            Some(job) => format!("{} \"{}\"", self.job_id, job.name),
+            None => self.job_id.to_string(),
+        }
+    }
+}
+
 impl Pipeline {
     pub fn step(&self, name: &StepName) -> Option<&Step> {
         self.steps.iter().find(|s| &s.name == name)

@@ -42,30 +42,7 @@ pub async fn check_jobs(
             let (ok, found) = match &s.job_ref {
                 Some(job) => match look_up(client, job, None).await {
                     Found::Resolved(id) => (true, format!("job `{}` is job {id}", job.name)),
-                    Found::Missing { near } => (
-                        false,
-                        format!(
-                            "no job named `{}`{}",
-                            job.name,
-                            if near.is_empty() {
-                                String::new()
-                            } else {
-                                format!(" (names containing it: {})", near.join("; "))
-                            }
-                        ),
-                    ),
-                    Found::Ambiguous { candidates } => (
-                        false,
-                        format!(
-                            "{} jobs named `{}`: {}; add `project_id:` or `environment_id:`",
-                            candidates.len(),
-                            job.name,
-                            candidates.join("; ")
-                        ),
-                    ),
-                    Found::Stored { error, .. } | Found::Unreachable { error } => {
-                        (false, format!("cannot ask dbt Cloud: {error}"))
-                    }
+                    other => (false, other.problem(job, &s.account).unwrap_or_default()),
                 },
                 None => match client.get_job(s.job_id).await {
                     Ok(job) => (

@@ -37,6 +37,35 @@ pub enum Found {
     Unreachable { error: String },
 }
 
+impl Found {
+    /// What was found, in words: `None` when exactly one job answered (or a stored id stood in).
+    pub fn problem(&self, job: &JobRef, account: &AccountName) -> Option<String> {
+        let scope = scope(job);
+        match self {
+            Found::Resolved(_) | Found::Stored { .. } => None,
+            Found::Missing { near } => Some(format!(
+                "no job named `{}` in account `{account}`{scope}{}",
+                job.name,
+                if near.is_empty() {
+                    String::new()
+                } else {
+                    format!("; names containing it: {}", near.join("; "))
+                }
+            )),
+            Found::Ambiguous { candidates } => Some(format!(
+                "{} jobs are named `{}` in account `{account}`{scope}: {}; add `project_id:` or `environment_id:` to the step to pick one",
+                candidates.len(),
+                job.name,
+                candidates.join("; ")
+            )),
+            Found::Unreachable { error } => Some(format!(
+                "cannot resolve job `{}` in account `{account}`: dbt Cloud did not answer ({error}) and no id is stored from an earlier resolution",
+                job.name
+            )),
+        }
+    }
+}
+
 /// A job as an error message lists it.
 fn describe(job: &Job) -> String {
     let or_unknown = |v: Option<i64>| v.map_or("?".to_string(), |v| v.to_string());
@@ -109,7 +138,6 @@ pub async fn resolve_job_names(
             ));
             continue;
         };
-        let scope = scope(job);
         match look_up(client, job, stored.get(key).copied()).await {
             Found::Resolved(id) => {
                 ids.insert(key.clone(), id);
@@ -118,25 +146,7 @@ pub async fn resolve_job_names(
                 tracing::warn!(job = %job.name, account = %account, id = id.0, error = %error, "cannot reach dbt Cloud to resolve a job name; using the id stored by the last resolution");
                 ids.insert(key.clone(), id);
             }
-            Found::Missing { near } => problems.push(format!(
-                "no job named `{}` in account `{account}`{scope}{}",
-                job.name,
-                if near.is_empty() {
-                    String::new()
-                } else {
-                    format!("; names containing it: {}", near.join("; "))
-                }
-            )),
-            Found::Ambiguous { candidates } => problems.push(format!(
-                "{} jobs are named `{}` in account `{account}`{scope}: {}; add `project_id:` or `environment_id:` to the step to pick one",
-                candidates.len(),
-                job.name,
-                candidates.join("; ")
-            )),
-            Found::Unreachable { error } => problems.push(format!(
-                "cannot resolve job `{}` in account `{account}`: dbt Cloud did not answer ({error}) and no id is stored from an earlier resolution",
-                job.name
-            )),
+            other => problems.extend(other.problem(job, account)),
         }
     }
     if !problems.is_empty() {

@@ -83,3 +83,82 @@ impl Engine {
             .any(|a| counts.get(a).copied().unwrap_or(0) < self.config.max_in_flight)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::event::{Action, Event, OperatorRequest};
+    use crate::engine::state::State;
+    use crate::engine::{Engine, EngineConfig};
+    use crate::ids::{AccountName, JobId};
+    use crate::model::pipeline::{
+        ConcurrencyPolicy, Pipeline, PipelineName, RetryPolicy, Step, StepName,
+    };
+    use chrono::{DateTime, Utc};
+    use std::collections::BTreeMap;
+
+    fn step(name: &str, job: i64, account: &str) -> Step {
+        Step {
+            name: StepName(name.into()),
+            job_id: JobId(job),
+            job_ref: None,
+            depends_on: Vec::new(),
+            overrides: BTreeMap::new(),
+            retry: RetryPolicy::default(),
+            timeout: None,
+            queue_timeout: None,
+            account: AccountName(account.into()),
+        }
+    }
+
+    #[test]
+    fn each_account_has_its_own_in_flight_cap_and_its_calls() {
+        let p = Pipeline {
+            name: PipelineName("p".into()),
+            description: None,
+            source: "p.yaml".into(),
+            schedule: None,
+            concurrency: ConcurrencyPolicy::Skip,
+            suspended: false,
+            cause: None,
+            steps: vec![
+                step("a1", 1, "default"),
+                step("a2", 2, "default"),
+                step("b1", 1, "emea"),
+            ],
+            backfill: None,
+            deadline: None,
+        };
+        let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let config = EngineConfig {
+            max_in_flight: 1,
+            ..EngineConfig::default()
+        };
+        let mut e = Engine::new(config, vec![p], State::default(), now).unwrap();
+        e.apply(
+            Event::Operator(OperatorRequest::TriggerPipeline {
+                pipeline: PipelineName("p".into()),
+                logical_date: Some(now),
+            }),
+            now,
+        );
+        let routed: Vec<(AccountName, String)> = e
+            .plan(now)
+            .actions
+            .into_iter()
+            .flat_map(|a| e.route(a))
+            .map(|(account, action)| match action {
+                Action::Trigger { attempt, .. } => (account, attempt.step.0),
+                other => (account, format!("{other:?}")),
+            })
+            .collect();
+        // One trigger per account: the cap of 1 holds `default` to a1, `emea` has its own room.
+        assert_eq!(
+            routed,
+            [
+                (AccountName::default(), "a1".to_string()),
+                (AccountName("emea".into()), "b1".to_string()),
+            ]
+        );
+        assert_eq!(e.in_flight_by_account().len(), 2);
+    }
+}

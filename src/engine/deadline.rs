@@ -189,6 +189,8 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
+    /// The one-step pipeline `p` with a one-hour deadline, triggered manually for its logical date
+    /// 2026-01-01T00:00Z.
     fn engine() -> Engine {
         let step = Step {
             name: StepName("marts".into()),
@@ -329,5 +331,52 @@ mod tests {
         assert_eq!(super::finished_late_by(&run).as_deref(), Some("10m"));
         e.plan(t("2026-01-01T03:00:00Z"));
         assert!(late(&mut e).is_empty());
+    }
+
+    #[test]
+    fn backfill_runs_get_the_deadline_only_when_their_backfill_asks() {
+        use crate::engine::backfill::{BackfillId, BackfillSpec, Reprocess};
+        for asked in [false, true] {
+            let mut e = engine();
+            let now = t("2026-01-10T00:00:00Z");
+            let spec = BackfillSpec {
+                pipeline: PipelineName("p".into()),
+                from: t("2026-01-02T00:00:00Z"),
+                to: t("2026-01-02T00:00:00Z"),
+                every: Some(Duration::from_secs(86_400)),
+                max_active: 1,
+                reprocess: Reprocess::None,
+                deadline: asked,
+            };
+            e.apply(
+                Event::Operator(OperatorRequest::CreateBackfill {
+                    id: BackfillId("bf".into()),
+                    spec,
+                }),
+                now,
+            );
+            e.plan(now);
+            let run = e
+                .state()
+                .runs
+                .values()
+                .find(|r| r.is_backfill())
+                .expect("the backfill's run")
+                .clone();
+            assert_eq!(
+                run.deadline,
+                asked.then(|| t("2026-01-02T01:00:00Z")),
+                "asked: {asked}"
+            );
+            let late: Vec<_> = e
+                .take_transitions()
+                .into_iter()
+                .filter(|t| t.what == TransitionKind::PipelineRunLate)
+                .map(|t| t.run)
+                .collect();
+            // The manual run is late either way; the backfill run only when its backfill asked.
+            let backfill_late = late.iter().any(|r| r.as_ref() == Some(&run.id));
+            assert_eq!(backfill_late, asked);
+        }
     }
 }

@@ -304,15 +304,20 @@ impl Daemon {
         // flush: losing them repeats a poll, nothing more.
         let writes = self.engine.take_writes();
         self.store.write(&writes)?;
+        let transitions = self.engine.take_transitions();
+        // A late run is announced once: its mark is durable before the notification goes out.
         let must_flush = !plan.actions.is_empty()
             || std::mem::take(&mut self.operator_pending)
             || writes
                 .iter()
-                .any(|w| !matches!(w, Write::Run(_) | Write::Archive(_)));
+                .any(|w| !matches!(w, Write::Run(_) | Write::Archive(_)))
+            || transitions
+                .iter()
+                .any(|t| t.what == crate::engine::event::TransitionKind::PipelineRunLate);
         if must_flush {
             self.store.flush()?;
         }
-        for transition in self.engine.take_transitions() {
+        for transition in transitions {
             log::transition(&transition);
             let _ = self.transitions.send(transition);
         }

@@ -3,11 +3,14 @@
 //! `dbt_cloud:` for account A and `accounts: { b: ... }` for account B, on one fast time line. The
 //! step in account B waits for two steps in account A; every trigger reaches the account of its
 //! step with that account's token, and neither emulator ever sees the other's token (it would
-//! answer 401).
+//! answer 401). And each account's webhooks have a path and a secret of their own.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 mod support_process;
+
+#[path = "daemon/mod.rs"]
+mod daemon;
 
 use std::time::Duration;
 use support_process::{eventually, t, EmulatedRun, EmulatorProcess, TimeLine, Workspace};
@@ -119,4 +122,47 @@ fn a_step_in_account_b_waits_for_two_steps_in_account_a_and_each_call_uses_its_a
     ));
     let log = workspace.log_text();
     assert!(!log.contains("token-of-account-a") && !log.contains("token-of-account-b"));
+}
+
+/// Each account's webhook subscription posts to its own path with its own secret: a delivery signed
+/// with another account's secret is refused there.
+#[tokio::test]
+async fn an_accounts_webhooks_have_their_own_path_and_secret() {
+    use baton::emulator::webhooks::signature;
+    use baton::ids::AccountName;
+    use baton::ops::webhook::{account_path, router_at, router_with_stats};
+    use baton::secret::Secret;
+
+    let h = daemon::Harness::start(
+        "2026-01-05T10:00:00Z",
+        "account_id: 70403103922125\ntoken: test-token\njobs:\n  - { id: 1, name: a }\n",
+        vec![],
+    )
+    .await;
+    let emea_path = account_path(&AccountName("emea".into()));
+    assert_eq!(emea_path, "/webhooks/dbt-cloud/emea");
+    let (default_app, default_stats) =
+        router_with_stats(Secret::new("whsec-default"), h.daemon.clone());
+    let (emea_app, emea_stats) = router_at(&emea_path, Secret::new("whsec-emea"), h.daemon.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, default_app.merge(emea_app))
+            .await
+            .unwrap()
+    });
+    let body = r#"{"accountId":70403103955555,"eventId":"wev_emea","timestamp":"2026-01-05T10:00:00.000000000Z","eventType":"job.run.completed","webhookName":"baton","data":{"jobId":"1","runId":"90000000000001","runStatus":"Success","runStatusCode":10}}"#;
+    let http = reqwest::Client::new();
+    let post = |secret: &str| {
+        http.post(format!("{base}{emea_path}"))
+            .header("Authorization", signature(secret, body.as_bytes()))
+            .body(body)
+            .send()
+    };
+    assert_eq!(post("whsec-default").await.unwrap().status(), 401);
+    assert_eq!(post("whsec-emea").await.unwrap().status(), 200);
+    assert_eq!(emea_stats.lock().unwrap().accepted, 1);
+    assert_eq!(emea_stats.lock().unwrap().bad_signature, 1);
+    assert_eq!(default_stats.lock().unwrap().accepted, 0);
+    h.shutdown().await;
 }

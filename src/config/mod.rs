@@ -1,6 +1,7 @@
 //! Configuration files: pipeline YAML (a spanned YAML tree, lowered by hand into validated
 //! `model::pipeline::Pipeline`s with every problem reported) and the daemon's own config.
 
+pub mod account_block;
 pub mod accounts;
 mod checks;
 pub mod daemon;

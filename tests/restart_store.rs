@@ -81,6 +81,7 @@ fn a_garbled_record_stops_the_daemon_with_a_clear_message() {
     run_once(&ws, &time);
     {
         let db = rusqlite::Connection::open(ws.state_dir.join("baton.db")).unwrap();
+        db.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
         db.execute(
             "INSERT INTO pipeline_runs (id, pipeline, logical_date, state, definition, record) \
              VALUES ('hourly@2026-01-01T00:00:00Z', 'hourly', '2026-01-01T00:00:00.000Z', \

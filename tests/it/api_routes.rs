@@ -2,25 +2,16 @@
 //! what the API shows matches the emulator's record; actions change what dbt Cloud sees; errors
 //! are JSON a person can act on; without the token nothing under /api/v1 answers.
 
-#[path = "api_support/mod.rs"]
-mod api_support;
-#[path = "daemon/mod.rs"]
-mod daemon;
-
-use api_support::{seg, Api, TOKEN};
+use crate::support::api::{seg, Api, TOKEN};
+use crate::support::daemon::{pipeline, Harness};
+use crate::support::scenario::{scenario, BROKEN_JOB, HANGS_JOB, MARTS_JOB, STAGING_JOB};
+use crate::support::t;
 use baton::dbt_cloud::wire::RunStatus;
-use daemon::{pipeline, t, Harness};
 use serde_json::json;
 
-const SCENARIO: &str = r#"
-account_id: 70403103922125
-token: test-token
-jobs:
-  - { id: 101, name: staging, duration: 3m }
-  - { id: 102, name: marts, duration: 5m }
-  - { id: 105, name: broken, duration: 1m, outcome: error }
-  - { id: 106, name: hangs, duration: 10h }
-"#;
+fn scenario_yaml() -> String {
+    scenario(&[STAGING_JOB, MARTS_JOB, BROKEN_JOB, HANGS_JOB])
+}
 
 fn chain() -> baton::model::pipeline::Pipeline {
     pipeline(
@@ -61,7 +52,7 @@ steps:
 
 #[tokio::test]
 async fn read_routes_show_what_the_emulator_recorded() {
-    let h = Harness::start("2026-03-01T01:30:00Z", SCENARIO, vec![chain()]).await;
+    let h = Harness::start("2026-03-01T01:30:00Z", &scenario_yaml(), vec![chain()]).await;
     let api = Api::start(&h).await;
     let (status, list) = api.get("/api/v1/pipelines").await;
     assert_eq!(status, 200, "{list}");
@@ -138,7 +129,7 @@ async fn read_routes_show_what_the_emulator_recorded() {
 
 #[tokio::test]
 async fn without_the_token_every_api_route_is_refused_with_401() {
-    let h = Harness::start("2026-03-01T01:30:00Z", SCENARIO, vec![chain()]).await;
+    let h = Harness::start("2026-03-01T01:30:00Z", &scenario_yaml(), vec![chain()]).await;
     let api = Api::start(&h).await;
     let run = seg("chain@2026-03-01T02:00:00Z");
     for path in [
@@ -184,7 +175,7 @@ async fn without_the_token_every_api_route_is_refused_with_401() {
 
 #[tokio::test]
 async fn trigger_with_a_logical_date_renders_it_and_refuses_a_duplicate() {
-    let h = Harness::start("2026-03-01T01:30:00Z", SCENARIO, vec![chain()]).await;
+    let h = Harness::start("2026-03-01T01:30:00Z", &scenario_yaml(), vec![chain()]).await;
     let api = Api::start(&h).await;
     let (status, body) = api
         .post(
@@ -237,7 +228,7 @@ async fn trigger_with_a_logical_date_renders_it_and_refuses_a_duplicate() {
 
 #[tokio::test]
 async fn pause_stops_the_schedule_and_resume_restarts_it() {
-    let h = Harness::start("2026-03-01T01:30:00Z", SCENARIO, vec![chain()]).await;
+    let h = Harness::start("2026-03-01T01:30:00Z", &scenario_yaml(), vec![chain()]).await;
     let api = Api::start(&h).await;
     h.settle().await;
     let (status, body) = api.post("/api/v1/pipelines/chain/pause", json!({})).await;
@@ -260,7 +251,7 @@ async fn pause_stops_the_schedule_and_resume_restarts_it() {
 
 #[tokio::test]
 async fn cancel_cancels_the_dbt_cloud_run_and_confirms() {
-    let h = Harness::start("2026-03-01T01:30:00Z", SCENARIO, vec![hangs()]).await;
+    let h = Harness::start("2026-03-01T01:30:00Z", &scenario_yaml(), vec![hangs()]).await;
     let api = Api::start(&h).await;
     let (status, body) = api.post("/api/v1/pipelines/hangs/trigger", json!({})).await;
     assert_eq!(status, 202, "{body}");
@@ -287,7 +278,7 @@ async fn cancel_cancels_the_dbt_cloud_run_and_confirms() {
 
 #[tokio::test]
 async fn retry_reruns_only_the_failed_steps_and_failure_details_are_shown() {
-    let h = Harness::start("2026-03-01T01:30:00Z", SCENARIO, vec![broken()]).await;
+    let h = Harness::start("2026-03-01T01:30:00Z", &scenario_yaml(), vec![broken()]).await;
     let api = Api::start(&h).await;
     let (status, body) = api
         .post("/api/v1/pipelines/broken/trigger", json!({}))
@@ -358,7 +349,7 @@ fn a_listener_off_loopback_needs_a_token() {
 
 #[tokio::test]
 async fn readyz_says_when_dbt_cloud_is_not_reachable() {
-    let h = Harness::start("2026-03-01T01:30:00Z", SCENARIO, vec![chain()]).await;
+    let h = Harness::start("2026-03-01T01:30:00Z", &scenario_yaml(), vec![chain()]).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/", closed.local_addr().unwrap());
     drop(closed);

@@ -4,24 +4,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "api_support/mod.rs"]
-mod api_support;
-#[path = "daemon/mod.rs"]
-mod daemon;
-
-use api_support::Api;
-use daemon::{pipeline, t, Harness};
+use crate::support::api::Api;
+use crate::support::daemon;
+use crate::support::daemon::{pipeline, Harness};
+use crate::support::scenario::{scenario, BROKEN_JOB, HANGS_JOB, MARTS_JOB, STAGING_JOB};
+use crate::support::t;
 use serde_json::{json, Value};
 
-const SCENARIO: &str = r#"
-account_id: 70403103922125
-token: test-token
-jobs:
-  - { id: 101, name: staging, duration: 3m }
-  - { id: 102, name: marts, duration: 5m }
-  - { id: 105, name: broken, duration: 1m, outcome: error }
-  - { id: 106, name: hangs, duration: 10h }
-"#;
+fn scenario_yaml() -> String {
+    scenario(&[STAGING_JOB, MARTS_JOB, BROKEN_JOB, HANGS_JOB])
+}
 
 fn pipelines() -> Vec<baton::model::pipeline::Pipeline> {
     [
@@ -59,7 +51,7 @@ fn sentence(v: &Value) -> &str {
 
 #[tokio::test]
 async fn why_names_each_reason() {
-    let h = Harness::start("2026-03-01T00:30:00Z", SCENARIO, pipelines()).await;
+    let h = Harness::start("2026-03-01T00:30:00Z", &scenario_yaml(), pipelines()).await;
     let api = Api::start(&h).await;
     h.settle().await;
 
@@ -127,7 +119,13 @@ async fn why_names_each_reason() {
 async fn why_names_the_accounts_in_flight_cap() {
     let mut settings = daemon::settings();
     settings.engine.max_in_flight = 1;
-    let h = Harness::start_with("2026-03-01T00:30:00Z", SCENARIO, pipelines(), settings).await;
+    let h = Harness::start_with(
+        "2026-03-01T00:30:00Z",
+        &scenario_yaml(),
+        pipelines(),
+        settings,
+    )
+    .await;
     let api = Api::start(&h).await;
     api.post("/api/v1/pipelines/twice/trigger", json!({})).await;
     h.run_for(30, 10).await;
@@ -151,7 +149,7 @@ async fn why_names_the_request_budget_while_a_429_cooldown_holds_the_trigger() {
     let shared: SharedClock = Arc::new(clock.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let stop = CancellationToken::new();
-    let scenario = baton::emulator::Scenario::from_yaml_str(SCENARIO).unwrap();
+    let scenario = baton::emulator::Scenario::from_yaml_str(&scenario_yaml()).unwrap();
     let emulator =
         baton::emulator::Emulator::start(scenario, shared.clone(), listener, stop.clone())
             .await

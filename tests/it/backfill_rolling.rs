@@ -4,22 +4,20 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "daemon/mod.rs"]
-mod daemon;
-
+use crate::support::daemon::Harness;
+use crate::support::scenario::scenario;
+use crate::support::t;
 use baton::engine::backfill::{BackfillId, BackfillState};
 use baton::engine::state::{PipelineRunState, RunOrigin};
-use daemon::{t, Harness};
 use std::path::Path;
 
-const SCENARIO: &str = r#"
-account_id: 70403103922125
-token: test-token
-jobs:
-  - { id: 559070, name: seeds, duration: 2m }
-  - { id: 559071, name: models, duration: 4m }
-  - { id: 559072, name: tests, duration: 2m }
-"#;
+fn scenario_yaml() -> String {
+    scenario(&[
+        "{ id: 559070, name: seeds, duration: 2m }",
+        "{ id: 559071, name: models, duration: 4m }",
+        "{ id: 559072, name: tests, duration: 2m }",
+    ])
+}
 
 #[tokio::test]
 async fn the_weekly_example_rebuilds_the_last_seven_days_two_at_a_time() {
@@ -31,7 +29,7 @@ async fn the_weekly_example_rebuilds_the_last_seven_days_two_at_a_time() {
         .expect("the example declares a rolling backfill");
     assert_eq!(rolling.max_active, 2);
     // Saturday 2026-03-21, ten minutes before the rolling tick.
-    let h = Harness::start("2026-03-21T19:50:00Z", SCENARIO, pipelines).await;
+    let h = Harness::start("2026-03-21T19:50:00Z", &scenario_yaml(), pipelines).await;
     h.run_until(t("2026-03-21T19:59:50Z"), 60).await;
     assert!(h.emulator.runs().is_empty());
 

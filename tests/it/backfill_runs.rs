@@ -5,25 +5,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "api_support/mod.rs"]
-mod api_support;
-#[path = "daemon/mod.rs"]
-mod daemon;
-
-use api_support::Api;
+use crate::support::api::Api;
+use crate::support::daemon::{pipeline, Harness};
+use crate::support::scenario::{scenario, HANGS_JOB, MARTS_JOB, STAGING_JOB};
+use crate::support::t;
 use baton::engine::state::{PipelineRunState, RunOrigin};
-use daemon::{pipeline, t, Harness};
 use serde_json::json;
 use std::collections::BTreeMap;
 
-const SCENARIO: &str = r#"
-account_id: 70403103922125
-token: test-token
-jobs:
-  - { id: 101, name: staging, duration: 3m }
-  - { id: 102, name: marts, duration: 5m }
-  - { id: 106, name: hangs, duration: 10h }
-"#;
+fn scenario_yaml() -> String {
+    scenario(&[STAGING_JOB, MARTS_JOB, HANGS_JOB])
+}
 
 fn daily() -> baton::model::pipeline::Pipeline {
     pipeline(
@@ -105,7 +97,7 @@ async fn run_backfill(
 
 #[tokio::test]
 async fn fourteen_days_under_max_active_three_survive_a_restart_and_render_each_date() {
-    let mut h = Harness::start("2026-03-20T01:30:00Z", SCENARIO, vec![daily()]).await;
+    let mut h = Harness::start("2026-03-20T01:30:00Z", &scenario_yaml(), vec![daily()]).await;
     let api = Api::start(&h).await;
     let (status, created) = api
         .post(
@@ -208,7 +200,7 @@ async fn fourteen_days_under_max_active_three_survive_a_restart_and_render_each_
 
 #[tokio::test]
 async fn a_dry_run_renders_each_date_and_starts_nothing() {
-    let h = Harness::start("2026-03-20T10:00:00Z", SCENARIO, vec![daily()]).await;
+    let h = Harness::start("2026-03-20T10:00:00Z", &scenario_yaml(), vec![daily()]).await;
     let api = Api::start(&h).await;
     let (status, body) = api
         .post(
@@ -260,7 +252,7 @@ steps:
   long: { job_id: 106 }
 "#,
     );
-    let h = Harness::start("2026-03-20T10:00:00Z", SCENARIO, vec![hangs]).await;
+    let h = Harness::start("2026-03-20T10:00:00Z", &scenario_yaml(), vec![hangs]).await;
     let api = Api::start(&h).await;
     let (status, body) = api
         .post(
@@ -305,7 +297,7 @@ steps:
   staging: { job_id: 101 }
 "#,
     );
-    let h = Harness::start("2026-03-20T10:00:00Z", SCENARIO, vec![strict]).await;
+    let h = Harness::start("2026-03-20T10:00:00Z", &scenario_yaml(), vec![strict]).await;
     let api = Api::start(&h).await;
     let (status, body) = api
         .post(

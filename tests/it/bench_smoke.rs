@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
+use crate::support::process::baton_bin;
+use crate::support::slow_tests_enabled;
 use std::process::Command;
 
 /// Every figure the JSON line carries, with or without `--quick`.
@@ -60,9 +62,14 @@ const TARGETED: [&str; 7] = [
 
 #[test]
 fn quick_bench_prints_a_table_and_one_json_line_with_every_figure() {
+    if !slow_tests_enabled(
+        "bench_smoke::quick_bench_prints_a_table_and_one_json_line_with_every_figure",
+    ) {
+        return;
+    }
     let scratch = tempfile::tempdir().unwrap();
     let json_out = scratch.path().join("bench.json");
-    let output = Command::new(assert_cmd::cargo::cargo_bin("baton"))
+    let output = Command::new(baton_bin())
         .args(["bench", "--quick", "--json-out"])
         .arg(&json_out)
         .output()
@@ -118,7 +125,7 @@ fn quick_bench_prints_a_table_and_one_json_line_with_every_figure() {
 
 #[test]
 fn only_runs_the_scenarios_named() {
-    let output = Command::new(assert_cmd::cargo::cargo_bin("baton"))
+    let output = Command::new(baton_bin())
         .args(["bench", "--quick", "--only", "validate"])
         .output()
         .unwrap();

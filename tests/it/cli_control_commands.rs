@@ -5,25 +5,27 @@
 
 #![allow(clippy::unwrap_used)]
 
+use crate::support::eventually_blocking;
+use crate::support::process::{baton_bin, free_port, DaemonProcess};
+use crate::support::scenario::{scenario, HANGS_JOB};
 use baton::clock::{SharedClock, SystemClock};
 use baton::emulator::{Emulator, EmulatorHandle, Scenario};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const API_TOKEN: &str = "cli-test-token-8d2e41f0";
 
-const SCENARIO: &str = r#"
-account_id: 70403103922125
-token: test-token
-jobs:
-  - { id: 101, name: staging, duration: 1s }
-  - { id: 102, name: marts, duration: 1s }
-  - { id: 105, name: broken, duration: 1s, outcome: error }
-  - { id: 106, name: hangs, duration: 10h }
-"#;
+fn scenario_yaml() -> String {
+    scenario(&[
+        "{ id: 101, name: staging, duration: 1s }",
+        "{ id: 102, name: marts, duration: 1s }",
+        "{ id: 105, name: broken, duration: 1s, outcome: error }",
+        HANGS_JOB,
+    ])
+}
 
 const CHAIN: &str = r#"
 name: chain
@@ -48,26 +50,6 @@ steps:
   long: { job_id: 106 }
 "#;
 
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn write_setup(dir: &Path, emulator: &EmulatorHandle, port: u16) -> PathBuf {
     std::fs::create_dir_all(dir.join("pipelines")).unwrap();
     std::fs::write(dir.join("pipelines/chain.yaml"), CHAIN).unwrap();
@@ -87,7 +69,7 @@ fn write_setup(dir: &Path, emulator: &EmulatorHandle, port: u16) -> PathBuf {
 }
 
 fn baton(config: &Path, args: &[&str]) -> Output {
-    Command::new(assert_cmd::cargo::cargo_bin("baton"))
+    Command::new(baton_bin())
         .args(args)
         .arg("--config")
         .arg(config)
@@ -125,28 +107,22 @@ fn json(config: &Path, args: &[&str]) -> serde_json::Value {
 }
 
 /// Polls `check` until it holds, failing after a generous deadline.
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !check() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn wait_for(what: &str, check: impl FnMut() -> bool) {
+    let held = eventually_blocking(Duration::from_secs(60), Duration::from_millis(200), check);
+    assert!(held, "gave up waiting for {what}");
 }
 
-fn start_daemon(dir: &Path, config: &Path) -> Daemon {
-    let log = dir.join("daemon.log");
-    let child = Command::new(assert_cmd::cargo::cargo_bin("baton"))
-        .args(["run", "--config"])
-        .arg(config)
-        .env("BATON_CLI_TEST_API_TOKEN", API_TOKEN)
-        .env("BATON_CLI_TEST_DBT_TOKEN", "test-token")
-        .env("RUST_LOG", "debug")
-        .stdout(std::fs::File::create(dir.join("daemon.out")).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let daemon = Daemon { child, log };
+fn start_daemon(dir: &Path, config: &Path) -> DaemonProcess {
+    let daemon = DaemonProcess::start(
+        config,
+        &[
+            ("BATON_CLI_TEST_API_TOKEN", API_TOKEN),
+            ("BATON_CLI_TEST_DBT_TOKEN", "test-token"),
+            ("RUST_LOG", "debug"),
+        ],
+        &dir.join("daemon.out"),
+        &dir.join("daemon.log"),
+    );
     wait_for("the daemon to answer", || {
         baton(config, &["status"]).status.code() == Some(0)
     });
@@ -158,7 +134,7 @@ async fn emulator() -> (EmulatorHandle, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shutdown = CancellationToken::new();
     let handle = Emulator::start(
-        Scenario::from_yaml_str(SCENARIO).unwrap(),
+        Scenario::from_yaml_str(&scenario_yaml()).unwrap(),
         clock,
         listener,
         shutdown.clone(),
@@ -178,7 +154,7 @@ async fn every_operator_command_against_a_running_daemon() {
     let (emulator, emulator_shutdown) = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_setup(dir.path(), &emulator, free_port());
-    let mut daemon = start_daemon(dir.path(), &config);
+    let daemon = start_daemon(dir.path(), &config);
 
     let table = ok(&config, &["status"]);
     assert!(table.starts_with("PIPELINE"), "{table}");
@@ -353,7 +329,7 @@ async fn every_operator_command_against_a_running_daemon() {
     }
 
     // A wrong token: exit 4.
-    let o = Command::new(assert_cmd::cargo::cargo_bin("baton"))
+    let o = Command::new(baton_bin())
         .args(["status", "--config"])
         .arg(&config)
         .env("BATON_CLI_TEST_API_TOKEN", "not-the-token")
@@ -362,9 +338,7 @@ async fn every_operator_command_against_a_running_daemon() {
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
 
     // Stop the daemon; then the CLI says it is not running (exit 3).
-    let pid = daemon.child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    daemon.child.wait().unwrap();
+    daemon.sigterm(Duration::from_secs(60));
     let o = baton(&config, &["status"]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(
@@ -373,7 +347,7 @@ async fn every_operator_command_against_a_running_daemon() {
         stderr(&o)
     );
 
-    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
     assert!(log.contains("control API listening"), "{log}");
     assert!(log.contains("operator triggered"), "{log}");
     assert!(
@@ -393,7 +367,7 @@ fn a_daemon_on_a_public_address_without_a_token_refuses_to_start() {
         "dbt_cloud:\n  base_url: http://127.0.0.1:9\n  account_id: 1\n  token_env: BATON_CLI_TEST_DBT_TOKEN\nstate_dir: state\nhttp:\n  listen: 0.0.0.0:0\n",
     )
     .unwrap();
-    let o = Command::new(assert_cmd::cargo::cargo_bin("baton"))
+    let o = Command::new(baton_bin())
         .args(["run", "--config"])
         .arg(&config)
         .env("BATON_CLI_TEST_DBT_TOKEN", "x")

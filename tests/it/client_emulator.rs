@@ -4,15 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap; clippy only knows that inside #[test] functions
 
-mod client_support;
-
+use crate::support::dbt::{cause, start_time, Dbt, ACCOUNT, JOB, OTHER_JOB};
+use crate::support::eventually;
 use baton::clock::ManualClock;
 use baton::dbt_cloud::wire::RunStatus;
 use baton::dbt_cloud::{ApiError, DbtCloudClient, ListRuns, Related, TriggerError};
 use baton::emulator::Faults;
 use baton::ids::{AccountId, JobId, RunId};
 use baton::secret::Secret;
-use client_support::{cause, eventually, start_time, Dbt, ACCOUNT, JOB, OTHER_JOB};
 
 #[tokio::test]
 async fn each_error_class_comes_back_typed() {
@@ -127,7 +126,7 @@ async fn a_429_with_retry_after_is_waited_out_by_the_whole_account() {
         let client = client.clone();
         async move { client.get_job(JOB).await }
     });
-    eventually("the 429 is seen and the call waits", || {
+    wait_until("the 429 is seen and the call waits", || {
         let stats = client.budget().stats();
         stats.rate_limited == 1 && stats.waiting == 1
     })
@@ -137,7 +136,7 @@ async fn a_429_with_retry_after_is_waited_out_by_the_whole_account() {
         Some(start_time() + chrono::Duration::seconds(30))
     );
     let sibling_call = tokio::spawn(async move { sibling.get_run(RunId(1), &[]).await });
-    eventually("the sibling waits too", || {
+    wait_until("the sibling waits too", || {
         client.budget().stats().waiting == 2
     })
     .await;
@@ -246,7 +245,7 @@ async fn requests_past_the_budget_wait_for_the_clock() {
             tokio::spawn(async move { client.get_job(JOB).await })
         })
         .collect();
-    eventually("five requests wait for the budget", || {
+    wait_until("five requests wait for the budget", || {
         client.budget().stats().waiting == 5
     })
     .await;
@@ -311,4 +310,14 @@ async fn runs_artifacts_cancel_and_rerun_round_trip() {
     assert_ne!(rerun.id, first.id);
     let recorded = dbt.handle.runs();
     assert!(recorded.iter().any(|r| r.id == rerun.id && r.via_rerun));
+}
+
+/// Waits until the budget's counters show what another task does (bounded by `eventually`).
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let reached = eventually(std::time::Duration::from_secs(10), || {
+        let now = condition();
+        async move { now }
+    })
+    .await;
+    assert!(reached, "timed out waiting until {what}");
 }

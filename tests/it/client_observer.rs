@@ -2,10 +2,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod client_support;
-
+use crate::support::dbt::{cause, Dbt, JOB};
 use baton::ids::RunId;
-use client_support::{cause, Dbt, JOB};
 use std::sync::{Arc, Mutex};
 
 #[tokio::test]

@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap; clippy only knows that inside #[test] functions
 
-mod client_support;
-
+use crate::support::dbt::{cause, Dbt, ACCOUNT, JOB};
 use baton::dbt_cloud::wire::{RunStatus, TriggerRequest};
 use baton::dbt_cloud::{ApiError, ClientConfig, DbtCloudClient, ListRuns, TriggerError};
 use baton::emulator::Faults;
 use baton::ids::AccountId;
 use baton::secret::Secret;
-use client_support::{cause, Dbt, ACCOUNT, JOB};
 use std::time::Duration;
 
 #[tokio::test]

@@ -15,11 +15,11 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-mod support_process;
-
+use crate::support::check::{check, error_lines, keep_files, minute_ticks, tail, Checked};
+use crate::support::process::{EmulatorProcess, TimeLine, Workspace};
+use crate::support::slow_tests_enabled;
+use crate::support::t;
 use rand::{Rng, SeedableRng};
-use support_process::check::{check, error_lines, keep_files, minute_ticks, tail, Checked};
-use support_process::{t, EmulatorProcess, TimeLine, Workspace};
 
 /// Scenario seconds per real second: one cron minute per real second.
 const SPEED: f64 = 60.0;
@@ -248,11 +248,19 @@ fn crash_test(variant: &str, faults: &str) {
 
 #[test]
 fn sigkill_at_random_moments_loses_and_repeats_nothing() {
+    if !slow_tests_enabled("crash_sigkill::sigkill_at_random_moments_loses_and_repeats_nothing") {
+        return;
+    }
     crash_test("latency", "{ latency_ms: 30 }");
 }
 
 #[test]
 fn sigkill_with_triggers_queued_but_answered_502_loses_and_repeats_nothing() {
+    if !slow_tests_enabled(
+        "crash_sigkill::sigkill_with_triggers_queued_but_answered_502_loses_and_repeats_nothing",
+    ) {
+        return;
+    }
     crash_test(
         "queued but answered 502",
         "{ latency_ms: 30, trigger_502_rate: 0.25, server_error_rate: 0.05, drop_connection_rate: 0.03 }",

@@ -5,23 +5,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "api_support/mod.rs"]
-mod api_support;
-#[path = "daemon/mod.rs"]
-mod daemon;
-
-use api_support::{seg, Api};
+use crate::support::api::{seg, Api};
+use crate::support::daemon::{pipeline, Harness};
+use crate::support::scenario::{scenario, BROKEN_JOB, STAGING_JOB};
+use crate::support::t;
 use baton::engine::state::{PipelineRunId, PipelineRunState};
-use daemon::{pipeline, t, Harness};
 use serde_json::json;
 
-const SCENARIO: &str = r#"
-account_id: 70403103922125
-token: test-token
-jobs:
-  - { id: 101, name: staging, duration: 3m }
-  - { id: 105, name: broken, duration: 1m, outcome: error }
-"#;
+fn scenario_yaml() -> String {
+    scenario(&[STAGING_JOB, BROKEN_JOB])
+}
 
 fn pipelines() -> Vec<baton::model::pipeline::Pipeline> {
     vec![
@@ -61,7 +54,7 @@ async fn whereabouts(h: &Harness, id: &str) -> (bool, Option<PipelineRunState>) 
 
 #[tokio::test]
 async fn archived_runs_are_served_from_the_store_and_never_run_twice() {
-    let mut h = Harness::start("2026-03-01T01:59:00Z", SCENARIO, pipelines()).await;
+    let mut h = Harness::start("2026-03-01T01:59:00Z", &scenario_yaml(), pipelines()).await;
     let api = Api::start(&h).await;
     let chain = "chain@2026-03-01T02:00:00Z";
 

@@ -1,18 +1,15 @@
 //! Concurrency policies against the emulator: a tick that arrives while the previous run of the
 //! pipeline is still active is skipped, queued, or cancels the running one.
 
-mod daemon;
-
+use crate::support::daemon::{pipeline, Harness};
+use crate::support::scenario::scenario;
+use crate::support::t;
 use baton::dbt_cloud::wire::RunStatus;
 use baton::engine::state::PipelineRunState;
-use daemon::{pipeline, t, Harness};
 
-const SCENARIO: &str = r#"
-account_id: 1
-token: test-token
-jobs:
-  - { id: 301, name: slow, duration: 8m }
-"#;
+fn scenario_yaml() -> String {
+    scenario(&["{ id: 301, name: slow, duration: 8m }"])
+}
 
 /// Every 5 minutes, a job that takes about 8: each run overlaps the next tick.
 fn every_five(policy: &str) -> baton::model::pipeline::Pipeline {
@@ -40,7 +37,12 @@ async fn states(h: &Harness) -> Vec<(String, PipelineRunState)> {
 
 #[tokio::test]
 async fn skip_drops_the_tick_that_finds_the_previous_run_active() {
-    let h = Harness::start("2026-03-01T00:59:00Z", SCENARIO, vec![every_five("skip")]).await;
+    let h = Harness::start(
+        "2026-03-01T00:59:00Z",
+        &scenario_yaml(),
+        vec![every_five("skip")],
+    )
+    .await;
     h.run_until(t("2026-03-01T01:21:00Z"), 10).await;
     // 01:00 runs until ~01:08: 01:05 skipped; 01:10 runs until ~01:18: 01:15 skipped; 01:20 runs.
     assert_eq!(
@@ -66,7 +68,12 @@ async fn skip_drops_the_tick_that_finds_the_previous_run_active() {
 
 #[tokio::test]
 async fn queue_runs_every_tick_one_after_another() {
-    let h = Harness::start("2026-03-01T00:59:00Z", SCENARIO, vec![every_five("queue")]).await;
+    let h = Harness::start(
+        "2026-03-01T00:59:00Z",
+        &scenario_yaml(),
+        vec![every_five("queue")],
+    )
+    .await;
     h.run_until(t("2026-03-01T01:12:00Z"), 10).await;
     let s = states(&h).await;
     assert_eq!(s[0].1, PipelineRunState::Succeeded);
@@ -86,7 +93,7 @@ async fn queue_runs_every_tick_one_after_another() {
 async fn cancel_running_cancels_the_previous_run_then_starts_the_new_one() {
     let h = Harness::start(
         "2026-03-01T00:59:00Z",
-        SCENARIO,
+        &scenario_yaml(),
         vec![every_five("cancel_running")],
     )
     .await;

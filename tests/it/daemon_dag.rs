@@ -1,26 +1,25 @@
 //! The daemon against the emulator on a manual clock: schedules in a zone, DAG order with fan-in,
 //! rendered overrides, retries through rerun, failure isolation, timeouts with confirmed cancels.
 
-mod daemon;
-
+use crate::support::daemon::{pipeline, Harness};
+use crate::support::scenario::{scenario, BROKEN_JOB, HANGS_JOB, MARTS_JOB, STAGING_JOB};
+use crate::support::t;
 use baton::dbt_cloud::wire::{RunStatus, TriggerRequest};
 use baton::engine::state::{AttemptOutcome, PipelineRunState, StepState};
 use baton::ids::JobId;
 use baton::model::pipeline::StepName;
-use daemon::{pipeline, t, Harness};
 
-const SCENARIO: &str = r#"
-account_id: 70403103922125
-token: test-token
-jobs:
-  - { id: 101, name: staging, duration: 3m }
-  - { id: 102, name: marts, duration: 5m }
-  - { id: 103, name: exposures, duration: 1m }
-  - { id: 104, name: flaky, duration: 1m, outcome: fail_first, fail_first: 1 }
-  - { id: 105, name: broken, duration: 1m, outcome: error }
-  - { id: 106, name: hangs, duration: 10h }
-  - { id: 107, name: after_broken, duration: 1m }
-"#;
+fn scenario_yaml() -> String {
+    scenario(&[
+        STAGING_JOB,
+        MARTS_JOB,
+        "{ id: 103, name: exposures, duration: 1m }",
+        "{ id: 104, name: flaky, duration: 1m, outcome: fail_first, fail_first: 1 }",
+        BROKEN_JOB,
+        HANGS_JOB,
+        "{ id: 107, name: after_broken, duration: 1m }",
+    ])
+}
 
 fn step_of<'a>(
     run: &'a baton::engine::state::PipelineRun,
@@ -45,7 +44,7 @@ steps:
 "#,
     );
     // 00:30 UTC is 01:30 in Amsterdam: the tick is at 01:00 UTC.
-    let h = Harness::start("2026-03-01T00:30:00Z", SCENARIO, vec![chain]).await;
+    let h = Harness::start("2026-03-01T00:30:00Z", &scenario_yaml(), vec![chain]).await;
     h.run_until(t("2026-03-01T00:59:50Z"), 60).await;
     assert!(h.emulator.runs().is_empty(), "nothing before the tick");
     h.run_until(t("2026-03-01T01:30:00Z"), 10).await;
@@ -101,7 +100,7 @@ steps:
     retry: { attempts: 3, backoff: 1m, from_failure: true }
 "#,
     );
-    let h = Harness::start("2026-03-01T00:59:00Z", SCENARIO, vec![p]).await;
+    let h = Harness::start("2026-03-01T00:59:00Z", &scenario_yaml(), vec![p]).await;
     h.run_until(t("2026-03-01T01:10:00Z"), 10).await;
     let runs = h.runs_of(104);
     assert_eq!(runs.len(), 2, "{runs:?}");
@@ -132,7 +131,7 @@ steps:
   after_independent: { job_id: 103, depends_on: [independent] }
 "#,
     );
-    let h = Harness::start("2026-03-01T00:59:00Z", SCENARIO, vec![p]).await;
+    let h = Harness::start("2026-03-01T00:59:00Z", &scenario_yaml(), vec![p]).await;
     h.run_until(t("2026-03-01T01:20:00Z"), 10).await;
     assert_eq!(h.runs_of(105).len(), 1, "no retry by default");
     assert!(
@@ -163,7 +162,7 @@ steps:
   hangs: { job_id: 106, timeout: 30m, overrides: { timeout_seconds_override: 7200 } }
 "#,
     );
-    let h = Harness::start("2026-03-01T00:59:00Z", SCENARIO, vec![p]).await;
+    let h = Harness::start("2026-03-01T00:59:00Z", &scenario_yaml(), vec![p]).await;
     h.run_until(t("2026-03-01T01:29:50Z"), 10).await;
     assert_eq!(h.runs_of(106)[0].status, RunStatus::Running);
     h.run_until(t("2026-03-01T01:31:00Z"), 5).await;
@@ -197,7 +196,7 @@ steps:
   waits: { job_id: 106, queue_timeout: 10m }
 "#,
     );
-    let h = Harness::start("2026-03-01T00:50:00Z", SCENARIO, vec![p]).await;
+    let h = Harness::start("2026-03-01T00:50:00Z", &scenario_yaml(), vec![p]).await;
     // Someone else's run occupies the job: dbt Cloud runs one run of a job at a time.
     let blocker = h
         .client()

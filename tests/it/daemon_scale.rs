@@ -1,11 +1,11 @@
 //! A hundred pipelines of five steps for a simulated day against the emulator: no tick missed, no
 //! trigger duplicated, every pipeline run in the state its jobs imply.
 
-mod daemon;
-
+use crate::support::daemon::{pipeline, Harness};
+use crate::support::slow_tests_enabled;
+use crate::support::t;
 use baton::engine::state::{PipelineRunState, StepState};
 use baton::model::pipeline::Pipeline;
-use daemon::{pipeline, t, Harness};
 use std::collections::{BTreeMap, BTreeSet};
 
 const PIPELINES: usize = 100;
@@ -64,6 +64,9 @@ steps:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_pipelines_for_a_simulated_day() {
+    if !slow_tests_enabled("daemon_scale::a_hundred_pipelines_for_a_simulated_day") {
+        return;
+    }
     let h = Harness::start("2026-02-28T23:59:30Z", &scenario(), pipelines()).await;
     let day_end = t("2026-03-01T23:59:30Z");
     // A minute at a time through the day, then time for the last runs to finish.

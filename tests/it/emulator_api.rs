@@ -3,10 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "emulator/mod.rs"]
-mod harness;
-
-use harness::{Harness, ACCOUNT, TOKEN};
+use crate::support::emulator::{Harness, ACCOUNT, TOKEN};
 use serde_json::{json, Value};
 
 fn ids(answer: &Value) -> Vec<i64> {

@@ -3,10 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "emulator/mod.rs"]
-mod harness;
-
-use harness::Harness;
+use crate::support::emulator::Harness;
 use serde_json::{json, Value};
 
 #[tokio::test]

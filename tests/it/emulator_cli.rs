@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use crate::support::process::baton_bin;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
@@ -31,7 +32,7 @@ fn the_demo_scenario_parses_and_holds_the_example_pipelines_jobs() {
 
 #[tokio::test]
 async fn baton_emulator_serves_the_demo_scenario_at_speed() {
-    let child = Command::new(assert_cmd::cargo::cargo_bin("baton"))
+    let child = Command::new(baton_bin())
         .args([
             "emulator",
             "--listen",

@@ -6,10 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "emulator/mod.rs"]
-mod harness;
-
-use harness::{Harness, ACCOUNT, TOKEN};
+use crate::support::emulator::{Harness, ACCOUNT, TOKEN};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 

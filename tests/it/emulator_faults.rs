@@ -4,11 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "emulator/mod.rs"]
-mod harness;
-
+use crate::support::emulator::{Harness, TOKEN};
 use baton::emulator::Faults;
-use harness::{Harness, TOKEN};
 use serde_json::json;
 
 #[tokio::test]

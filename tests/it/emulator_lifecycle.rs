@@ -3,10 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "emulator/mod.rs"]
-mod harness;
-
-use harness::Harness;
+use crate::support::emulator;
+use crate::support::emulator::Harness;
 use serde_json::json;
 
 #[tokio::test]
@@ -95,7 +93,7 @@ async fn runs_of_one_job_wait_in_the_queue_blocked_by_the_earlier_one() {
 
 #[tokio::test]
 async fn the_account_run_slot_limit_holds_runs_of_other_jobs_in_the_queue() {
-    let yaml = harness::scenario_yaml().replace("seed: 7", "seed: 7\nrun_slots: 1");
+    let yaml = emulator::scenario_yaml().replace("seed: 7", "seed: 7\nrun_slots: 1");
     let h = Harness::start_with(&yaml).await;
     let a = h.trigger(100, json!({"cause": "a"})).await;
     let b = h.trigger(500, json!({"cause": "b"})).await;
@@ -213,8 +211,8 @@ async fn rerun_resumes_from_the_failed_step_only_when_the_latest_run_failed() {
 async fn flaky_outcomes_and_random_durations_follow_the_seed() {
     let yaml = format!(
         "account_id: {}\ntoken: {}\nseed: 99\njobs:\n{}",
-        harness::ACCOUNT,
-        harness::TOKEN,
+        emulator::ACCOUNT,
+        emulator::TOKEN,
         (0..10)
             .map(|i| format!("  - {{id: {}, name: j{i}, outcome: flaky, failure_probability: 0.5, duration: {{min: 2s, max: 20s}}}}\n", 1000 + i))
             .collect::<String>()

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use crate::support::process::baton_bin;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,7 +33,7 @@ fn venv_python() -> Option<PathBuf> {
 
 /// Starts `baton emulator --speed 20` on a free port and returns it with its `host:port`.
 fn start_emulator() -> (Killed, String) {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("baton"))
+    let mut child = Command::new(baton_bin())
         .args([
             "emulator",
             "--listen",

@@ -4,13 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "emulator/mod.rs"]
-mod harness;
-
+use crate::support::emulator::{Harness, ACCOUNT, TOKEN};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use harness::{Harness, ACCOUNT, TOKEN};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 

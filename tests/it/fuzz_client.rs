@@ -14,10 +14,9 @@
 
 #![allow(clippy::unwrap_used)] // helpers of a test crate, not only #[test] fns
 
-mod fuzz_support;
-#[path = "fuzz_support/http_responses.rs"]
-mod http_responses;
-
+use crate::support::fuzz;
+use crate::support::fuzz::{Target, Verdict};
+use crate::support::http_responses::{http_response, TOKEN};
 use baton::clock::{Clock, ManualClock};
 use baton::dbt_cloud::budget::RequestBudget;
 use baton::dbt_cloud::client::{decode_enveloped, ClientConfig, DbtCloudClient, ListRuns};
@@ -26,8 +25,6 @@ use baton::dbt_cloud::wire::{Job, Pagination, Run, TriggerRequest};
 use baton::ids::{AccountId, JobId, RunId};
 use baton::secret::Secret;
 use chrono::{DateTime, Utc};
-use fuzz_support::{Target, Verdict};
-use http_responses::{http_response, TOKEN};
 use proptest::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -202,7 +199,7 @@ fn check_direct(response: &Response<'_>) -> Verdict {
     no_token("an error", &error.to_string())?;
     let _ = (error.is_transient(), error.retry_after(), error.status());
     if let Ok((run, _)) = decode_enveloped::<Run>(response.body, "a run") {
-        fuzz_support::count("bodies decoded as a run");
+        fuzz::count("bodies decoded as a run");
         check_reencoding(&run)?;
     }
     if let Ok((runs, extra)) = decode_enveloped::<Vec<Run>>(response.body, "a list of runs") {
@@ -286,7 +283,7 @@ impl Loopback {
         let now = self.clock.now();
         let comparable = response.well_formed;
         if comparable {
-            fuzz_support::count("well-formed responses, client result compared with the decoding");
+            fuzz::count("well-formed responses, client result compared with the decoding");
         }
         match bytes.len() % 3 {
             0 => {
@@ -416,8 +413,8 @@ async fn serve_one(mut socket: tokio::net::TcpStream, bytes: Vec<u8>) {
 
 /// Bodies the project and the shared reference data hold, each as a 200 answer.
 fn seeds() -> Vec<Vec<u8>> {
-    let root = fuzz_support::crate_root();
-    let mut bodies: Vec<Vec<u8>> = fuzz_support::read_files(&root.join("tests/data/client"))
+    let root = fuzz::crate_root();
+    let mut bodies: Vec<Vec<u8>> = fuzz::read_files(&root.join("tests/data/client"))
         .into_iter()
         .map(|(_, b)| b)
         .collect();
@@ -458,7 +455,7 @@ fn client_response_handling_never_panics_and_matches_the_decoding() {
         check_direct(&response)?;
         loopback.check(bytes, &response)
     };
-    fuzz_support::run(
+    fuzz::run(
         Target {
             name: "client",
             seeds: seeds(),

@@ -5,10 +5,9 @@
 
 #![allow(clippy::unwrap_used)] // helpers of a test crate, not only #[test] fns
 
-mod fuzz_support;
-
+use crate::support::fuzz;
+use crate::support::fuzz::{Target, Verdict};
 use baton::config;
-use fuzz_support::{Target, Verdict};
 use proptest::prelude::*;
 use std::path::PathBuf;
 
@@ -263,7 +262,7 @@ fn check(dir: &std::path::Path, bytes: &[u8]) -> Verdict {
     let result = config::load_pipelines(std::slice::from_ref(&file));
     let diagnostics = match result {
         Ok(pipelines) if pipelines.len() == 1 => {
-            fuzz_support::count("files accepted");
+            fuzz::count("files accepted");
             return Ok(());
         }
         Ok(pipelines) => return Err(format!("pipeline count: {} from one file", pipelines.len())),
@@ -272,7 +271,7 @@ fn check(dir: &std::path::Path, bytes: &[u8]) -> Verdict {
     if diagnostics.is_empty() {
         return Err("empty rejection: no diagnostic".into());
     }
-    fuzz_support::count("files rejected");
+    fuzz::count("files rejected");
     // What the CLI prints, in both formats.
     let text = diagnostics.to_string();
     let json: serde_json::Value =
@@ -324,10 +323,10 @@ fn check(dir: &std::path::Path, bytes: &[u8]) -> Verdict {
 }
 
 fn seeds() -> Vec<Vec<u8>> {
-    let root = fuzz_support::crate_root().join("tests/data");
+    let root = fuzz::crate_root().join("tests/data");
     ["valid", "invalid"]
         .iter()
-        .flat_map(|dir| fuzz_support::read_files(&root.join(dir)))
+        .flat_map(|dir| fuzz::read_files(&root.join(dir)))
         .map(|(_, bytes)| bytes)
         .collect()
 }
@@ -337,7 +336,7 @@ fn pipeline_loading_never_panics_and_points_inside_the_input() {
     let tempdir = tempfile::tempdir().unwrap();
     let dir: PathBuf = tempdir.path().to_path_buf();
     let check = move |bytes: &[u8]| check(&dir, bytes);
-    fuzz_support::run(
+    fuzz::run(
         Target {
             name: "pipeline",
             seeds: seeds(),

@@ -10,13 +10,12 @@
 
 #![allow(clippy::unwrap_used)] // helpers of a test crate, not only #[test] fns
 
-mod fuzz_support;
-
+use crate::support::fuzz;
+use crate::support::fuzz::{Target, Verdict};
 use baton::model::schedule::Schedule;
 use chrono::{DateTime, Datelike, Duration, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::{YEAR_LOWER_LIMIT, YEAR_UPPER_LIMIT};
-use fuzz_support::{Target, Verdict};
 use proptest::prelude::*;
 
 const DICTIONARY: &[&str] = &[
@@ -169,7 +168,7 @@ fn check(bytes: &[u8]) -> Verdict {
     let schedule = match Schedule::parse(expression, tz) {
         Ok(schedule) => schedule,
         Err(e) => {
-            fuzz_support::count("expressions refused");
+            fuzz::count("expressions refused");
             let _ = e.to_string();
             return Ok(());
         }
@@ -182,9 +181,9 @@ fn check(bytes: &[u8]) -> Verdict {
             .collect(),
     };
     let expression = schedule.expression().to_string();
-    fuzz_support::count("expressions accepted");
+    fuzz::count("expressions accepted");
     if oracle(&expression, &DateTime::<Utc>::UNIX_EPOCH).is_some() {
-        fuzz_support::count("accepted expressions the oracle reads");
+        fuzz::count("accepted expressions the oracle reads");
     }
     for start in starts {
         check_from(&schedule, &expression, tz, start)?;
@@ -276,7 +275,7 @@ fn check_nothing_skipped(
     let Some(mut minute) = DateTime::from_timestamp((start.timestamp() / 60 + 1) * 60, 0) else {
         return Ok(());
     };
-    fuzz_support::count("runs walked minute by minute for skipped ticks");
+    fuzz::count("runs walked minute by minute for skipped ticks");
     let mut next_tick = ticks.iter().peekable();
     while minute < end {
         while next_tick.peek().is_some_and(|t| **t < minute) {
@@ -366,7 +365,7 @@ fn schedule_input() -> impl Strategy<Value = Vec<u8>> {
 
 #[test]
 fn schedule_math_never_panics_and_ticks_match() {
-    fuzz_support::run(
+    fuzz::run(
         Target {
             name: "schedule",
             seeds: Vec::new(),

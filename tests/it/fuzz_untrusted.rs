@@ -10,14 +10,13 @@
 
 #![allow(clippy::unwrap_used)] // helpers of a test crate, not only #[test] fns
 
-mod emulator;
-mod fuzz_support;
-
+use crate::support::emulator;
+use crate::support::fuzz;
+use crate::support::fuzz::{Target, Verdict};
 use baton::dbt_cloud::wire::WebhookEvent;
 use baton::emulator::webhooks::signature;
 use baton::ops::webhook::signature_is_valid;
 use baton::secret::Secret;
-use fuzz_support::{Target, Verdict};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -74,7 +73,7 @@ fn check_webhook(bytes: &[u8]) -> Verdict {
     let header = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]);
     let _ = signature_is_valid(&secret, bytes, &header);
     if let Ok(event) = serde_json::from_slice::<WebhookEvent>(bytes) {
-        fuzz_support::count("bodies decoded as a webhook event");
+        fuzz::count("bodies decoded as a webhook event");
         let _ = event.data.run_id.trim().parse::<i64>();
         let _ = event.event_type.starts_with("job.run.");
     }
@@ -125,19 +124,19 @@ impl Emulator {
             .map_err(|e| format!("emulator answer not JSON: status {status}: {e}: {text}"))?;
         match status {
             200 => {
-                fuzz_support::count("trigger bodies accepted by the emulator");
+                fuzz::count("trigger bodies accepted by the emulator");
                 let cause = answer["data"]["trigger"]["cause"].as_str().unwrap_or("");
                 if cause.trim().is_empty() || cause.chars().count() > 255 {
                     return Err(format!("emulator accepted a bad cause: {cause:?}"));
                 }
             }
             400 => {
-                fuzz_support::count("trigger bodies refused with 400");
+                fuzz::count("trigger bodies refused with 400");
                 if !answer["data"].is_object() {
                     return Err(format!("emulator 400 without field errors: {answer}"));
                 }
             }
-            429 => fuzz_support::count("trigger bodies rate limited"),
+            429 => fuzz::count("trigger bodies rate limited"),
             _ => return Err(format!("emulator answered {status}: {answer}")),
         }
         // Keep the rate limiter's window moving.
@@ -251,7 +250,7 @@ fn webhook_and_trigger_bodies_never_panic_and_answer_in_kind() {
         check_webhook(bytes)?;
         emulator.check(bytes)
     };
-    fuzz_support::run(
+    fuzz::run(
         Target {
             name: "untrusted",
             seeds: Vec::new(),

@@ -4,21 +4,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "daemon/mod.rs"]
-mod daemon;
-
+use crate::support::daemon::{pipeline, Harness};
+use crate::support::scenario::{scenario, STAGING_JOB};
+use crate::support::t;
 use baton::engine::state::PipelineRunState;
 use baton::ops::metrics::{router, Metrics};
-use daemon::{pipeline, t, Harness};
 use tokio_util::sync::CancellationToken;
 
-const SCENARIO: &str = r#"
-account_id: 70403103922125
-token: test-token
-jobs:
-  - { id: 101, name: staging, duration: 3m }
-  - { id: 102, name: flaky, duration: 1m, outcome: fail_first, fail_first: 1 }
-"#;
+fn scenario_yaml() -> String {
+    scenario(&[
+        STAGING_JOB,
+        "{ id: 102, name: flaky, duration: 1m, outcome: fail_first, fail_first: 1 }",
+    ])
+}
 
 const PIPELINE: &str = r#"
 name: metered
@@ -41,7 +39,12 @@ fn value(text: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn a_known_workload_gives_the_expected_metrics() {
-    let h = Harness::start("2026-01-05T01:59:00Z", SCENARIO, vec![pipeline(PIPELINE)]).await;
+    let h = Harness::start(
+        "2026-01-05T01:59:00Z",
+        &scenario_yaml(),
+        vec![pipeline(PIPELINE)],
+    )
+    .await;
     let metrics = Metrics::new();
     let mut seen = h.daemon.transitions();
     let shutdown = CancellationToken::new();

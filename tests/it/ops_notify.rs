@@ -5,9 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "daemon/mod.rs"]
-mod daemon;
-
+use crate::support::daemon::{pipeline, Harness};
+use crate::support::scenario::{scenario, BROKEN_JOB};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
@@ -16,20 +15,15 @@ use baton::engine::event::{Event, OperatorRequest};
 use baton::model::pipeline::PipelineName;
 use baton::ops::notify::{DeliverySettings, Notifier, Target};
 use baton::secret::Secret;
-use daemon::{pipeline, Harness};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-const SCENARIO: &str = r#"
-account_id: 70403103922125
-token: test-token
-jobs:
-  - { id: 101, name: staging, duration: 1m }
-  - { id: 105, name: broken, duration: 1m, outcome: error }
-"#;
+fn scenario_yaml() -> String {
+    scenario(&["{ id: 101, name: staging, duration: 1m }", BROKEN_JOB])
+}
 
 const PIPELINE: &str = r#"
 name: alerting
@@ -93,7 +87,12 @@ async fn failures_and_retries_reach_json_and_slack_targets_with_retries() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
-    let h = Harness::start("2026-01-05T10:00:00Z", SCENARIO, vec![pipeline(PIPELINE)]).await;
+    let h = Harness::start(
+        "2026-01-05T10:00:00Z",
+        &scenario_yaml(),
+        vec![pipeline(PIPELINE)],
+    )
+    .await;
     let targets = vec![
         Target {
             name: "generic".into(),
@@ -126,7 +125,7 @@ async fn failures_and_retries_reach_json_and_slack_targets_with_retries() {
     h.daemon
         .send(Event::Operator(OperatorRequest::TriggerPipeline {
             pipeline: PipelineName("alerting".into()),
-            logical_date: Some(daemon::t("2026-01-05T00:00:00Z")),
+            logical_date: Some(crate::support::t("2026-01-05T00:00:00Z")),
         }))
         .unwrap();
     h.run_for(600, 10).await;
@@ -213,11 +212,11 @@ async fn ticks_missed_during_downtime_are_notified() {
     let scheduled = pipeline(
         "name: hourly\nschedule: { cron: \"0 * * * *\", catchup: none }\nsteps:\n  staging: { job_id: 101 }\n",
     );
-    let mut h = Harness::start("2026-01-05T09:58:00Z", SCENARIO, vec![scheduled]).await;
+    let mut h = Harness::start("2026-01-05T09:58:00Z", &scenario_yaml(), vec![scheduled]).await;
     h.run_for(60, 10).await;
     h.stop().await;
     // Down over two ticks; the next daemon finds them missed.
-    h.clock.set(daemon::t("2026-01-05T11:30:00Z"));
+    h.clock.set(crate::support::t("2026-01-05T11:30:00Z"));
     h.restart(None).await;
     let target = Target {
         name: "missed".into(),

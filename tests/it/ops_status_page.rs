@@ -5,26 +5,22 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "daemon/mod.rs"]
-mod daemon;
-
+use crate::support::daemon::{pipeline, Harness};
+use crate::support::scenario::{scenario_with, BROKEN_JOB, HANGS_JOB};
+use crate::support::t;
 use baton::engine::event::{Event, OperatorRequest};
 use baton::model::pipeline::PipelineName;
 use baton::ops::status_page::router;
-use daemon::{pipeline, t, Harness};
 use std::process::Command;
 
 fn scenario(href_base: &str) -> String {
-    format!(
-        r#"
-account_id: 70403103922125
-token: test-token
-href_base: {href_base}
-jobs:
-  - {{ id: 101, name: staging, duration: 1m }}
-  - {{ id: 105, name: broken, duration: 1m, outcome: error }}
-  - {{ id: 106, name: hangs, duration: 10h }}
-"#
+    scenario_with(
+        &format!("href_base: {href_base}"),
+        &[
+            "{ id: 101, name: staging, duration: 1m }",
+            BROKEN_JOB,
+            HANGS_JOB,
+        ],
     )
 }
 

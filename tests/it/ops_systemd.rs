@@ -3,9 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "daemon/mod.rs"]
-mod daemon;
-
+use crate::support::daemon;
 use baton::ops::systemd::{watchdog, watchdog_for, SdNotifier};
 use baton::runtime::{LoopStopped, Progress};
 use chrono::{DateTime, Utc};

@@ -4,15 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "daemon/mod.rs"]
-mod daemon;
-
+use crate::support::daemon::{pipeline, settings, Harness};
+use crate::support::scenario::scenario_with;
 use baton::emulator::webhooks::signature;
 use baton::engine::event::{Event, OperatorRequest, TransitionKind};
 use baton::model::pipeline::PipelineName;
 use baton::ops::webhook::{router_with_stats, WebhookStats, PATH};
 use baton::secret::Secret;
-use daemon::{pipeline, settings, Harness};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -20,19 +18,14 @@ use tokio::net::TcpListener;
 const SECRET: &str = "whsec-ops-test";
 
 fn scenario(url: &str) -> String {
-    format!(
-        r#"
-account_id: 70403103922125
-token: test-token
-jobs:
-  - {{ id: 100, name: upstream, duration: 5s }}
-  - {{ id: 200, name: downstream, duration: 5s }}
-webhooks:
-  - name: baton
-    url: {url}
-    secret: {SECRET}
-    retry_backoff: 10ms
-"#
+    scenario_with(
+        &format!(
+            "webhooks:\n  - name: baton\n    url: {url}\n    secret: {SECRET}\n    retry_backoff: 10ms"
+        ),
+        &[
+            "{ id: 100, name: upstream, duration: 5s }",
+            "{ id: 200, name: downstream, duration: 5s }",
+        ],
     )
 }
 

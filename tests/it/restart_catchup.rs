@@ -5,22 +5,21 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "daemon/mod.rs"]
-mod daemon;
-
+use crate::support::daemon;
+use crate::support::daemon::{pipeline, Harness};
+use crate::support::scenario::scenario;
+use crate::support::t;
 use baton::engine::event::TransitionKind;
 use baton::engine::state::{PipelineRun, PipelineRunState, RunOrigin};
-use daemon::{pipeline, t, Harness};
 
-const SCENARIO: &str = r#"
-account_id: 70403103922125
-token: test-token
-jobs:
-  - { id: 1, name: none_job, duration: 1m }
-  - { id: 2, name: latest_job, duration: 1m }
-  - { id: 3, name: all_job, duration: 1m }
-  - { id: 4, name: all_skip_job, duration: 1m }
-"#;
+fn scenario_yaml() -> String {
+    scenario(&[
+        "{ id: 1, name: none_job, duration: 1m }",
+        "{ id: 2, name: latest_job, duration: 1m }",
+        "{ id: 3, name: all_job, duration: 1m }",
+        "{ id: 4, name: all_skip_job, duration: 1m }",
+    ])
+}
 
 fn hourly(
     name: &str,
@@ -61,7 +60,13 @@ async fn a_day_of_downtime_is_caught_up_by_each_pipelines_policy() {
         hourly("all", "all", "queue", 3),
         hourly("all_skip", "all", "skip", 4),
     ];
-    let mut h = Harness::start_with("2026-03-01T00:30:00Z", SCENARIO, pipelines, settings).await;
+    let mut h = Harness::start_with(
+        "2026-03-01T00:30:00Z",
+        &scenario_yaml(),
+        pipelines,
+        settings,
+    )
+    .await;
     h.run_until(t("2026-03-01T02:30:00Z"), 60).await;
     for name in ["none", "latest", "all", "all_skip"] {
         let runs = runs_of(&h.pipeline_runs().await, name);

@@ -4,27 +4,23 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "daemon/mod.rs"]
-mod daemon;
-
+use crate::support::daemon::{pipeline, Harness};
+use crate::support::scenario::scenario;
+use crate::support::t;
 use baton::dbt_cloud::wire::TriggerRequest;
 use baton::emulator::Faults;
 use baton::ids::JobId;
-use daemon::{pipeline, t, Harness};
 
-const SCENARIO: &str = r#"
-account_id: 70403103922125
-token: test-token
-jobs:
-  - { id: 1, name: shared, duration: 10m }
-"#;
+fn scenario_yaml() -> String {
+    scenario(&["{ id: 1, name: shared, duration: 10m }"])
+}
 
 #[tokio::test]
 async fn an_ambiguous_trigger_followed_by_more_than_a_page_of_runs_is_still_adopted() {
     let p = pipeline(
         "name: shared\nschedule: { cron: \"0 1 * * *\", timezone: UTC }\nsteps:\n  s: { job_id: 1 }\n",
     );
-    let h = Harness::start("2026-03-01T00:30:00Z", SCENARIO, vec![p]).await;
+    let h = Harness::start("2026-03-01T00:30:00Z", &scenario_yaml(), vec![p]).await;
     h.emulator.set_faults(Faults {
         trigger_502_next: 1,
         ..Faults::default()

@@ -5,11 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-mod support_process;
-
+use crate::support::process;
+use crate::support::process::{EmulatedRun, EmulatorProcess, TimeLine, Workspace};
+use crate::support::{eventually, t};
 use baton::engine::state::{PipelineRunId, PipelineRunState};
 use std::time::Duration;
-use support_process::{eventually, t, EmulatedRun, EmulatorProcess, TimeLine, Workspace};
 
 const SCENARIO: &str = r#"
 account_id: 70403103922125
@@ -91,7 +91,7 @@ impl Setup {
         assert!(found, "timed out waiting until {what}");
     }
 
-    fn reload(&self, daemon: &support_process::DaemonProcess, expect: &str) {
+    fn reload(&self, daemon: &process::DaemonProcess, expect: &str) {
         let before = self.workspace.log_count(expect);
         daemon.signal("HUP");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);

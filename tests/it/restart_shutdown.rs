@@ -7,14 +7,13 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-mod support_process;
-
+use crate::support::process::{EmulatedRun, EmulatorProcess, TimeLine, Workspace};
+use crate::support::{eventually, t};
 use baton::engine::state::{
     AttemptOutcome, AttemptPhase, CancelReason, PipelineRun, PipelineRunState, StepState,
 };
 use baton::model::pipeline::StepName;
 use std::time::Duration;
-use support_process::{eventually, t, EmulatedRun, EmulatorProcess, TimeLine, Workspace};
 
 const SPEED: f64 = 60.0;
 /// The daemon must be gone this soon after SIGTERM (real time); it usually takes milliseconds.

@@ -4,10 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support_process;
-
+use crate::support::process::{TimeLine, Workspace};
 use std::time::Duration;
-use support_process::{TimeLine, Workspace};
 
 const PIPELINE: &str =
     "name: hourly\nschedule: { cron: \"0 * * * *\" }\nsteps:\n  s: { job_id: 1 }\n";
@@ -20,7 +18,7 @@ fn workspace() -> Workspace {
 }
 
 fn time() -> TimeLine {
-    TimeLine::starting_now(support_process::t("2026-01-01T00:10:00Z"), 1.0)
+    TimeLine::starting_now(crate::support::t("2026-01-01T00:10:00Z"), 1.0)
 }
 
 /// Runs a daemon until it has written its state, then stops it cleanly.

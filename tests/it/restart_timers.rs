@@ -7,12 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-mod support_process;
-
+use crate::support::process::{EmulatorProcess, TimeLine, Workspace};
+use crate::support::t;
 use baton::engine::state::{AttemptOutcome, CancelReason, PipelineRunId, PipelineRunState};
 use baton::model::pipeline::StepName;
 use std::time::Duration;
-use support_process::{t, EmulatorProcess, TimeLine, Workspace};
 
 const SCENARIO: &str = r#"
 account_id: 70403103922125

@@ -6,7 +6,7 @@
 //! scenario minutes for the whole period: a fan-in DAG, a chain, a flaky job with retries, a flaky job retried
 //! through rerun-from-failure, and a slow job whose `timeout` forces a confirmed cancel. Then the
 //! schedules are paused where they stand, the daemon runs to quiescence and the emulator's record
-//! is checked (`support_process::check`): no duplicate trigger, no tick without its pipeline run, no
+//! is checked (`process::check`): no duplicate trigger, no tick without its pipeline run, no
 //! lost step, every final state the one the outcomes imply. The counts are printed as one block.
 //!
 //! `BATON_SOAK_SECS` (real seconds of faults and kills, default 60) and `BATON_SOAK_SEED` (default:
@@ -16,16 +16,17 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
-mod support_process;
-
+use crate::support::check::{check, error_lines, keep_files, tail, ticks, Checked};
+use crate::support::process;
+use crate::support::process::{EmulatorProcess, RequestCount, TimeLine, Workspace};
+use crate::support::slow_tests_enabled;
+use crate::support::t;
 use baton::engine::state::{AttemptKind, PipelineRunState};
 use baton::model::pipeline::PipelineName;
 use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use support_process::check::{check, error_lines, keep_files, tail, ticks, Checked};
-use support_process::{t, EmulatorProcess, RequestCount, TimeLine, Workspace};
 
 /// Scenario seconds per real second: one cron minute per real second.
 const SPEED: f64 = 60.0;
@@ -245,7 +246,7 @@ fn run_undisturbed(workspace: &Workspace, time: &TimeLine, working: Duration) {
     stop_cleanly(daemon, workspace);
 }
 
-fn stop_cleanly(mut daemon: support_process::DaemonProcess, workspace: &Workspace) {
+fn stop_cleanly(mut daemon: process::DaemonProcess, workspace: &Workspace) {
     daemon.signal("TERM");
     let Some(status) = daemon.wait_exit(Duration::from_secs(30)) else {
         panic!(
@@ -262,6 +263,9 @@ fn stop_cleanly(mut daemon: support_process::DaemonProcess, workspace: &Workspac
 
 #[test]
 fn every_fault_at_once_with_restarts_loses_and_repeats_nothing() {
+    if !slow_tests_enabled("soak::every_fault_at_once_with_restarts_loses_and_repeats_nothing") {
+        return;
+    }
     let seed = env_number("BATON_SOAK_SEED").unwrap_or_else(|| rand::thread_rng().gen());
     let period = Duration::from_secs(env_number("BATON_SOAK_SECS").unwrap_or(60));
     eprintln!("fault soak: seed {seed} (rerun with BATON_SOAK_SEED={seed}), period {period:?}");

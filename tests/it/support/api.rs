@@ -2,7 +2,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use crate::daemon::Harness;
+use super::daemon::Harness;
 use baton::secret::Secret;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;

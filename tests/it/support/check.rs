@@ -4,7 +4,7 @@
 //! every attempt records the outcome dbt Cloud reports, every step and pipeline run ends in the
 //! state those outcomes imply. Also the daemon log's errors, and keeping the files of a failed run.
 
-use super::{EmulatedRun, Workspace};
+use super::process::{EmulatedRun, Workspace};
 use baton::engine::state::{
     AttemptKey, AttemptKind, AttemptOutcome, PipelineRunId, PipelineRunState, State, StepState,
 };

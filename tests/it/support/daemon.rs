@@ -3,6 +3,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use super::t;
 use baton::clock::{Clock, ManualClock, SharedClock};
 use baton::config::load_pipeline_str;
 use baton::dbt_cloud::client::{ClientConfig, DbtCloudClient};
@@ -17,10 +18,6 @@ use baton::store::Store;
 use chrono::{DateTime, Duration, Utc};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-
-pub fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
 
 pub struct Harness {
     pub clock: ManualClock,

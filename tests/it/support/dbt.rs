@@ -121,15 +121,3 @@ pub fn cause(key: &str) -> TriggerRequest {
         ..TriggerRequest::default()
     }
 }
-
-/// Waits for a condition another task makes true (an event the test cannot subscribe to), bounded
-/// so that a bug fails the test instead of hanging it.
-pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    for _ in 0..5000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    panic!("timed out waiting until {what}");
-}

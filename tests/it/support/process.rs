@@ -4,8 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::print_stderr)]
 
-pub mod check;
-
+use super::eventually_blocking;
 use baton::clock::{Clock, ScaledClock};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::Deserialize;
@@ -13,12 +12,20 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
-pub fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
-
 pub fn baton_bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("baton")
+}
+
+/// How often a wait on a log file or a process exit looks again.
+const LOG_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A port of 127.0.0.1 free a moment ago, for a config file that must name one.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The fast time line both processes share: `start` at the real instant `epoch`, `speed` times
@@ -305,16 +312,7 @@ impl Workspace {
 
     /// Waits until the log holds `needle` (from any daemon started on this workspace).
     pub fn wait_for_log(&self, needle: &str, limit: std::time::Duration) -> bool {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if self.log_text().contains(needle) {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        eventually_blocking(limit, LOG_POLL, || self.log_text().contains(needle))
     }
 
     /// Waits (bounded) until the daemon whose lines begin at byte `from` has installed its signal
@@ -338,22 +336,15 @@ impl Workspace {
     /// log costs nothing); false after `limit`.
     pub fn wait_for_log_after(&self, from: u64, needle: &str, limit: std::time::Duration) -> bool {
         use std::io::{Read, Seek, SeekFrom};
-        let deadline = std::time::Instant::now() + limit;
-        loop {
+        eventually_blocking(limit, LOG_POLL, || {
             let mut text = String::new();
             if let Ok(mut file) = std::fs::File::open(&self.log) {
                 if file.seek(SeekFrom::Start(from)).is_ok() {
                     let _ = file.read_to_string(&mut text);
                 }
             }
-            if text.contains(needle) {
-                return true;
-            }
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+            text.contains(needle)
+        })
     }
 
     /// How many times the log holds `needle`.
@@ -410,6 +401,21 @@ pub struct DaemonProcess {
 }
 
 impl DaemonProcess {
+    /// Starts `baton run --config CONFIG` on the system clock, with `env`, its stdout and stderr
+    /// into `out` and `log`.
+    pub fn start(config: &Path, env: &[(&str, &str)], out: &Path, log: &Path) -> Self {
+        let child = Command::new(baton_bin())
+            .args(["run", "--config"])
+            .arg(config)
+            .envs(env.iter().copied())
+            .stdout(std::fs::File::create(out).unwrap())
+            .stderr(std::fs::File::create(log).unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        DaemonProcess { child: Some(child) }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
@@ -438,16 +444,12 @@ impl DaemonProcess {
 
     /// Waits up to `limit` (real time) for the process to exit; `None` when it did not.
     pub fn wait_exit(&mut self, limit: std::time::Duration) -> Option<ExitStatus> {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Some(status) = self.try_exit() {
-                return Some(status);
-            }
-            if std::time::Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let mut status = None;
+        eventually_blocking(limit, LOG_POLL, || {
+            status = self.try_exit();
+            status.is_some()
+        });
+        status
     }
 
     /// SIGTERM, then waits for the exit; returns the status and how long it took.
@@ -467,24 +469,6 @@ impl Drop for DaemonProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// Waits (polling the condition every 20 ms of real time) until `ready` holds or `limit` passes.
-pub async fn eventually<F, Fut>(limit: std::time::Duration, mut ready: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if ready().await {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

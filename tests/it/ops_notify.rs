@@ -1,7 +1,7 @@
 //! Notifications over real HTTP: the daemon and emulator on a manual clock run a pipeline whose
 //! second step keeps failing; a JSON target (whose first answer is a 503) hears of the retry and
-//! the failure, a Slack target of the failure only, each with the failed step, its error and a
-//! link to the dbt Cloud run, and no secret.
+//! the failure, in that order, a Slack target of the failure only, each with the failed step, its
+//! error and a link to the dbt Cloud run, and no secret.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,7 +18,7 @@ use baton::secret::Secret;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 fn scenario_yaml() -> String {
@@ -37,9 +37,11 @@ steps:
 
 #[derive(Default)]
 struct Inbox {
-    /// (path, status answered, content type, body)
+    /// (path, status answered, content type, body), in the order the requests arrived
     requests: Mutex<Vec<(String, u16, String, Value)>>,
     refuse_json_first: Mutex<bool>,
+    /// The refused first JSON request is answered only once the test says so.
+    answer_refusal: Notify,
 }
 
 async fn receive(
@@ -49,14 +51,14 @@ async fn receive(
     body: axum::body::Bytes,
 ) -> StatusCode {
     let path = uri.path().to_string();
-    let status = {
+    let refuse = {
         let mut refuse = inbox.refuse_json_first.lock().unwrap();
-        if path == "/json" && *refuse {
-            *refuse = false;
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::OK
-        }
+        path == "/json" && std::mem::replace(&mut *refuse, false)
+    };
+    let status = if refuse {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
     };
     let content_type = headers
         .get("content-type")
@@ -69,6 +71,9 @@ async fn receive(
         .unwrap()
         .push((path, status.as_u16(), content_type, value));
     count.send_modify(|n| *n += 1);
+    if refuse {
+        inbox.answer_refusal.notified().await;
+    }
     status
 }
 
@@ -115,6 +120,8 @@ async fn failures_and_retries_reach_json_and_slack_targets_with_retries() {
     ];
     let settings = DeliverySettings {
         initial_backoff: Duration::from_millis(10),
+        // The refused request is held open while the pipeline runs to its failure.
+        timeout: Duration::from_secs(60),
         ..DeliverySettings::default()
     };
     let notifier = Notifier::new(targets, settings).unwrap();
@@ -131,6 +138,29 @@ async fn failures_and_retries_reach_json_and_slack_targets_with_retries() {
     h.run_for(600, 10).await;
     let run = h.pipeline_run("alerting@2026-01-05T00:00:00Z").await;
     assert_eq!(run.state, baton::engine::state::PipelineRunState::Failed);
+
+    // The failure has reached Slack while the JSON target still holds the retry's first request
+    // open: the JSON failure is queued behind it, not sent beside it.
+    tokio::time::timeout(Duration::from_secs(20), count_rx.wait_for(|n| *n >= 2))
+        .await
+        .expect("the held retry and the Slack failure")
+        .unwrap();
+    let arrived: Vec<(String, Value)> = inbox
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.0.clone(), r.3["event"].clone()))
+        .collect();
+    assert_eq!(
+        arrived,
+        [
+            ("/json".to_string(), Value::from("retry")),
+            ("/slack".to_string(), Value::Null),
+        ],
+        "only the held retry may have reached the JSON target"
+    );
+    inbox.answer_refusal.notify_one();
 
     // JSON: the retry (refused once with 503, then delivered) and the failure; Slack: the failure.
     tokio::time::timeout(Duration::from_secs(20), count_rx.wait_for(|n| *n >= 4))

@@ -6,9 +6,9 @@ mod log;
 
 use crate::clock::SharedClock;
 use crate::dbt_cloud::client::DbtCloudClient;
-use crate::engine::event::{Action, Event, OperatorRequest, Transition};
+use crate::engine::event::{Action, Event, OperatorError, OperatorRequest, Outcome, Transition};
 use crate::engine::state::{CancelReason, PipelineRunId, Write};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, LoadError};
 use crate::model::pipeline::Pipeline;
 use crate::store::{HistoryReader, Store};
 use chrono::{DateTime, Utc};
@@ -61,6 +61,25 @@ pub struct Progress {
 
 type Inspector = Box<dyn FnOnce(&Engine, DateTime<Utc>) + Send>;
 
+/// What an operator request came to, as the engine said.
+pub type OperatorResult = Result<Outcome, OperatorError>;
+
+/// Answers an operator request: run inside the loop once the turn that applied it has made its
+/// writes durable and handed out its actions, so the answer reads the state as it now stands.
+type Replier = Box<dyn FnOnce(&Engine, DateTime<Utc>, OperatorResult) + Send>;
+
+/// An operator request's answer, waiting for the end of the turn that applied it.
+struct PendingReply {
+    reply: Replier,
+    result: OperatorResult,
+}
+
+impl std::fmt::Debug for PendingReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PendingReply({:?})", self.result)
+    }
+}
+
 enum Message {
     /// An executor's answer to an action.
     Answer(Event),
@@ -68,8 +87,10 @@ enum Message {
     External(Event),
     /// A read of the engine's state, run inside the loop so it is consistent.
     Inspect(Inspector),
+    /// An operator request whose answer is awaited.
+    Operate(OperatorRequest, Replier),
     /// New pipeline definitions (reload).
-    Reload(Vec<Pipeline>, oneshot::Sender<Result<(), String>>),
+    Reload(Vec<Pipeline>, oneshot::Sender<Result<(), LoadError>>),
 }
 
 /// Talks to a running daemon loop.
@@ -86,6 +107,7 @@ impl std::fmt::Debug for Message {
         match self {
             Self::Answer(e) | Self::External(e) => write!(f, "{e:?}"),
             Self::Inspect(_) => f.write_str("Inspect"),
+            Self::Operate(request, _) => write!(f, "Operate({request:?})"),
             Self::Reload(p, _) => write!(f, "Reload({} pipelines)", p.len()),
         }
     }
@@ -95,6 +117,16 @@ impl std::fmt::Debug for Message {
 #[derive(Debug, thiserror::Error)]
 #[error("the scheduler loop is not running")]
 pub struct LoopStopped;
+
+/// Why new pipeline definitions were not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The engine refused them; the last good definitions stay in force.
+    #[error("reload refused: {0}")]
+    Refused(#[from] LoadError),
+    #[error(transparent)]
+    Stopped(#[from] LoopStopped),
+}
 
 impl DaemonHandle {
     /// Sends an operator request or a webhook hint to the loop.
@@ -118,16 +150,31 @@ impl DaemonHandle {
         rx.await.map_err(|_| LoopStopped)
     }
 
-    /// Replaces the pipeline definitions; runs in flight keep theirs.
-    pub async fn reload(
+    /// Sends an operator request through the loop in one trip: the engine carries it out or
+    /// refuses it, and once that turn's writes are durable `answer` reads the outcome against the
+    /// state as it then stands. An `Ok` outcome survives a crash.
+    pub async fn operate<T: Send + 'static>(
         &self,
-        pipelines: Vec<Pipeline>,
-    ) -> Result<Result<(), String>, LoopStopped> {
+        request: OperatorRequest,
+        answer: impl FnOnce(&Engine, DateTime<Utc>, OperatorResult) -> T + Send + 'static,
+    ) -> Result<T, LoopStopped> {
+        let (tx, rx) = oneshot::channel();
+        let replier: Replier = Box::new(move |engine, now, result| {
+            let _ = tx.send(answer(engine, now, result));
+        });
+        self.inbox
+            .send(Message::Operate(request, replier))
+            .map_err(|_| LoopStopped)?;
+        rx.await.map_err(|_| LoopStopped)
+    }
+
+    /// Replaces the pipeline definitions; runs in flight keep theirs.
+    pub async fn reload(&self, pipelines: Vec<Pipeline>) -> Result<(), ReloadError> {
         let (tx, rx) = oneshot::channel();
         self.inbox
             .send(Message::Reload(pipelines, tx))
             .map_err(|_| LoopStopped)?;
-        rx.await.map_err(|_| LoopStopped)
+        Ok(rx.await.map_err(|_| LoopStopped)??)
     }
 
     /// Reads archived runs (finished runs no longer in the engine's memory) from the store,
@@ -186,6 +233,8 @@ pub struct Daemon {
     iterations: u64,
     /// An operator request was applied since the last flush.
     operator_pending: bool,
+    /// Answers to operator requests applied since the last turn, sent after its flush.
+    replies: Vec<PendingReply>,
 }
 
 impl Daemon {
@@ -222,6 +271,7 @@ impl Daemon {
             outstanding: 0,
             iterations: 0,
             operator_pending: false,
+            replies: Vec::new(),
         })
     }
 
@@ -299,6 +349,9 @@ impl Daemon {
                 let _ = inbox.send(Message::Answer(answer));
             });
         }
+        for PendingReply { reply, result } in std::mem::take(&mut self.replies) {
+            reply(&self.engine, now, result);
+        }
         self.iterations += 1;
         self.progress.send_replace(Progress {
             planned_at: now,
@@ -324,12 +377,16 @@ impl Daemon {
                 self.engine.apply(event, now)
             }
             Message::Inspect(read) => read(&self.engine, now),
+            Message::Operate(request, reply) => {
+                if let OperatorRequest::RetryPipelineRun { run } = &request {
+                    self.recall(run);
+                }
+                let result = self.engine.operate(request, now);
+                self.operator_pending |= result.is_ok();
+                self.replies.push(PendingReply { reply, result });
+            }
             Message::Reload(pipelines, reply) => {
-                let result = self
-                    .engine
-                    .set_pipelines(pipelines)
-                    .map_err(|e| e.to_string());
-                let _ = reply.send(result);
+                let _ = reply.send(self.engine.set_pipelines(pipelines));
             }
         }
     }

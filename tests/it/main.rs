@@ -5,6 +5,7 @@
 
 mod support;
 
+mod api_refusals;
 mod api_routes;
 mod api_why;
 mod backfill_rolling;

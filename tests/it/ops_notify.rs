@@ -132,7 +132,7 @@ async fn failures_and_retries_reach_json_and_slack_targets_with_retries() {
     h.daemon
         .send(Event::Operator(OperatorRequest::TriggerPipeline {
             pipeline: PipelineName("alerting".into()),
-            logical_date: Some(crate::support::t("2026-01-05T00:00:00Z")),
+            logical_date: Some(crate::support::t("2026-01-05T00:00:00Z").into()),
         }))
         .unwrap();
     h.run_for(600, 10).await;

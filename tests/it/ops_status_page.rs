@@ -63,7 +63,7 @@ async fn workload() -> (Harness, String) {
         h.daemon
             .send(Event::Operator(OperatorRequest::TriggerPipeline {
                 pipeline: PipelineName(name.into()),
-                logical_date: Some(t("2026-01-05T00:00:00Z")),
+                logical_date: Some(t("2026-01-05T00:00:00Z").into()),
             }))
             .unwrap();
     }

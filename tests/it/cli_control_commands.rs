@@ -5,9 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use crate::support::eventually_blocking;
 use crate::support::process::{baton_bin, free_port, DaemonProcess};
 use crate::support::scenario::{scenario, HANGS_JOB};
+use crate::support::{eventually_blocking, slow_tests_enabled};
 use baton::clock::{SharedClock, SystemClock};
 use baton::emulator::{Emulator, EmulatorHandle, Scenario};
 use std::path::{Path, PathBuf};
@@ -151,6 +151,11 @@ fn latest_state(config: &Path, pipeline: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_operator_command_against_a_running_daemon() {
+    // About half a minute of real time: the daemon runs on the system clock.
+    if !slow_tests_enabled("cli_control_commands::every_operator_command_against_a_running_daemon")
+    {
+        return;
+    }
     let (emulator, emulator_shutdown) = emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_setup(dir.path(), &emulator, free_port());

@@ -2,7 +2,7 @@
 //! transitions it reports for logs and metrics.
 
 use super::backfill::{BackfillError, BackfillId, BackfillState, PreviewDate, Reprocess};
-use super::state::{AttemptKey, AttemptRef, PipelineRunId, PipelineRunState};
+use super::state::{AttemptKey, AttemptRef, PipelineRunId, PipelineRunState, Write};
 use crate::dbt_cloud::wire::{Run, TriggerRequest};
 use crate::ids::{JobId, RunId};
 use crate::model::pipeline::PipelineName;
@@ -289,7 +289,50 @@ impl TransitionKind {
     }
 }
 
-/// What `plan` decided: actions to carry out now and when to look again.
+/// One thing an engine step is given.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Something happened: an answer to an action, a hint, time passing, or an operator request
+    /// nobody waits on (a refusal is only logged).
+    Event(Event),
+    /// An operator request whose answer goes back in `Output::replies`, addressed to `reply`.
+    Request {
+        reply: ReplyTo,
+        request: OperatorRequest,
+    },
+}
+
+impl From<Event> for Input {
+    fn from(event: Event) -> Self {
+        Self::Event(event)
+    }
+}
+
+/// Whom an operator request's answer goes to (the runtime's own numbering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplyTo(pub u64);
+
+/// The answer to one operator request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub to: ReplyTo,
+    pub result: Result<Outcome, OperatorError>,
+}
+
+/// What one engine step produced, in the order the runtime carries it out: `writes` are made
+/// durable first, then `actions` are carried out, then `replies` are sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    pub writes: Vec<Write>,
+    pub actions: Vec<Action>,
+    /// What happened, for logs, metrics and notifications.
+    pub transitions: Vec<Transition>,
+    pub replies: Vec<Reply>,
+    /// The next instant at which time alone changes something. `None`: only an input will.
+    pub wake_at: Option<DateTime<Utc>>,
+}
+
+/// What the planning passes decided: actions to carry out now and when to look again.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     pub actions: Vec<Action>,

@@ -9,7 +9,7 @@ use crate::config::load_pipelines;
 use crate::dbt_cloud::client::{ClientConfig, DbtCloudClient};
 use crate::engine::EngineConfig;
 use crate::ops::{self, metrics::Metrics, notify, systemd::SdNotifier};
-use crate::runtime::{Daemon, DaemonHandle, OnShutdown, RuntimeSettings};
+use crate::runtime::{Daemon, DaemonHandle, OnShutdown, ReloadError, RuntimeSettings};
 use crate::store::Store;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -315,9 +315,9 @@ pub async fn reload(handle: &DaemonHandle, pipelines_dir: &std::path::Path) {
         Ok(pipelines) => {
             let count = pipelines.len();
             match handle.reload(pipelines).await {
-                Ok(Ok(())) => tracing::info!(pipelines = count, "reloaded the pipeline files"),
-                Ok(Err(e)) => tracing::error!(error = %e, "reload refused; keeping the last good definitions"),
-                Err(e) => tracing::error!(error = %e, "reload failed"),
+                Ok(()) => tracing::info!(pipelines = count, "reloaded the pipeline files"),
+                Err(ReloadError::Refused(e)) => tracing::error!(error = %e, "reload refused; keeping the last good definitions"),
+                Err(e @ ReloadError::Stopped(_)) => tracing::error!(error = %e, "reload failed"),
             }
         }
         Err(diagnostics) => tracing::error!(

@@ -22,8 +22,12 @@
 //! 5. On SIGHUP: `reloading()`, reload, then `ready()` whatever the outcome. On SIGTERM/SIGINT:
 //!    `stopping()` before the loop drains.
 
+pub mod html;
 pub mod metrics;
 pub mod notify;
+pub mod run_history;
+pub mod sample_history;
 pub mod status_page;
+pub mod svg;
 pub mod systemd;
 pub mod webhook;

@@ -25,6 +25,7 @@
 pub mod html;
 pub mod metrics;
 pub mod notify;
+pub mod pipeline_page;
 pub mod run_history;
 pub mod sample_history;
 pub mod status_page;

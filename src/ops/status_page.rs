@@ -1,17 +1,20 @@
-//! The read-only status page at `GET /`: each pipeline's DAG with the state of its latest run, the
-//! runs in flight with links to dbt Cloud, recent failures with their messages and the next fire
-//! times. Plain HTML and CSS (no script), rendered from one `inspect` of the engine; every piece of
+//! The read-only status page at `GET /`: each pipeline's DAG with the state of its latest run (its
+//! name linking to its own page, marked when it failed or is late), the runs in flight with links
+//! to dbt Cloud, recent failures with their messages and the next fire times. Plain HTML and CSS (no script), rendered from one `inspect` of the engine; every piece of
 //! text is escaped and only http(s) links become hrefs.
 
+use super::html::{link, time, Base, STYLE};
 use crate::engine::state::{PipelineRun, PipelineRunState, StepState};
 use crate::engine::Engine;
 use crate::runtime::DaemonHandle;
 use crate::store::HistoryReader;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+
+pub use super::html::escape;
 
 /// Failed pipeline runs listed, newest first.
 const RECENT_FAILURES: usize = 20;
@@ -40,6 +43,11 @@ pub struct PipelineView {
     pub next_fire: Option<(DateTime<Utc>, String)>,
     /// The latest run: its id and state.
     pub latest: Option<(String, &'static str)>,
+    /// The latest run failed.
+    pub failed: bool,
+    /// The pipeline is late for its deadline. A hook for the lateness the engine will expose
+    /// (deadlines are another change): false until then.
+    pub late: bool,
     /// Steps by depth in the DAG: roots first.
     pub levels: Vec<Vec<StepView>>,
 }
@@ -134,7 +142,7 @@ impl StatusView {
                 }
                 let next_fire = engine.next_tick(&def.name, now).map(|at| {
                     let local = def.schedule.as_ref().map_or_else(
-                        || at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                        || crate::humanize::utc(at),
                         |s| {
                             at.with_timezone(&s.timezone)
                                 .format("%Y-%m-%d %H:%M %Z")
@@ -158,6 +166,8 @@ impl StatusView {
                     suspended: def.suspended,
                     next_fire,
                     latest: run.map(|r| (r.id.0.clone(), state_name(r.state))),
+                    failed: run.is_some_and(|r| r.state == PipelineRunState::Failed),
+                    late: false,
                     levels,
                 }
             })
@@ -217,57 +227,8 @@ impl StatusView {
     }
 }
 
-/// Escapes text for HTML content and double-quoted attributes.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A link when `href` is an http(s) URL, the text alone otherwise (no `javascript:` from data).
-fn link(href: Option<&str>, text: &str) -> String {
-    match href.and_then(|h| url::Url::parse(h).ok()) {
-        Some(url) if matches!(url.scheme(), "http" | "https") => format!(
-            "<a href=\"{}\" rel=\"noreferrer\">{}</a>",
-            escape(url.as_str()),
-            escape(text)
-        ),
-        _ => escape(text),
-    }
-}
-
-fn time(at: DateTime<Utc>) -> String {
-    format!(
-        "<time datetime=\"{0}\">{1}</time>",
-        at.to_rfc3339_opts(SecondsFormat::Secs, true),
-        at.format("%Y-%m-%d %H:%M:%S UTC")
-    )
-}
-
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}\
-h1{font-size:1.4rem}h2{font-size:1.15rem;margin-top:2rem}\
-section.pipeline{border:1px solid #ccc;border-radius:6px;padding:.6rem 1rem;margin:1rem 0}\
-.dag{display:flex;gap:1.5rem;align-items:flex-start;overflow-x:auto}\
-.level{display:flex;flex-direction:column;gap:.5rem}\
-.step{border:1px solid #999;border-radius:4px;padding:.3rem .6rem;min-width:9rem;background:#f6f6f6}\
-.step small{display:block;color:#555}\
-.succeeded{background:#dff3df;border-color:#3a3}.failed,.upstream_failed{background:#fbdede;border-color:#c33}\
-.running{background:#ddeeff;border-color:#36c}.waiting_retry{background:#fff2cc;border-color:#c90}\
-.cancelled{background:#eee;border-color:#777}\
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top}\
-pre{margin:0;white-space:pre-wrap;max-width:60rem}";
-
 /// The whole page.
-pub fn render(view: &StatusView) -> String {
+pub fn render(view: &StatusView, base: &Base) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
@@ -281,12 +242,29 @@ pub fn render(view: &StatusView) -> String {
         "<h2 id=\"pipelines\">Pipelines ({})</h2>",
         view.pipelines.len()
     );
+    let failed = view.pipelines.iter().filter(|p| p.failed).count();
+    let late = view.pipelines.iter().filter(|p| p.late).count();
+    let _ = write!(
+        h,
+        "<p class=\"summary\">{failed} failed, {late} late. Each name leads to the pipeline's page: its run history, a Gantt of each run and duration trends.</p>"
+    );
     for p in &view.pipelines {
         let _ = write!(
             h,
-            "<section class=\"pipeline\" id=\"pipeline-{0}\" data-pipeline=\"{0}\"><h3>{0}</h3>",
-            escape(&p.name)
+            "<section class=\"pipeline\" id=\"pipeline-{0}\" data-pipeline=\"{0}\" data-failed=\"{2}\" data-late=\"{3}\">\
+<h3><a class=\"pipeline-link\" href=\"{1}\">{0}</a>",
+            escape(&p.name),
+            base.pipeline(&p.name),
+            p.failed,
+            p.late
         );
+        if p.failed {
+            h.push_str("<span class=\"mark failed\">failed</span>");
+        }
+        if p.late {
+            h.push_str("<span class=\"mark late\">late</span>");
+        }
+        h.push_str("</h3>");
         if let Some(d) = &p.description {
             let _ = write!(h, "<p>{}</p>", escape(d));
         }
@@ -407,18 +385,21 @@ pub fn render(view: &StatusView) -> String {
     h
 }
 
-/// `GET /`.
+/// `GET /`, and each pipeline's page at `GET /pipelines/{name}` (`pipeline_page`).
 pub fn router(handle: DaemonHandle) -> axum::Router {
-    axum::Router::new().route(
+    let pages = super::pipeline_page::router(handle.clone());
+    axum::Router::new().merge(pages).route(
         "/",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: HeaderMap| {
             let handle = handle.clone();
             async move {
                 let history = handle.history().clone();
                 let read =
                     move |engine: &Engine, now| StatusView::read(engine, now, Some(&history));
                 match handle.inspect(read).await {
-                    Ok(view) => Html(render(&view)).into_response(),
+                    Ok(view) => {
+                        Html(render(&view, &Base::from_headers(&headers, 0))).into_response()
+                    }
                     Err(_) => (
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the scheduler loop is not running",
@@ -458,6 +439,8 @@ mod tests {
                 suspended: false,
                 next_fire: Some((t("2026-01-06T01:00:00Z"), "2026-01-06 02:00 CET".into())),
                 latest: Some(("x@2026-01-05T01:00:00Z".into(), "failed")),
+                failed: true,
+                late: true,
                 levels: vec![
                     vec![step(
                         "staging",
@@ -497,7 +480,7 @@ mod tests {
 
     #[test]
     fn every_text_is_escaped_and_only_http_links_are_links() {
-        let html = render(&view());
+        let html = render(&view(), &Base::relative(0));
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("a &amp; b &quot;quoted&quot;"));
@@ -517,8 +500,19 @@ mod tests {
     }
 
     #[test]
+    fn each_pipeline_links_to_its_page_and_says_failed_or_late() {
+        let html = render(&view(), &Base::relative(0));
+        assert!(html.contains(
+            "<a class=\"pipeline-link\" href=\"pipelines/%3Cscript%3Ealert%281%29%3C%2Fscript%3E\">"
+        ));
+        assert!(html.contains("<span class=\"mark failed\">failed</span>"));
+        assert!(html.contains("<span class=\"mark late\">late</span>"));
+        assert!(html.contains("1 failed, 1 late."));
+    }
+
+    #[test]
     fn the_dag_is_drawn_level_by_level() {
-        let html = render(&view());
+        let html = render(&view(), &Base::relative(0));
         let staging = html.find("data-step=\"staging\"").unwrap();
         let marts = html.find("data-step=\"marts&#39;\"").unwrap();
         assert!(staging < marts);

@@ -203,8 +203,9 @@ fn gantt_html(page: &PipelinePage) -> String {
     h.push_str(&legend());
     let _ = write!(
         h,
-        "<div class=\"scroll\">{}</div>",
-        svg::gantt(g, page.zone)
+        "<div class=\"scroll\">{}</div><p><a class=\"gantt-only\" href=\"?run={}&amp;view=gantt\">this Gantt alone</a></p>",
+        svg::gantt(g, page.zone),
+        html::encode(&g.run)
     );
     let critical: Vec<String> = g
         .rows
@@ -250,19 +251,34 @@ fn trends_html(page: &PipelinePage) -> String {
     h
 }
 
-/// The whole page.
-pub fn render(page: &PipelinePage, base: &Base) -> String {
-    let def = &page.definition;
-    let name = escape(&def.name.0);
-    let mut h = String::new();
-    let _ = write!(
-        h,
+fn head(page: &PipelinePage, base: &Base) -> String {
+    let name = escape(&page.definition.name.0);
+    format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{name} · baton</title>\
 <style>{}</style></head><body><p><a class=\"home\" href=\"{}\">← all pipelines</a></p>\
 <h1 data-pipeline=\"{name}\">{name}</h1>",
         html::STYLE,
         base.href("")
+    )
+}
+
+/// The Gantt of the chosen run alone (`?view=gantt`): a run's timeline to link or print.
+pub fn render_gantt(page: &PipelinePage, base: &Base) -> String {
+    let mut h = head(page, base);
+    let _ = write!(
+        h,
+        "<p><a class=\"pipeline\" href=\"{}\">the whole pipeline page</a></p>",
+        base.pipeline(&page.definition.name.0)
     );
+    h.push_str(&gantt_html(page));
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// The whole page.
+pub fn render(page: &PipelinePage, base: &Base) -> String {
+    let def = &page.definition;
+    let mut h = head(page, base);
     if let Some(d) = &def.description {
         let _ = write!(h, "<p>{}</p>", escape(d));
     }
@@ -340,6 +356,8 @@ pub fn render(page: &PipelinePage, base: &Base) -> String {
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
     run: Option<String>,
+    /// `gantt`: the chosen run's Gantt alone.
+    view: Option<String>,
 }
 
 async fn page(
@@ -372,13 +390,22 @@ async fn page(
         }
     };
     let history = handle.history().clone();
+    let gantt_only = query.view.as_deref() == Some("gantt");
     let built = tokio::task::spawn_blocking(move || {
         let (snapshot, runs) = snapshot.with_history(&history);
         PipelinePage::build(snapshot, &runs, query.run.as_deref())
     })
     .await;
     match built {
-        Ok(view) => Html(render(&view, &Base::from_headers(&headers, 1))).into_response(),
+        Ok(view) => {
+            let base = Base::from_headers(&headers, 1);
+            Html(if gantt_only {
+                render_gantt(&view, &base)
+            } else {
+                render(&view, &base)
+            })
+            .into_response()
+        }
         Err(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "the page could not be built",

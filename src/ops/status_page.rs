@@ -1,7 +1,8 @@
 //! The read-only status page at `GET /`: each pipeline's DAG with the state of its latest run (its
 //! name linking to its own page, marked when it failed or is late), the runs in flight with links
-//! to dbt Cloud, recent failures with their messages and the next fire times. Plain HTML and CSS (no script), rendered from one `inspect` of the engine; every piece of
-//! text is escaped and only http(s) links become hrefs.
+//! to dbt Cloud, recent failures with their reasons and the next fire times. Plain HTML and CSS
+//! (no script), rendered from one `inspect` of the engine; every piece of text is escaped and only
+//! http(s) links become hrefs.
 
 use super::html::{link, time, Base, STYLE};
 use crate::engine::state::{PipelineRun, PipelineRunState, StepState};
@@ -211,7 +212,10 @@ impl StatusView {
                         (
                             name.0.clone(),
                             s.state.name(),
-                            last.and_then(|a| a.message.clone()),
+                            // In words: baton's own timeout says so, not only dbt Cloud's.
+                            last.and_then(|a| {
+                                crate::humanize::step_attempt_reason(a, r.definition.step(name))
+                            }),
                             last.and_then(|a| a.href.clone()),
                         )
                     })

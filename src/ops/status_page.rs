@@ -17,6 +17,11 @@ use std::fmt::Write;
 
 pub use super::html::escape;
 
+/// Above this many pipelines the front page lists them in a compact table (name, marks, latest
+/// run, next fire) and leaves each DAG to the pipeline's own page: thousands of DAGs are neither
+/// readable nor quick to send.
+pub const FULL_DAGS_UP_TO: usize = 200;
+
 /// Failed pipeline runs listed, newest first.
 const RECENT_FAILURES: usize = 20;
 
@@ -49,7 +54,7 @@ pub struct PipelineView {
     /// The pipeline is late for its deadline. A hook for the lateness the engine will expose
     /// (deadlines are another change): false until then.
     pub late: bool,
-    /// Steps by depth in the DAG: roots first.
+    /// Steps by depth in the DAG: roots first (empty above `FULL_DAGS_UP_TO` pipelines).
     pub levels: Vec<Vec<StepView>>,
 }
 
@@ -111,6 +116,8 @@ impl StatusView {
                 Some((def.name.0.as_str(), run))
             })
             .collect();
+        // A compact list shows no DAG: the levels are not worked out.
+        let compact = engine.pipelines().nth(FULL_DAGS_UP_TO).is_some();
         let pipelines = engine
             .pipelines()
             .map(|def| {
@@ -119,7 +126,7 @@ impl StatusView {
                 let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
                 let mut levels: Vec<Vec<StepView>> = Vec::new();
                 // Steps come in topological order: every upstream's depth is known already.
-                for step in &def.steps {
+                for step in def.steps.iter().filter(|_| !compact) {
                     let d = step
                         .depends_on
                         .iter()
@@ -231,6 +238,54 @@ impl StatusView {
     }
 }
 
+/// One row per pipeline, failed and late ones first.
+fn compact_list(h: &mut String, view: &StatusView, base: &Base) {
+    let mut order: Vec<&PipelineView> = view.pipelines.iter().collect();
+    order.sort_by_key(|p| !(p.failed || p.late));
+    let _ = write!(
+        h,
+        "<p>{} pipelines: each DAG is on the pipeline's page.</p>\
+<table class=\"pipelines\"><tr><th>pipeline</th><th>latest run</th><th>next fire</th></tr>",
+        view.pipelines.len()
+    );
+    for p in order {
+        let name = escape(&p.name);
+        let _ = write!(
+            h,
+            "<tr data-pipeline=\"{name}\" data-failed=\"{}\" data-late=\"{}\"><td><a class=\"pipeline-link\" href=\"{}\">{name}</a>",
+            p.failed,
+            p.late,
+            base.pipeline(&p.name)
+        );
+        if p.failed {
+            h.push_str("<span class=\"mark failed\">failed</span>");
+        }
+        if p.late {
+            h.push_str("<span class=\"mark late\">late</span>");
+        }
+        if p.paused {
+            h.push_str(" paused");
+        }
+        match &p.latest {
+            Some((id, state)) => {
+                let _ = write!(
+                    h,
+                    "</td><td class=\"{state}\">{state} <code>{}</code></td>",
+                    escape(id)
+                );
+            }
+            None => h.push_str("</td><td>no run yet</td>"),
+        }
+        match &p.next_fire {
+            Some((_, local)) => {
+                let _ = write!(h, "<td>{}</td></tr>", escape(local));
+            }
+            None => h.push_str("<td>-</td></tr>"),
+        }
+    }
+    h.push_str("</table>");
+}
+
 /// The whole page.
 pub fn render(view: &StatusView, base: &Base) -> String {
     let mut h = String::new();
@@ -252,8 +307,11 @@ pub fn render(view: &StatusView, base: &Base) -> String {
         h,
         "<p class=\"summary\">{failed} failed, {late} late. Each name leads to the pipeline's page: its run history, a Gantt of each run and duration trends.</p>"
     );
-    for p in &view.pipelines {
-        let _ = write!(
+    if view.pipelines.len() > FULL_DAGS_UP_TO {
+        compact_list(&mut h, view, base);
+    } else {
+        for p in &view.pipelines {
+            let _ = write!(
             h,
             "<section class=\"pipeline\" id=\"pipeline-{0}\" data-pipeline=\"{0}\" data-failed=\"{2}\" data-late=\"{3}\">\
 <h3><a class=\"pipeline-link\" href=\"{1}\">{0}</a>",
@@ -262,59 +320,59 @@ pub fn render(view: &StatusView, base: &Base) -> String {
             p.failed,
             p.late
         );
-        if p.failed {
-            h.push_str("<span class=\"mark failed\">failed</span>");
-        }
-        if p.late {
-            h.push_str("<span class=\"mark late\">late</span>");
-        }
-        h.push_str("</h3>");
-        if let Some(d) = &p.description {
-            let _ = write!(h, "<p>{}</p>", escape(d));
-        }
-        let _ = write!(h, "<p class=\"schedule\">");
-        match &p.schedule {
-            Some((cron, tz)) => {
+            if p.failed {
+                h.push_str("<span class=\"mark failed\">failed</span>");
+            }
+            if p.late {
+                h.push_str("<span class=\"mark late\">late</span>");
+            }
+            h.push_str("</h3>");
+            if let Some(d) = &p.description {
+                let _ = write!(h, "<p>{}</p>", escape(d));
+            }
+            let _ = write!(h, "<p class=\"schedule\">");
+            match &p.schedule {
+                Some((cron, tz)) => {
+                    let _ = write!(
+                        h,
+                        "Schedule <code>{}</code> in {}. ",
+                        escape(cron),
+                        escape(tz)
+                    );
+                }
+                None => h.push_str("No schedule (manual and backfill runs only). "),
+            }
+            if p.suspended {
+                h.push_str("<strong>Suspended.</strong> ");
+            }
+            if p.paused {
+                h.push_str("<strong>Paused.</strong> ");
+            }
+            if let Some((at, local)) = &p.next_fire {
                 let _ = write!(
                     h,
-                    "Schedule <code>{}</code> in {}. ",
-                    escape(cron),
-                    escape(tz)
+                    "Next fire: <span class=\"next-fire\">{}</span> ({}).",
+                    time(*at),
+                    escape(local)
                 );
             }
-            None => h.push_str("No schedule (manual and backfill runs only). "),
-        }
-        if p.suspended {
-            h.push_str("<strong>Suspended.</strong> ");
-        }
-        if p.paused {
-            h.push_str("<strong>Paused.</strong> ");
-        }
-        if let Some((at, local)) = &p.next_fire {
-            let _ = write!(
-                h,
-                "Next fire: <span class=\"next-fire\">{}</span> ({}).",
-                time(*at),
-                escape(local)
-            );
-        }
-        h.push_str("</p><p class=\"latest\">");
-        match &p.latest {
-            Some((id, state)) => {
-                let _ = write!(
-                    h,
-                    "Latest run <code>{}</code>: <span class=\"{state}\">{state}</span>",
-                    escape(id)
-                );
+            h.push_str("</p><p class=\"latest\">");
+            match &p.latest {
+                Some((id, state)) => {
+                    let _ = write!(
+                        h,
+                        "Latest run <code>{}</code>: <span class=\"{state}\">{state}</span>",
+                        escape(id)
+                    );
+                }
+                None => h.push_str("No run yet."),
             }
-            None => h.push_str("No run yet."),
-        }
-        h.push_str("</p><div class=\"dag\">");
-        for level in &p.levels {
-            h.push_str("<div class=\"level\">");
-            for s in level {
-                let state = s.state.unwrap_or("not_run");
-                let _ = write!(
+            h.push_str("</p><div class=\"dag\">");
+            for level in &p.levels {
+                h.push_str("<div class=\"level\">");
+                for s in level {
+                    let state = s.state.unwrap_or("not_run");
+                    let _ = write!(
                     h,
                     "<div class=\"step {state}\" data-step=\"{0}\" data-state=\"{state}\"><strong>{1}</strong>\
 <small>job {2} · {state}",
@@ -322,19 +380,20 @@ pub fn render(view: &StatusView, base: &Base) -> String {
                     link(s.href.as_deref(), &s.name),
                     s.job_id
                 );
-                if s.attempts > 1 {
-                    let _ = write!(h, " · {} attempts", s.attempts);
-                }
-                h.push_str("</small>");
-                if !s.depends_on.is_empty() {
-                    let deps: Vec<String> = s.depends_on.iter().map(|d| escape(d)).collect();
-                    let _ = write!(h, "<small>after {}</small>", deps.join(", "));
+                    if s.attempts > 1 {
+                        let _ = write!(h, " · {} attempts", s.attempts);
+                    }
+                    h.push_str("</small>");
+                    if !s.depends_on.is_empty() {
+                        let deps: Vec<String> = s.depends_on.iter().map(|d| escape(d)).collect();
+                        let _ = write!(h, "<small>after {}</small>", deps.join(", "));
+                    }
+                    h.push_str("</div>");
                 }
                 h.push_str("</div>");
             }
-            h.push_str("</div>");
+            h.push_str("</div></section>");
         }
-        h.push_str("</div></section>");
     }
     let _ = write!(
         h,
@@ -416,111 +475,5 @@ pub fn router(handle: DaemonHandle) -> axum::Router {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    fn view() -> StatusView {
-        let step =
-            |name: &str, deps: &[&str], state: Option<&'static str>, href: Option<&str>| StepView {
-                name: name.into(),
-                job_id: 7,
-                depends_on: deps.iter().map(|d| d.to_string()).collect(),
-                state,
-                attempts: 1,
-                href: href.map(str::to_string),
-            };
-        StatusView {
-            now: t("2026-01-05T10:00:00Z"),
-            pipelines: vec![PipelineView {
-                name: "<script>alert(1)</script>".into(),
-                description: Some("a & b \"quoted\"".into()),
-                schedule: Some(("0 2 * * *".into(), "Europe/Amsterdam".into())),
-                paused: true,
-                suspended: false,
-                next_fire: Some((t("2026-01-06T01:00:00Z"), "2026-01-06 02:00 CET".into())),
-                latest: Some(("x@2026-01-05T01:00:00Z".into(), "failed")),
-                failed: true,
-                late: true,
-                levels: vec![
-                    vec![step(
-                        "staging",
-                        &[],
-                        Some("succeeded"),
-                        Some("https://cloud.getdbt.com/runs/1/"),
-                    )],
-                    vec![step(
-                        "marts'",
-                        &["staging"],
-                        Some("failed"),
-                        Some("javascript:alert(1)"),
-                    )],
-                ],
-            }],
-            in_flight: vec![InFlightView {
-                pipeline_run: "y@2026-01-05T09:00:00Z".into(),
-                step: "s".into(),
-                attempt: 2,
-                status: "Running".into(),
-                dbt_run_id: Some(42),
-                href: Some("https://cloud.getdbt.com/runs/42/".into()),
-                since: t("2026-01-05T09:00:00Z"),
-            }],
-            failures: vec![FailureView {
-                pipeline_run: "x@2026-01-05T01:00:00Z".into(),
-                finished_at: Some(t("2026-01-05T01:30:00Z")),
-                steps: vec![(
-                    "marts'".into(),
-                    "failed",
-                    Some("Database Error <relation>".into()),
-                    None,
-                )],
-            }],
-        }
-    }
-
-    #[test]
-    fn every_text_is_escaped_and_only_http_links_are_links() {
-        let html = render(&view(), &Base::relative(0));
-        assert!(!html.contains("<script>"), "{html}");
-        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-        assert!(html.contains("a &amp; b &quot;quoted&quot;"));
-        assert!(html.contains("marts&#39;"));
-        assert!(html.contains("Database Error &lt;relation&gt;"));
-        assert!(!html.contains("href=\"javascript"), "{html}");
-        assert!(html.contains(
-            "<a href=\"https://cloud.getdbt.com/runs/1/\" rel=\"noreferrer\">staging</a>"
-        ));
-        assert!(html
-            .contains("<a href=\"https://cloud.getdbt.com/runs/42/\" rel=\"noreferrer\">42</a>"));
-        assert!(html.contains("<strong>Paused.</strong>"));
-        assert!(html.contains("2026-01-06 02:00 CET"));
-        assert!(html.contains("Runs in flight (1)"));
-        assert!(html.contains("Recent failures (1)"));
-        assert!(!html.contains("<script"), "no script at all");
-    }
-
-    #[test]
-    fn each_pipeline_links_to_its_page_and_says_failed_or_late() {
-        let html = render(&view(), &Base::relative(0));
-        assert!(html.contains(
-            "<a class=\"pipeline-link\" href=\"pipelines/%3Cscript%3Ealert%281%29%3C%2Fscript%3E\">"
-        ));
-        assert!(html.contains("<span class=\"mark failed\">failed</span>"));
-        assert!(html.contains("<span class=\"mark late\">late</span>"));
-        assert!(html.contains("1 failed, 1 late."));
-    }
-
-    #[test]
-    fn the_dag_is_drawn_level_by_level() {
-        let html = render(&view(), &Base::relative(0));
-        let staging = html.find("data-step=\"staging\"").unwrap();
-        let marts = html.find("data-step=\"marts&#39;\"").unwrap();
-        assert!(staging < marts);
-        assert!(html.contains("data-state=\"failed\""));
-        assert!(html.contains("<small>after staging</small>"));
-    }
-}
+#[path = "status_page_tests.rs"]
+mod tests;

@@ -86,16 +86,6 @@ pub struct StatusView {
     pub failures: Vec<FailureView>,
 }
 
-fn state_name(state: PipelineRunState) -> &'static str {
-    match state {
-        PipelineRunState::Queued => "queued",
-        PipelineRunState::Running => "running",
-        PipelineRunState::Succeeded => "succeeded",
-        PipelineRunState::Failed => "failed",
-        PipelineRunState::Cancelled => "cancelled",
-    }
-}
-
 impl StatusView {
     /// Reads the view from the engine (inside the loop, through `inspect`), and from the
     /// archive the latest run of a pipeline with none in memory.
@@ -173,7 +163,8 @@ impl StatusView {
                         .is_some_and(|c| c.paused),
                     suspended: def.suspended,
                     next_fire,
-                    latest: run.map(|r| (r.id.0.clone(), state_name(r.state))),
+                    latest: run
+                        .map(|r| (r.id.0.clone(), super::run_history::run_state_name(r.state))),
                     failed: run.is_some_and(|r| r.state == PipelineRunState::Failed),
                     late: false,
                     levels,

@@ -378,5 +378,21 @@ async fn the_trends_api_answers_the_chart_numbers() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+
+    // With a token configured, the route wants it like every other `/api/v1` route.
+    let token = baton::secret::Secret::new("s3cret-token");
+    let state = baton::http::AppState::new(h.daemon.clone(), Some(token), None);
+    let api = serve(baton::http::router(state)).await;
+    let url = format!("{api}/api/v1/pipelines/nightly/trends");
+    let refused = reqwest::get(&url).await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(!refused.text().await.unwrap().contains("s3cret-token"));
+    let answered = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
     h.shutdown().await;
 }

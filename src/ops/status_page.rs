@@ -86,6 +86,16 @@ pub struct StatusView {
     pub failures: Vec<FailureView>,
 }
 
+/// Whether a pipeline is late for its deadline: the one place the pages learn it. Deadlines and
+/// lateness are another change to the engine; until it exposes them, nothing is late.
+pub fn is_late(
+    _engine: &Engine,
+    _pipeline: &crate::model::pipeline::Pipeline,
+    _now: DateTime<Utc>,
+) -> bool {
+    false
+}
+
 impl StatusView {
     /// Reads the view from the engine (inside the loop, through `inspect`), and from the
     /// archive the latest run of a pipeline with none in memory.
@@ -166,7 +176,7 @@ impl StatusView {
                     latest: run
                         .map(|r| (r.id.0.clone(), super::run_history::run_state_name(r.state))),
                     failed: run.is_some_and(|r| r.state == PipelineRunState::Failed),
-                    late: false,
+                    late: is_late(engine, def, now),
                     levels,
                 }
             })

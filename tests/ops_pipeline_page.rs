@@ -12,7 +12,7 @@
 mod daemon;
 
 use axum::response::IntoResponse;
-use baton::engine::event::{Event, OperatorRequest};
+use baton::engine::event::{Event, OperatorRequest, TransitionKind};
 use baton::model::pipeline::{PipelineName, StepName};
 use baton::ops::status_page::router;
 use daemon::{pipeline, t, Harness};
@@ -98,7 +98,7 @@ async fn proxy(upstream: String, prefix: &'static str, tell: bool) -> String {
 
 /// Five nightly runs by the schedule, a day apart (the first retries `marts`; the older ones are
 /// archived by then), and `stuck`, whose step times out.
-async fn history() -> (Harness, String) {
+async fn history() -> (Harness, String, Vec<String>) {
     let ui = run_pages().await;
     let h = Harness::start(
         "2026-01-01T00:30:00Z",
@@ -112,6 +112,7 @@ async fn history() -> (Harness, String) {
         h.clock.set(before.max(h.now()));
         h.run_for(1800, 5).await;
     }
+    let mut transitions = h.daemon.transitions();
     h.daemon
         .send(Event::Operator(OperatorRequest::TriggerPipeline {
             pipeline: PipelineName("stuck".into()),
@@ -119,8 +120,15 @@ async fn history() -> (Harness, String) {
         }))
         .unwrap();
     h.run_for(400, 5).await;
+    // What the logs and `baton demo` print when the step fails.
+    let mut failed = Vec::new();
+    while let Ok(t) = transitions.try_recv() {
+        if t.what == TransitionKind::StepFailed {
+            failed.push(t.detail.clone());
+        }
+    }
     let pages = serve(router(h.daemon.clone())).await;
-    (h, pages)
+    (h, pages, failed)
 }
 
 async fn href_of(h: &Harness, run: &str, step: &str) -> String {
@@ -214,7 +222,12 @@ async fn every_link_works(dom: &str, page: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_page_shows_the_history_in_chromium_behind_a_prefix() {
     let Some(browser) = chromium() else { return };
-    let (h, pages) = history().await;
+    let (h, pages, failed) = history().await;
+    // The timed-out step says so in the transition the logs and the demo print.
+    assert_eq!(
+        failed,
+        ["attempt 1: timed out after 2m; cancel confirmed by dbt Cloud"]
+    );
     let behind = proxy(pages.clone(), "/baton", false).await;
 
     // The front page links to each pipeline's page and marks the failed one.
@@ -329,7 +342,7 @@ async fn the_pipeline_page_shows_the_history_in_chromium_behind_a_prefix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn links_follow_x_forwarded_prefix() {
     let Some(browser) = chromium() else { return };
-    let (h, pages) = history().await;
+    let (h, pages, _) = history().await;
     let behind = proxy(pages, "/ops/baton", true).await;
     let front_url = format!("{behind}/ops/baton/");
     let front = dom(browser, &front_url).await;
@@ -350,7 +363,7 @@ async fn links_follow_x_forwarded_prefix() {
 
 #[tokio::test]
 async fn the_trends_api_answers_the_chart_numbers() {
-    let (h, _) = history().await;
+    let (h, _, _) = history().await;
     let state = baton::http::AppState::new(h.daemon.clone(), None, None);
     let api = serve(baton::http::router(state)).await;
     let trends: serde_json::Value = reqwest::get(format!("{api}/api/v1/pipelines/nightly/trends"))

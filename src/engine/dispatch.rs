@@ -317,7 +317,14 @@ impl Engine {
                 now,
                 at,
                 TransitionKind::StepFailed,
-                format!("attempt {} ended {}: {detail}", at.number, outcome.name()),
+                match outcome {
+                    // dbt Cloud's own words follow the class.
+                    AttemptOutcome::Error | AttemptOutcome::Rejected => {
+                        format!("attempt {} ended {}: {detail}", at.number, outcome.name())
+                    }
+                    // The reason already says how it ended (`timed out after 2s; ...`).
+                    _ => format!("attempt {}: {detail}", at.number),
+                },
             );
             self.set_step_state(&at.run, &at.step, StepState::Failed, now, "");
         }

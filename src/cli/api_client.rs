@@ -248,5 +248,5 @@ pub fn table(rows: &[Vec<String>]) -> String {
 
 /// A timestamp in a table: UTC, to the second.
 pub fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
-    t.map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+    t.map_or("-".into(), crate::humanize::utc)
 }

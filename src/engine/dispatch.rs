@@ -263,6 +263,8 @@ impl Engine {
         if message.is_some() {
             attempt.message = message.clone();
         }
+        // A person reads the transition: baton's own timeout says so, not only dbt Cloud's words.
+        let reason = crate::humanize::step_attempt_reason(attempt, def.step(&at.step));
         let explain = outcome == AttemptOutcome::Error && attempt.run_id.is_some();
         if let Some(id) = attempt.run_id {
             self.by_dbt_run.remove(&id);
@@ -271,7 +273,7 @@ impl Engine {
         if explain {
             self.want_details(at, now);
         }
-        let detail = message.unwrap_or_default();
+        let detail = reason.or(message).unwrap_or_default();
         let Some(step) = def.step(&at.step) else {
             return;
         };
@@ -295,11 +297,12 @@ impl Engine {
                 at,
                 TransitionKind::StepRetryScheduled,
                 format!(
-                    "attempt {} ended {}; attempt {} of {} at {until}",
+                    "attempt {} ended {}; attempt {} of {} at {}",
                     at.number,
                     outcome.name(),
                     at.number + 1,
-                    policy.attempts
+                    policy.attempts,
+                    crate::humanize::when(until, crate::humanize::zone_of(&def))
                 ),
             );
             self.set_step_state(
@@ -314,7 +317,14 @@ impl Engine {
                 now,
                 at,
                 TransitionKind::StepFailed,
-                format!("attempt {} ended {}: {detail}", at.number, outcome.name()),
+                match outcome {
+                    // dbt Cloud's own words follow the class.
+                    AttemptOutcome::Error | AttemptOutcome::Rejected => {
+                        format!("attempt {} ended {}: {detail}", at.number, outcome.name())
+                    }
+                    // The reason already says how it ended (`timed out after 2s; ...`).
+                    _ => format!("attempt {}: {detail}", at.number),
+                },
             );
             self.set_step_state(&at.run, &at.step, StepState::Failed, now, "");
         }

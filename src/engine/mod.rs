@@ -260,6 +260,11 @@ impl Engine {
     pub fn next_tick(&self, name: &PipelineName, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let loaded = self.pipelines.get(name)?;
         let schedule = loaded.schedule.as_ref()?;
+        // The tick the scheduler waits for, when still ahead, is the answer without a cron search
+        // (the status page asks for every pipeline's).
+        if let Some(next) = self.ticks.get(name).filter(|next| *next > now) {
+            return Some(next);
+        }
         schedule.next_after(now)
     }
 

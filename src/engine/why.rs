@@ -5,7 +5,7 @@ use super::state::{AttemptPhase, PipelineRun, PipelineRunState, RunOrigin, StepS
 use super::Engine;
 use crate::dbt_cloud::wire::RunStatus;
 use crate::model::pipeline::{ConcurrencyPolicy, PipelineName, StepName};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// What a pipeline or step is waiting for.
@@ -69,8 +69,9 @@ pub enum WhyError {
     },
 }
 
+/// An instant a person reads: to the second, in UTC.
 fn at(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+    crate::humanize::utc(t)
 }
 
 impl Engine {
@@ -138,10 +139,14 @@ impl Engine {
             Some(next) => Ok(Why {
                 reason: WhyReason::Schedule,
                 sentence: format!(
-                    "`{pipeline}` has no active run and waits for its schedule: next run at {} ({} in {})",
-                    at(next),
-                    next.with_timezone(&self.pipelines[pipeline].schedule.as_ref().map_or(chrono_tz::UTC, |s| s.timezone())).format("%Y-%m-%d %H:%M"),
-                    self.pipelines[pipeline].schedule.as_ref().map_or(chrono_tz::UTC, |s| s.timezone()),
+                    "`{pipeline}` has no active run and waits for its schedule: next run at {}",
+                    crate::humanize::when(
+                        next,
+                        self.pipelines[pipeline]
+                            .schedule
+                            .as_ref()
+                            .map_or(chrono_tz::UTC, |s| s.timezone())
+                    ),
                 ),
                 until: Some(next),
                 ..base
@@ -317,10 +322,10 @@ impl Engine {
                     return Why {
                         reason: WhyReason::Cancelling,
                         sentence: format!(
-                            "step {name} of run {}: baton asked dbt Cloud to cancel run {} ({:?}) at {} and waits for it to confirm (status 30)",
+                            "step {name} of run {}: baton asked dbt Cloud to cancel run {} ({}) at {} and waits for it to confirm (status 30)",
                             run.id,
                             a.run_id.map_or("?".into(), |r| r.to_string()),
-                            cancel.reason,
+                            crate::humanize::cancel_reason(cancel.reason),
                             at(cancel.requested_at)
                         ),
                         ..base

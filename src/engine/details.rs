@@ -7,7 +7,10 @@ use super::event::{Action, Plan};
 use super::state::{AttemptOutcome, AttemptRef};
 use super::{earliest, Engine};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+
+pub use super::event::DetailsFetch;
+pub use super::state::{FailureDetails, NodeFailure};
 
 /// Most failed nodes kept per attempt.
 pub const MAX_FAILURES: usize = 20;
@@ -19,31 +22,6 @@ pub const MAX_LOG_TAIL_CHARS: usize = 2000;
 pub const MAX_FETCHES: u32 = 5;
 /// Time between two fetches while the artifact is missing: five fetches span a minute.
 pub const REFETCH_AFTER_SECS: i64 = 15;
-
-/// One model, test, seed or snapshot that failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeFailure {
-    pub unique_id: String,
-    /// `error` (a model that failed), `fail` (a test that failed), ...
-    pub status: String,
-    pub message: Option<String>,
-}
-
-/// What is known about why a dbt Cloud run ended in error.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailureDetails {
-    /// The name of the run step that failed (e.g. "Invoke dbt with `dbt build`").
-    pub failed_step: Option<String>,
-    /// The end of that step's log.
-    pub log_tail: Option<String>,
-    pub failures: Vec<NodeFailure>,
-    /// Failed nodes beyond `MAX_FAILURES`, counted but not kept.
-    pub more_failures: usize,
-    /// The run wrote no `run_results.json` (or it was not uploaded within the wait).
-    pub run_results_missing: bool,
-    /// A problem fetching the details, for the operator.
-    pub note: Option<String>,
-}
 
 impl FailureDetails {
     /// Builds the details from a run's steps and its `run_results.json` (None: 404).
@@ -138,14 +116,6 @@ fn tail(text: &str, max: usize) -> String {
     let skip = count - max;
     let start = text.char_indices().nth(skip).map_or(0, |(i, _)| i);
     format!("…{}", &text[start..])
-}
-
-/// What a fetch came to.
-#[derive(Debug, Clone)]
-pub enum DetailsFetch {
-    Fetched(FailureDetails),
-    /// dbt Cloud could not be asked; try again later.
-    Failed(String),
 }
 
 /// A fetch wanted for an attempt: when, and how many were made.

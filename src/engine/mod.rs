@@ -27,6 +27,19 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Most rounds of the start-queued-runs-then-dispatch passes in one plan: a run that ends during
+/// dispatch (every step skipped or upstream-failed) may free its pipeline or backfill for another,
+/// and each round starts what the last one freed. Bounded so that one plan stays short; a later
+/// plan starts whatever is left.
+const DISPATCH_ROUNDS: usize = 8;
+/// How often the dispatch and attempt passes look at every active run, not only the changed ones:
+/// a safety net for a time-based reason the incremental passes might miss.
+const FULL_PASS_EVERY: chrono::Duration = chrono::Duration::minutes(1);
+/// How often finished runs past the retention are pruned (it scans every finished run).
+const PRUNE_EVERY: chrono::Duration = chrono::Duration::hours(1);
+/// How often finished runs past the memory window leave memory.
+const ARCHIVE_EVERY: chrono::Duration = chrono::Duration::minutes(1);
+
 /// Tunables of the engine, from the daemon's config.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -354,7 +367,7 @@ impl Engine {
         let full = self.full_pass_due(now);
         let wake_before_passes = plan.wake_at.take();
         // A run that ends during dispatch may free its pipeline (or its backfill) for another.
-        for _ in 0..8 {
+        for _ in 0..DISPATCH_ROUNDS {
             self.plan_backfills(now);
             self.plan_queued_runs(now);
             if !self.plan_dispatch(now, &mut plan, full) {
@@ -393,7 +406,7 @@ impl Engine {
     fn full_pass_due(&mut self, now: DateTime<Utc>) -> bool {
         let due = self
             .last_full_pass
-            .is_none_or(|t| now - t >= chrono::Duration::minutes(1))
+            .is_none_or(|t| now - t >= FULL_PASS_EVERY)
             || self.passes_wake_at.is_some_and(|t| t <= now)
             || (self.blocked_by_cap && self.in_flight_attempts() < self.config.max_in_flight);
         if due {
@@ -499,11 +512,7 @@ impl Engine {
 
     /// Drops finished pipeline runs older than the retention from memory and from the store.
     fn prune(&mut self, now: DateTime<Utc>) {
-        // Pruning scans every finished run: once an hour is plenty.
-        if self
-            .last_prune
-            .is_some_and(|t| now - t < chrono::Duration::hours(1))
-        {
+        if self.last_prune.is_some_and(|t| now - t < PRUNE_EVERY) {
             return;
         }
         self.last_prune = Some(now);
@@ -537,10 +546,7 @@ impl Engine {
     /// still reads in full: a failure whose details are being fetched, a run of a backfill that
     /// is not over.
     fn archive(&mut self, now: DateTime<Utc>) {
-        if self
-            .last_archive
-            .is_some_and(|t| now - t < chrono::Duration::minutes(1))
-        {
+        if self.last_archive.is_some_and(|t| now - t < ARCHIVE_EVERY) {
             return;
         }
         self.last_archive = Some(now);

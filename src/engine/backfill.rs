@@ -232,7 +232,7 @@ impl Engine {
                 started: false,
             })
             .collect();
-        self.transitions.push(super::event::Transition {
+        self.outbox.transitions.push(super::event::Transition {
             at: now,
             pipeline: spec.pipeline.clone(),
             run: None,
@@ -258,7 +258,7 @@ impl Engine {
                 dates,
             },
         );
-        self.dirty_backfills.insert(id);
+        self.outbox.backfills.insert(id);
         Ok(())
     }
 
@@ -278,7 +278,7 @@ impl Engine {
             .filter(|d| d.started)
             .filter_map(|d| d.run.clone())
             .collect();
-        self.dirty_backfills.insert(id.clone());
+        self.outbox.backfills.insert(id.clone());
         for run in runs {
             self.cancel_pipeline_run(&run, super::state::CancelReason::Operator, now);
         }
@@ -286,7 +286,7 @@ impl Engine {
 
     /// Pipeline runs of a backfill that are not over.
     pub(super) fn backfill_active_runs(&self, id: &BackfillId) -> usize {
-        self.active
+        self.index.active
             .iter()
             .filter_map(|r| self.state.runs.get(r))
             .filter(|r| matches!(&r.origin, RunOrigin::Backfill { backfill } if backfill == &id.0))
@@ -295,7 +295,7 @@ impl Engine {
 
     /// Pipeline runs of a backfill that are running (not queued).
     pub(super) fn backfill_running_runs(&self, id: &str) -> usize {
-        self.active
+        self.index.active
             .iter()
             .filter_map(|r| self.state.runs.get(r))
             .filter(|r| r.state == PipelineRunState::Running)
@@ -358,7 +358,7 @@ impl Engine {
                             Some("a pipeline run with this id exists already".into());
                     }
                 }
-                self.dirty_backfills.insert(id.clone());
+                self.outbox.backfills.insert(id.clone());
                 if admitted.is_some() {
                     active += 1;
                 }
@@ -399,8 +399,8 @@ impl Engine {
             };
             b.finished_at = Some(now);
         }
-        self.dirty_backfills.insert(id.clone());
-        self.transitions.push(super::event::Transition {
+        self.outbox.backfills.insert(id.clone());
+        self.outbox.transitions.push(super::event::Transition {
             at: now,
             pipeline,
             run: None,

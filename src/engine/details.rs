@@ -128,7 +128,7 @@ pub(super) struct DetailsDue {
 impl Engine {
     /// Called when an attempt ends: an error is worth explaining.
     pub(super) fn want_details(&mut self, at: &AttemptRef, now: DateTime<Utc>) {
-        self.details_due.insert(
+        self.due.details.insert(
             at.clone(),
             DetailsDue {
                 at: now,
@@ -163,7 +163,7 @@ impl Engine {
 
     pub(super) fn plan_details(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
         let due: Vec<AttemptRef> = self
-            .details_due
+            .due.details
             .iter()
             .filter(|(at, _)| !self.in_flight.details.contains(*at))
             .filter_map(|(at, due)| {
@@ -184,7 +184,7 @@ impl Engine {
                 .and_then(|s| s.attempts.iter().find(|a| a.number == at.number))
                 .and_then(|a| a.run_id);
             let Some(run) = run else {
-                self.details_due.remove(&at);
+                self.due.details.remove(&at);
                 continue;
             };
             self.in_flight.details.insert(at.clone());
@@ -195,7 +195,7 @@ impl Engine {
 
     pub(super) fn on_details(&mut self, at: AttemptRef, fetch: DetailsFetch, now: DateTime<Utc>) {
         self.in_flight.details.remove(&at);
-        let Some(due) = self.details_due.get_mut(&at) else {
+        let Some(due) = self.due.details.get_mut(&at) else {
             return;
         };
         due.fetches += 1;
@@ -218,7 +218,7 @@ impl Engine {
         if retry {
             due.at = again;
         } else {
-            self.details_due.remove(&at);
+            self.due.details.remove(&at);
         }
         if let Some(details) = details {
             if let Some(attempt) = self.attempt_mut(&at) {

@@ -115,10 +115,10 @@ impl Engine {
         a.reconcile_at = None;
         a.resend_at = None;
         a.message = None;
-        self.by_dbt_run.insert(run.id, at.clone());
+        self.index.by_dbt_run.insert(run.id, at.clone());
         self.mark_changed(at.run.clone());
         let next = now + to_chrono(self.config.poll_interval);
-        self.next_poll_at = Some(match self.next_poll_at {
+        self.due.poll_at = Some(match self.due.poll_at {
             Some(p) if p >= now => p.min(next),
             _ => next,
         });
@@ -128,7 +128,7 @@ impl Engine {
 
     /// Applies a run's status as dbt Cloud reports it.
     pub(super) fn on_run_seen(&mut self, run: &Run, now: DateTime<Utc>) {
-        let Some(at) = self.by_dbt_run.get(&run.id).cloned() else {
+        let Some(at) = self.index.by_dbt_run.get(&run.id).cloned() else {
             return;
         };
         // A backfill run queued in dbt Cloud behind another run baton watches (its siblings: dbt
@@ -142,7 +142,7 @@ impl Engine {
             && run
                 .blocked_by
                 .iter()
-                .any(|b| self.by_dbt_run.get(b).is_some_and(|o| o.run != at.run));
+                .any(|b| self.index.by_dbt_run.get(b).is_some_and(|o| o.run != at.run));
         let Some(a) = self.attempt_mut(&at) else {
             return;
         };
@@ -216,7 +216,7 @@ impl Engine {
         changed: &BTreeSet<PipelineRunId>,
     ) {
         let mut refs = Vec::new();
-        let candidates = if full { &self.active } else { changed };
+        let candidates = if full { &self.index.active } else { changed };
         for id in candidates {
             let Some(run) = self.state.runs.get(id) else {
                 continue;
@@ -355,12 +355,12 @@ impl Engine {
                     if cancel.acknowledged || busy {
                         return;
                     }
-                    let retry_at = self.cancel_retry.get(at).copied();
+                    let retry_at = self.due.cancel_retry.get(at).copied();
                     if retry_at.is_some_and(|t| t > now) {
                         plan.wake_at = earliest(plan.wake_at, retry_at.unwrap_or(now));
                         return;
                     }
-                    self.cancel_retry.insert(at.clone(), now + poll_interval);
+                    self.due.cancel_retry.insert(at.clone(), now + poll_interval);
                     self.in_flight.cancels.insert(at.clone());
                     plan.actions.push(Action::Cancel {
                         attempt: at.clone(),
@@ -373,10 +373,10 @@ impl Engine {
 
     /// One batched look at every run in flight per poll interval (sooner after a webhook hint).
     pub(super) fn plan_poll(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
-        if self.by_dbt_run.is_empty() {
+        if self.index.by_dbt_run.is_empty() {
             return;
         }
-        let due = self.next_poll_at.unwrap_or(now);
+        let due = self.due.poll_at.unwrap_or(now);
         if self.in_flight.poll {
             return;
         }
@@ -384,11 +384,11 @@ impl Engine {
             plan.wake_at = earliest(plan.wake_at, due);
             return;
         }
-        let mut runs: Vec<_> = self.by_dbt_run.keys().copied().collect();
+        let mut runs: Vec<_> = self.index.by_dbt_run.keys().copied().collect();
         runs.sort();
         self.in_flight.poll = true;
         let next = now + to_chrono(self.config.poll_interval);
-        self.next_poll_at = Some(next);
+        self.due.poll_at = Some(next);
         plan.wake_at = earliest(plan.wake_at, next);
         plan.actions.push(Action::Poll { runs });
     }

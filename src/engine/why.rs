@@ -106,7 +106,7 @@ impl Engine {
         // The newest regular run is the one an operator asks about (a queued one names the run
         // that holds it back); backfill runs only when no regular run is active.
         let mut active: Vec<&PipelineRun> = self
-            .active
+            .index.active
             .iter()
             .filter_map(|id| self.state.runs.get(id))
             .filter(|r| r.pipeline() == pipeline)
@@ -180,7 +180,7 @@ impl Engine {
                 };
             }
             let blocker = self
-                .active
+                .index.active
                 .iter()
                 .filter_map(|id| self.state.runs.get(id))
                 .find(|o| {

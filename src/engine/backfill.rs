@@ -286,7 +286,8 @@ impl Engine {
 
     /// Pipeline runs of a backfill that are not over.
     pub(super) fn backfill_active_runs(&self, id: &BackfillId) -> usize {
-        self.index.active
+        self.index
+            .active
             .iter()
             .filter_map(|r| self.state.runs.get(r))
             .filter(|r| matches!(&r.origin, RunOrigin::Backfill { backfill } if backfill == &id.0))
@@ -295,7 +296,8 @@ impl Engine {
 
     /// Pipeline runs of a backfill that are running (not queued).
     pub(super) fn backfill_running_runs(&self, id: &str) -> usize {
-        self.index.active
+        self.index
+            .active
             .iter()
             .filter_map(|r| self.state.runs.get(r))
             .filter(|r| r.state == PipelineRunState::Running)

@@ -163,7 +163,8 @@ impl Engine {
 
     pub(super) fn plan_details(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
         let due: Vec<AttemptRef> = self
-            .due.details
+            .due
+            .details
             .iter()
             .filter(|(at, _)| !self.in_flight.details.contains(*at))
             .filter_map(|(at, due)| {

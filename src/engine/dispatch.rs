@@ -21,7 +21,11 @@ impl Engine {
         full: bool,
     ) -> bool {
         let mut ended = false;
-        let candidates = if full { &self.index.active } else { &self.passes.changed };
+        let candidates = if full {
+            &self.index.active
+        } else {
+            &self.passes.changed
+        };
         if candidates.is_empty() {
             return false;
         }

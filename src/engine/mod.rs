@@ -284,7 +284,8 @@ impl Engine {
 
     /// Number of attempts triggering or running in dbt Cloud.
     pub fn in_flight_attempts(&self) -> usize {
-        self.index.active
+        self.index
+            .active
             .iter()
             .filter_map(|id| self.state.runs.get(id))
             .flat_map(|run| run.steps.values())
@@ -418,10 +419,12 @@ impl Engine {
     /// `max_in_flight`, and once a minute as a safety net.
     fn full_pass_due(&mut self, now: DateTime<Utc>) -> bool {
         let due = self
-            .passes.last_full
+            .passes
+            .last_full
             .is_none_or(|t| now - t >= FULL_PASS_EVERY)
             || self.passes.wake_at.is_some_and(|t| t <= now)
-            || (self.passes.blocked_by_cap && self.in_flight_attempts() < self.config.max_in_flight);
+            || (self.passes.blocked_by_cap
+                && self.in_flight_attempts() < self.config.max_in_flight);
         if due {
             self.passes.last_full = Some(now);
             self.passes.blocked_by_cap = false;
@@ -525,7 +528,11 @@ impl Engine {
 
     /// Drops finished pipeline runs older than the retention from memory and from the store.
     fn prune(&mut self, now: DateTime<Utc>) {
-        if self.passes.last_prune.is_some_and(|t| now - t < PRUNE_EVERY) {
+        if self
+            .passes
+            .last_prune
+            .is_some_and(|t| now - t < PRUNE_EVERY)
+        {
             return;
         }
         self.passes.last_prune = Some(now);
@@ -559,7 +566,11 @@ impl Engine {
     /// still reads in full: a failure whose details are being fetched, a run of a backfill that
     /// is not over.
     fn archive(&mut self, now: DateTime<Utc>) {
-        if self.passes.last_archive.is_some_and(|t| now - t < ARCHIVE_EVERY) {
+        if self
+            .passes
+            .last_archive
+            .is_some_and(|t| now - t < ARCHIVE_EVERY)
+        {
             return;
         }
         self.passes.last_archive = Some(now);

@@ -196,7 +196,8 @@ impl Engine {
             // The run id is new, so only the concurrency policy `skip` declines it.
             None => {
                 let active = self
-                    .index.active
+                    .index
+                    .active
                     .iter()
                     .filter_map(|id| self.state.runs.get(id))
                     .find(|r| r.pipeline() == &pipeline && !r.is_backfill())

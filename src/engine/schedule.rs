@@ -129,7 +129,8 @@ impl Engine {
             return None;
         }
         let active_regular: Vec<PipelineRunId> = self
-            .index.active
+            .index
+            .active
             .iter()
             .filter_map(|rid| self.state.runs.get(rid))
             .filter(|r| r.pipeline() == &def.name && !r.is_backfill())
@@ -206,7 +207,8 @@ impl Engine {
     /// Backfill runs start beside the regular schedule, under their backfill's `max_active`.
     pub(super) fn plan_queued_runs(&mut self, now: DateTime<Utc>) {
         let queued: Vec<PipelineRunId> = self
-            .index.active
+            .index
+            .active
             .iter()
             .filter(|id| {
                 self.state

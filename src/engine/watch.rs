@@ -139,10 +139,12 @@ impl Engine {
             .runs
             .get(&at.run)
             .is_some_and(|r| r.is_backfill())
-            && run
-                .blocked_by
-                .iter()
-                .any(|b| self.index.by_dbt_run.get(b).is_some_and(|o| o.run != at.run));
+            && run.blocked_by.iter().any(|b| {
+                self.index
+                    .by_dbt_run
+                    .get(b)
+                    .is_some_and(|o| o.run != at.run)
+            });
         let Some(a) = self.attempt_mut(&at) else {
             return;
         };
@@ -360,7 +362,9 @@ impl Engine {
                         plan.wake_at = earliest(plan.wake_at, retry_at.unwrap_or(now));
                         return;
                     }
-                    self.due.cancel_retry.insert(at.clone(), now + poll_interval);
+                    self.due
+                        .cancel_retry
+                        .insert(at.clone(), now + poll_interval);
                     self.in_flight.cancels.insert(at.clone());
                     plan.actions.push(Action::Cancel {
                         attempt: at.clone(),

@@ -8,6 +8,7 @@ use super::state::{
 };
 use super::{earliest, to_chrono, Engine};
 use crate::dbt_cloud::wire::{Run, RunStatus};
+use crate::ids::RunId;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 
@@ -238,74 +239,24 @@ impl Engine {
         }
     }
 
+    /// One attempt in flight, by phase: a trigger waits for its answer, is reconciled or sent
+    /// again; an active run is held to its timeouts and, once cancelled, to its cancel.
     fn plan_attempt(&mut self, at: &AttemptRef, now: DateTime<Utc>, plan: &mut Plan) {
         let busy = self.in_flight.triggers.contains(at)
             || self.in_flight.reconciles.contains(at)
             || self.in_flight.cancels.contains(at);
-        let Some(run) = self.state.runs.get(&at.run) else {
-            return;
-        };
-        let def = run.definition.clone();
-        let Some(step) = def.step(&at.step) else {
-            return;
-        };
-        let poll_interval = to_chrono(self.config.poll_interval);
         let Some(a) = self.attempt_mut(at) else {
             return;
         };
         match a.phase {
             AttemptPhase::Finished => {}
+            // A call about it is outstanding: its answer decides what comes next.
+            AttemptPhase::Triggering if busy => {}
             AttemptPhase::Triggering => {
-                if busy {
-                    return;
-                }
-                if let Some(when) = a.reconcile_at {
-                    if when > now {
-                        plan.wake_at = earliest(plan.wake_at, when);
-                        return;
-                    }
-                    let action = Action::Reconcile {
-                        attempt: at.clone(),
-                        job: a.job_id,
-                        key: a.key.clone(),
-                        rerun_of: match a.kind {
-                            super::state::AttemptKind::RerunFrom { failed_run } => Some(failed_run),
-                            super::state::AttemptKind::Trigger => None,
-                        },
-                    };
-                    self.in_flight.reconciles.insert(at.clone());
-                    plan.actions.push(action);
-                } else if let Some(when) = a.resend_at {
-                    if when > now {
-                        plan.wake_at = earliest(plan.wake_at, when);
-                        return;
-                    }
-                    if a.cancel.is_some() {
-                        // Nothing was created and nobody wants it any more.
-                        self.finish_attempt(at, AttemptOutcome::CancelledByBaton, None, now);
-                        return;
-                    }
-                    a.resend_at = None;
-                    a.sends += 1;
-                    let action = Action::Trigger {
-                        attempt: at.clone(),
-                        job: a.job_id,
-                        request: Box::new(a.request.clone()),
-                        rerun_of: match a.kind {
-                            super::state::AttemptKind::RerunFrom { failed_run } => Some(failed_run),
-                            super::state::AttemptKind::Trigger => None,
-                        },
-                    };
-                    let sends = a.sends;
-                    self.mark_changed(at.run.clone());
-                    self.in_flight.triggers.insert(at.clone());
-                    plan.actions.push(action);
-                    self.note_attempt(
-                        now,
-                        at,
-                        TransitionKind::TriggerResent,
-                        format!("send {sends}: no run carries the key"),
-                    );
+                if a.reconcile_at.is_some() {
+                    self.plan_reconcile(at, now, plan);
+                } else if a.resend_at.is_some() {
+                    self.plan_resend(at, now, plan);
                 }
             }
             AttemptPhase::Active => {
@@ -313,66 +264,155 @@ impl Engine {
                     return;
                 };
                 if a.cancel.is_none() {
-                    let started = a.accepted_at.unwrap_or(a.created_at);
-                    let mut reason = None;
-                    if let Some(limit) = step.timeout {
-                        let deadline = started + to_chrono(limit);
-                        if deadline <= now {
-                            reason = Some(CancelReason::Timeout);
-                        } else {
-                            plan.wake_at = earliest(plan.wake_at, deadline);
-                        }
-                    }
-                    if let (Some(limit), Some(since), true) = (
-                        step.queue_timeout,
-                        a.queued_since,
-                        a.status.is_some_and(|s| s.is_queued()),
-                    ) {
-                        let deadline = since + to_chrono(limit);
-                        if deadline <= now {
-                            reason = reason.or(Some(CancelReason::QueueTimeout));
-                        } else {
-                            plan.wake_at = earliest(plan.wake_at, deadline);
-                        }
-                    }
-                    if let Some(reason) = reason {
-                        a.cancel = Some(CancelRequest {
-                            reason,
-                            requested_at: now,
-                            acknowledged: false,
-                        });
-                        self.mark_changed(at.run.clone());
-                        self.note_attempt(
-                            now,
-                            at,
-                            TransitionKind::CancelRequested,
-                            format!("{reason:?} exceeded; cancelling run {run_id}"),
-                        );
-                    }
+                    self.enforce_timeouts(at, run_id, now, plan);
                 }
-                let Some(a) = self.attempt_mut(at) else {
-                    return;
-                };
-                if let Some(cancel) = &a.cancel {
-                    if cancel.acknowledged || busy {
-                        return;
-                    }
-                    let retry_at = self.due.cancel_retry.get(at).copied();
-                    if retry_at.is_some_and(|t| t > now) {
-                        plan.wake_at = earliest(plan.wake_at, retry_at.unwrap_or(now));
-                        return;
-                    }
-                    self.due
-                        .cancel_retry
-                        .insert(at.clone(), now + poll_interval);
-                    self.in_flight.cancels.insert(at.clone());
-                    plan.actions.push(Action::Cancel {
-                        attempt: at.clone(),
-                        run: run_id,
-                    });
+                if !busy {
+                    self.plan_cancel(at, run_id, now, plan);
                 }
             }
         }
+    }
+
+    /// Searches the job's runs for the attempt's key once its `reconcile_at` comes.
+    fn plan_reconcile(&mut self, at: &AttemptRef, now: DateTime<Utc>, plan: &mut Plan) {
+        let Some(a) = self.attempt_mut(at) else {
+            return;
+        };
+        let Some(when) = a.reconcile_at else {
+            return;
+        };
+        if when > now {
+            plan.wake_at = earliest(plan.wake_at, when);
+            return;
+        }
+        let action = Action::Reconcile {
+            attempt: at.clone(),
+            job: a.job_id,
+            key: a.key.clone(),
+            rerun_of: rerun_of(&a.kind),
+        };
+        self.in_flight.reconciles.insert(at.clone());
+        plan.actions.push(action);
+    }
+
+    /// Sends a trigger again once its `resend_at` comes (nothing was created), unless the attempt
+    /// was cancelled meanwhile.
+    fn plan_resend(&mut self, at: &AttemptRef, now: DateTime<Utc>, plan: &mut Plan) {
+        let Some(a) = self.attempt_mut(at) else {
+            return;
+        };
+        let Some(when) = a.resend_at else {
+            return;
+        };
+        if when > now {
+            plan.wake_at = earliest(plan.wake_at, when);
+            return;
+        }
+        if a.cancel.is_some() {
+            // Nothing was created and nobody wants it any more.
+            self.finish_attempt(at, AttemptOutcome::CancelledByBaton, None, now);
+            return;
+        }
+        a.resend_at = None;
+        a.sends += 1;
+        let action = Action::Trigger {
+            attempt: at.clone(),
+            job: a.job_id,
+            request: Box::new(a.request.clone()),
+            rerun_of: rerun_of(&a.kind),
+        };
+        let sends = a.sends;
+        self.mark_changed(at.run.clone());
+        self.in_flight.triggers.insert(at.clone());
+        plan.actions.push(action);
+        self.note_attempt(
+            now,
+            at,
+            TransitionKind::TriggerResent,
+            format!("send {sends}: no run carries the key"),
+        );
+    }
+
+    /// Asks for a cancel when the step's `timeout` (whole attempt) or `queue_timeout` (time in
+    /// dbt Cloud's queue) has passed; otherwise wakes when the sooner one will.
+    fn enforce_timeouts(
+        &mut self,
+        at: &AttemptRef,
+        run_id: RunId,
+        now: DateTime<Utc>,
+        plan: &mut Plan,
+    ) {
+        let Some(run) = self.state.runs.get(&at.run) else {
+            return;
+        };
+        let def = run.definition.clone();
+        let Some(step) = def.step(&at.step) else {
+            return;
+        };
+        let Some(a) = self.attempt_mut(at) else {
+            return;
+        };
+        let started = a.accepted_at.unwrap_or(a.created_at);
+        let mut reason = None;
+        if let Some(limit) = step.timeout {
+            let deadline = started + to_chrono(limit);
+            if deadline <= now {
+                reason = Some(CancelReason::Timeout);
+            } else {
+                plan.wake_at = earliest(plan.wake_at, deadline);
+            }
+        }
+        if let (Some(limit), Some(since), true) = (
+            step.queue_timeout,
+            a.queued_since,
+            a.status.is_some_and(|s| s.is_queued()),
+        ) {
+            let deadline = since + to_chrono(limit);
+            if deadline <= now {
+                reason = reason.or(Some(CancelReason::QueueTimeout));
+            } else {
+                plan.wake_at = earliest(plan.wake_at, deadline);
+            }
+        }
+        if let Some(reason) = reason {
+            a.cancel = Some(CancelRequest {
+                reason,
+                requested_at: now,
+                acknowledged: false,
+            });
+            self.mark_changed(at.run.clone());
+            self.note_attempt(
+                now,
+                at,
+                TransitionKind::CancelRequested,
+                format!("{reason:?} exceeded; cancelling run {run_id}"),
+            );
+        }
+    }
+
+    /// Sends the cancel an attempt asks for until dbt Cloud acknowledges it, once per poll
+    /// interval.
+    fn plan_cancel(&mut self, at: &AttemptRef, run_id: RunId, now: DateTime<Utc>, plan: &mut Plan) {
+        let poll_interval = to_chrono(self.config.poll_interval);
+        let Some(a) = self.attempt_mut(at) else {
+            return;
+        };
+        if a.cancel.as_ref().is_none_or(|c| c.acknowledged) {
+            return;
+        }
+        let retry_at = self.due.cancel_retry.get(at).copied();
+        if retry_at.is_some_and(|t| t > now) {
+            plan.wake_at = earliest(plan.wake_at, retry_at.unwrap_or(now));
+            return;
+        }
+        self.due
+            .cancel_retry
+            .insert(at.clone(), now + poll_interval);
+        self.in_flight.cancels.insert(at.clone());
+        plan.actions.push(Action::Cancel {
+            attempt: at.clone(),
+            run: run_id,
+        });
     }
 
     /// One batched look at every run in flight per poll interval (sooner after a webhook hint).
@@ -395,5 +435,13 @@ impl Engine {
         self.due.poll_at = Some(next);
         plan.wake_at = earliest(plan.wake_at, next);
         plan.actions.push(Action::Poll { runs });
+    }
+}
+
+/// The failed run a rerun-from-failure attempt resumes, if it is one.
+fn rerun_of(kind: &super::state::AttemptKind) -> Option<RunId> {
+    match kind {
+        super::state::AttemptKind::RerunFrom { failed_run } => Some(*failed_run),
+        super::state::AttemptKind::Trigger => None,
     }
 }

@@ -29,7 +29,7 @@ impl EmulatorArgs {
     pub fn execute(self) -> std::process::ExitCode {
         // Every request is logged at debug level: `RUST_LOG=baton=debug baton emulator ...`.
         crate::logging::init(crate::config::daemon::LogFormat::Pretty);
-        super::common::block_on(self.serve())
+        super::common::block_on(async { Ok(self.serve().await?) })
     }
 
     async fn serve(self) -> anyhow::Result<()> {

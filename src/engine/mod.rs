@@ -4,6 +4,8 @@
 //! writes durable, then carries out its actions, then sends its replies.
 
 pub mod backfill;
+#[cfg(test)]
+mod check;
 pub mod details;
 mod dispatch;
 pub mod event;

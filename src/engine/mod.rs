@@ -37,8 +37,12 @@ const DISPATCH_ROUNDS: usize = 8;
 /// How often the dispatch and attempt passes look at every active run, not only the changed ones:
 /// a safety net for a time-based reason the incremental passes might miss.
 const FULL_PASS_EVERY: chrono::Duration = chrono::Duration::minutes(1);
-/// How often finished runs past the retention are pruned (it scans every finished run).
+/// How often finished runs past `history_retention` are looked for.
 const PRUNE_EVERY: chrono::Duration = chrono::Duration::hours(1);
+/// Runs deleted in one pass at the most: one small transaction, never a long stall of the loop.
+const PRUNE_BATCH: usize = 1000;
+/// When a pass left runs behind, the next comes this soon.
+const PRUNE_AGAIN_AFTER: chrono::Duration = chrono::Duration::minutes(1);
 /// How often finished runs past the memory window leave memory.
 const ARCHIVE_EVERY: chrono::Duration = chrono::Duration::minutes(1);
 
@@ -528,7 +532,9 @@ impl Engine {
         });
     }
 
-    /// Drops finished pipeline runs older than the retention from memory and from the store.
+    /// Drops finished pipeline runs older than the retention from memory and from the store, at
+    /// most `PRUNE_BATCH` a pass so that a long history is deleted in small transactions; a pass
+    /// that left some behind comes back a minute later instead of an hour.
     fn prune(&mut self, now: DateTime<Utc>) {
         if self
             .passes
@@ -548,15 +554,19 @@ impl Engine {
             .values()
             .filter(|r| r.state.is_terminal() && r.finished_at.is_some_and(|f| f < cutoff))
             .map(|r| r.id.clone())
+            .chain(
+                self.state
+                    .archived
+                    .iter()
+                    .filter(|(_, a)| a.finished_at < cutoff)
+                    .map(|(id, _)| id.clone()),
+            )
+            .take(PRUNE_BATCH + 1)
             .collect();
-        let old_archived: Vec<PipelineRunId> = self
-            .state
-            .archived
-            .iter()
-            .filter(|(_, a)| a.finished_at < cutoff)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in old.into_iter().chain(old_archived) {
+        if old.len() > PRUNE_BATCH {
+            self.passes.last_prune = Some(now - PRUNE_EVERY + PRUNE_AGAIN_AFTER);
+        }
+        for id in old.into_iter().take(PRUNE_BATCH) {
             self.state.runs.remove(&id);
             self.state.archived.remove(&id);
             self.outbox.runs.remove(&id);

@@ -655,3 +655,35 @@ fn failure_details_are_fetched_again_while_run_results_are_not_uploaded_and_afte
         "the restart asked for the details"
     );
 }
+
+#[test]
+fn retention_deletes_a_long_history_in_small_batches() {
+    use super::state::{ArchivedRun, PipelineRunState, Write};
+    let p = pipeline("p", "0 2 * * *", vec![step("s", 7, &[])]);
+    let mut state = State::default();
+    let long_ago = t("2025-01-01T00:00:00Z");
+    for hour in 0..2500 {
+        let at = long_ago + chrono::Duration::hours(hour);
+        state.archived.insert(
+            super::state::PipelineRunId::new(&p.name, at),
+            ArchivedRun {
+                state: PipelineRunState::Succeeded,
+                finished_at: at,
+            },
+        );
+    }
+    let now = t("2026-03-01T00:00:00Z");
+    let mut engine = Engine::new(EngineConfig::default(), vec![p], state, now).unwrap();
+    let mut deleted_per_pass = Vec::new();
+    for minute in 0..4 {
+        engine.plan(now + chrono::Duration::minutes(minute));
+        let deletes = engine
+            .take_writes()
+            .iter()
+            .filter(|w| matches!(w, Write::DeleteRun(_)))
+            .count();
+        deleted_per_pass.push(deletes);
+    }
+    assert_eq!(deleted_per_pass, vec![1000, 1000, 500, 0]);
+    assert!(engine.state().archived.is_empty());
+}

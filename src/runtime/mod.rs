@@ -13,7 +13,7 @@ use crate::engine::event::{
 use crate::engine::state::{CancelReason, PipelineRunId, Write};
 use crate::engine::{Engine, EngineConfig, LoadError};
 use crate::model::pipeline::Pipeline;
-use crate::store::{HistoryReader, Store};
+use crate::store::{Durability, HistoryReader, Store};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -317,7 +317,7 @@ impl Daemon {
     fn turn(&mut self) -> anyhow::Result<Option<DateTime<Utc>>> {
         let now = self.clock.now();
         let inputs = std::mem::take(&mut self.inputs);
-        // Operator requests are answered once applied, so what they changed is flushed at once.
+        // Operator requests are answered once applied, so what they changed is durable at once.
         let operator = inputs.iter().any(|input| {
             matches!(
                 input,
@@ -331,20 +331,23 @@ impl Daemon {
             replies,
             wake_at,
         } = self.engine.step(inputs, now);
-        // Durable before any side effect it enables; without actions, sled's background flush
-        // (or the next turn with actions) is soon enough, since nothing depends on it yet.
-        // Schedule cursors and backfills are flushed at once too (rare writes, and a lost
+        // Durable before any side effect it enables; without actions, a deferred commit (made
+        // durable by the next full one) is soon enough, since nothing depends on it yet.
+        // Schedule cursors and backfills are committed in full too (rare writes, and a lost
         // skipped tick would come back as a missed one). Only run records without a side
-        // effect wait for the next flush: losing them repeats a poll, nothing more.
-        self.store.write(&writes)?;
-        let must_flush = !actions.is_empty()
+        // effect are deferred: losing them repeats a poll, nothing more.
+        let must_be_durable = !actions.is_empty()
             || operator
             || writes
                 .iter()
                 .any(|w| !matches!(w, Write::Run(_) | Write::Archive(_)));
-        if must_flush {
-            self.store.flush()?;
-        }
+        let durability = if must_be_durable {
+            Durability::Full
+        } else {
+            Durability::Deferred
+        };
+        // One transaction per turn.
+        self.store.commit_with(&writes, durability)?;
         for transition in transitions {
             log::transition(&transition);
             let _ = self.transitions.send(transition);

@@ -11,6 +11,12 @@
 //! errors and 3% connections dropped after the request took effect. On a failure the files of both
 //! processes are kept and their paths printed.
 //!
+//! The store is under retention pressure all along: a history of finished runs of an `expired`
+//! pipeline is seeded to pass `history_retention` bit by bit through the kills, so nearly every
+//! start deletes a batch and some kills land in those deletes. After every kill the test opens
+//! the store and loads it (a store that does not open fails the test at once); at the end every
+//! seeded run must be gone and SQLite's integrity check must say ok.
+//!
 //! `BATON_CRASH_KILLS` (default 200) and `BATON_CRASH_SEED` (default: drawn and printed) tune it.
 
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
@@ -19,6 +25,7 @@ use crate::support::check::{check, error_lines, keep_files, minute_ticks, tail, 
 use crate::support::process::{EmulatorProcess, TimeLine, Workspace};
 use crate::support::slow_tests_enabled;
 use crate::support::t;
+use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 
 /// Scenario seconds per real second: one cron minute per real second.
@@ -90,6 +97,12 @@ const DAEMON_CONFIG: &str = "poll_interval: 5s\ncatchup_max: 1000\nmax_in_flight
 #[derive(Debug, Default)]
 struct Report {
     kills: u32,
+    /// Kills that landed before the daemon said it had started.
+    kills_during_startup: u32,
+    /// Kills of a daemon that had deleted expired runs (its retention pass ran).
+    kills_after_deletes: u32,
+    /// Times the test opened and loaded the store after a kill.
+    store_opens: u32,
     clean_restarts: u32,
     adopted: usize,
     checked: Checked,
@@ -98,10 +111,14 @@ struct Report {
 impl Report {
     fn print(&self, variant: &str, seed: u64) {
         eprintln!(
-            "crash test [{variant}] seed {seed}: kills {}, clean restarts {}, pipeline runs {}, \
-             attempts {}, dbt Cloud runs (triggers) {}, answered 502 {}, adopted by key {}, \
-             duplicates {}, lost {}, wrong {}",
+            "crash test [{variant}] seed {seed}: kills {} (during start-up {}, of a daemon that \
+             had deleted expired runs {}), store opened after a kill {}, clean restarts {}, \
+             pipeline runs {}, attempts {}, dbt Cloud runs (triggers) {}, answered 502 {}, \
+             adopted by key {}, duplicates {}, lost {}, wrong {}",
             self.kills,
+            self.kills_during_startup,
+            self.kills_after_deletes,
+            self.store_opens,
             self.clean_restarts,
             self.checked.pipeline_runs,
             self.checked.attempts,
@@ -149,6 +166,8 @@ fn crash_test(variant: &str, faults: &str) {
     for pipeline in PIPELINES {
         workspace.seed_cursor(pipeline, window - chrono::Duration::minutes(1));
     }
+    let wanted = kills_wanted();
+    let seeded = seed_expiring_history(&workspace, window, wanted);
     let mut report = Report::default();
 
     // The first daemon records the schedule cursors undisturbed.
@@ -157,7 +176,7 @@ fn crash_test(variant: &str, faults: &str) {
     first.sigkill();
     report.kills += 1;
 
-    let wanted = kills_wanted();
+    let mut expired_left = seeded;
     while report.kills < wanted {
         let from = workspace.log_len();
         let daemon = workspace.start_daemon(&time);
@@ -188,6 +207,15 @@ fn crash_test(variant: &str, faults: &str) {
                 report.kills += 1;
             }
         }
+        if !workspace.wait_for_log_after(from, "baton started", std::time::Duration::ZERO) {
+            report.kills_during_startup += 1;
+        }
+        let left = expired_runs_left(&workspace, report.kills);
+        report.store_opens += 1;
+        if left < expired_left {
+            report.kills_after_deletes += 1;
+        }
+        expired_left = left;
     }
     eprintln!(
         "crash test [{variant}]: {} kills done at scenario time {}",
@@ -222,10 +250,20 @@ fn crash_test(variant: &str, faults: &str) {
         window,
         window + chrono::Duration::minutes(i64::from(TICKS_PER_PIPELINE) - 1),
     );
+    let mut state = state;
+    let expired_kept = state
+        .runs
+        .keys()
+        .filter(|id| id.0.starts_with("expired@"))
+        .count();
+    state.runs.retain(|id, _| !id.0.starts_with("expired@"));
     report.checked = check(&state, &runs, &expected);
     report.print(variant, seed);
     let errors = error_lines(&workspace, 5);
-    let clean = report.checked.is_clean() && errors.is_empty();
+    let integrity =
+        baton::store::sqlite::integrity_check(&workspace.state_dir.join("baton.db")).unwrap();
+    eprintln!("crash test [{variant}]: integrity check {integrity:?} (empty: ok)");
+    let clean = report.checked.is_clean() && errors.is_empty() && integrity.is_empty();
     if !clean {
         keep_files(&format!("crash test [{variant}]"), workspace, scratch);
     }
@@ -239,11 +277,84 @@ fn crash_test(variant: &str, faults: &str) {
         "the crash test found problems (seed {seed}); see above"
     );
     assert!(report.kills >= wanted);
+    assert_eq!(
+        expired_kept, 0,
+        "retention left {expired_kept} of {seeded} expired runs in the store"
+    );
+    assert!(
+        report.kills_after_deletes > 0,
+        "no kill came after a retention delete: the test did not exercise them"
+    );
+    assert!(integrity.is_empty(), "integrity check: {integrity:?}");
     assert!(
         report.adopted > 0,
         "no trigger was adopted by its key: no kill landed between a trigger and its answer, so the \
          test did not exercise reconciliation"
     );
+}
+
+/// Retention (the default 30 days) and the expired runs' spread, in scenario time: each kill cycle
+/// lasts about a quarter of a real second, 15 scenario seconds.
+const RETENTION_DAYS: i64 = 30;
+const SCENARIO_SECONDS_PER_KILL: i64 = 15;
+const EXPIRED_RUNS_PER_KILL: u32 = 50;
+
+/// Writes finished, archived runs of the pipeline `expired` whose retention ends one by one from
+/// just before the window on through the kills; returns how many.
+fn seed_expiring_history(workspace: &Workspace, window: DateTime<Utc>, kills: u32) -> usize {
+    use baton::engine::state::{PipelineRun, PipelineRunId, PipelineRunState, RunOrigin, Write};
+    let definition = std::sync::Arc::new(
+        baton::config::load_pipeline_str(
+            "expired.yaml",
+            "name: expired\nsteps:\n  s: { job_id: 11 }\n",
+        )
+        .unwrap(),
+    );
+    let count = kills * EXPIRED_RUNS_PER_KILL;
+    let spread = chrono::Duration::seconds(i64::from(kills) * SCENARIO_SECONDS_PER_KILL);
+    let first_expiry = window - chrono::Duration::minutes(1);
+    let store = baton::store::Store::open(&workspace.state_dir).unwrap();
+    let writes: Vec<Write> = (0..count)
+        .map(|i| {
+            let expires =
+                first_expiry + spread * i32::try_from(i).unwrap() / i32::try_from(count).unwrap();
+            let finished = expires - chrono::Duration::days(RETENTION_DAYS);
+            let logical = finished - chrono::Duration::minutes(10)
+                + chrono::Duration::milliseconds(i64::from(i));
+            Write::Archive(Box::new(PipelineRun {
+                id: PipelineRunId::new(&definition.name, logical),
+                definition: definition.clone(),
+                logical_date: logical,
+                data_interval_start: logical,
+                origin: RunOrigin::Schedule,
+                state: PipelineRunState::Succeeded,
+                created_at: logical,
+                started_at: Some(logical),
+                finished_at: Some(finished),
+                cancel_reason: None,
+                steps: Default::default(),
+            }))
+        })
+        .collect();
+    for chunk in writes.chunks(5000) {
+        store.commit(chunk).unwrap();
+    }
+    count as usize
+}
+
+/// Opens and loads the store as the next daemon will (failing the test if it cannot); returns how
+/// many expired runs it still holds.
+fn expired_runs_left(workspace: &Workspace, kills: u32) -> usize {
+    let opened = baton::store::Store::open(&workspace.state_dir).and_then(|store| store.load());
+    match opened {
+        Ok(state) => state
+            .archived
+            .keys()
+            .chain(state.runs.keys())
+            .filter(|id| id.0.starts_with("expired@"))
+            .count(),
+        Err(e) => panic!("the store did not open after kill {kills}: {e}"),
+    }
 }
 
 #[test]

@@ -50,6 +50,7 @@ mod restart_timers;
 mod schedule_dst;
 mod schedule_props;
 mod soak;
+mod store_cli;
 mod validate_invalid;
 mod validate_templates;
 mod validate_valid;

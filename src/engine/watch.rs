@@ -253,9 +253,17 @@ impl Engine {
             // A call about it is outstanding: its answer decides what comes next.
             AttemptPhase::Triggering if busy => {}
             AttemptPhase::Triggering => {
-                if a.reconcile_at.is_some() {
-                    self.plan_reconcile(at, now, plan);
-                } else if a.resend_at.is_some() {
+                // A search for the key comes first; a re-send only once none is wanted.
+                let (when, reconcile) = match (a.reconcile_at, a.resend_at) {
+                    (Some(when), _) => (when, true),
+                    (None, Some(when)) => (when, false),
+                    (None, None) => return,
+                };
+                if when > now {
+                    plan.wake_at = earliest(plan.wake_at, when);
+                } else if reconcile {
+                    self.plan_reconcile(at, plan);
+                } else {
                     self.plan_resend(at, now, plan);
                 }
             }
@@ -273,18 +281,11 @@ impl Engine {
         }
     }
 
-    /// Searches the job's runs for the attempt's key once its `reconcile_at` comes.
-    fn plan_reconcile(&mut self, at: &AttemptRef, now: DateTime<Utc>, plan: &mut Plan) {
+    /// Searches the job's runs for the attempt's key (its `reconcile_at` has come).
+    fn plan_reconcile(&mut self, at: &AttemptRef, plan: &mut Plan) {
         let Some(a) = self.attempt_mut(at) else {
             return;
         };
-        let Some(when) = a.reconcile_at else {
-            return;
-        };
-        if when > now {
-            plan.wake_at = earliest(plan.wake_at, when);
-            return;
-        }
         let action = Action::Reconcile {
             attempt: at.clone(),
             job: a.job_id,
@@ -295,19 +296,12 @@ impl Engine {
         plan.actions.push(action);
     }
 
-    /// Sends a trigger again once its `resend_at` comes (nothing was created), unless the attempt
+    /// Sends a trigger again (its `resend_at` has come: nothing was created), unless the attempt
     /// was cancelled meanwhile.
     fn plan_resend(&mut self, at: &AttemptRef, now: DateTime<Utc>, plan: &mut Plan) {
         let Some(a) = self.attempt_mut(at) else {
             return;
         };
-        let Some(when) = a.resend_at else {
-            return;
-        };
-        if when > now {
-            plan.wake_at = earliest(plan.wake_at, when);
-            return;
-        }
         if a.cancel.is_some() {
             // Nothing was created and nobody wants it any more.
             self.finish_attempt(at, AttemptOutcome::CancelledByBaton, None, now);

@@ -53,7 +53,7 @@ pub struct DemoArgs {
 
 pub fn run(args: &DemoArgs) -> ExitCode {
     crate::logging::init_at(crate::config::daemon::LogFormat::Pretty, "warn");
-    super::common::block_on(demo(args))
+    super::common::block_on(async { Ok(demo(args).await?) })
 }
 
 fn demo_pipelines(dir: &std::path::Path) -> anyhow::Result<Vec<Pipeline>> {

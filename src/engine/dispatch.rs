@@ -21,7 +21,11 @@ impl Engine {
         full: bool,
     ) -> bool {
         let mut ended = false;
-        let candidates = if full { &self.active } else { &self.touched };
+        let candidates = if full {
+            &self.index.active
+        } else {
+            &self.passes.changed
+        };
         if candidates.is_empty() {
             return false;
         }
@@ -85,7 +89,7 @@ impl Engine {
                                 );
                                 in_flight += 1;
                             } else {
-                                self.blocked_by_cap = true;
+                                self.passes.blocked_by_cap = true;
                             }
                         }
                     }
@@ -93,7 +97,7 @@ impl Engine {
                         if until > now {
                             plan.wake_at = earliest(plan.wake_at, until);
                         } else if in_flight >= self.config.max_in_flight {
-                            self.blocked_by_cap = true;
+                            self.passes.blocked_by_cap = true;
                         } else {
                             let previous = state.current();
                             let kind = match previous {
@@ -267,7 +271,7 @@ impl Engine {
         let reason = crate::humanize::step_attempt_reason(attempt, def.step(&at.step));
         let explain = outcome == AttemptOutcome::Error && attempt.run_id.is_some();
         if let Some(id) = attempt.run_id {
-            self.by_dbt_run.remove(&id);
+            self.index.by_dbt_run.remove(&id);
         }
         self.mark_changed(at.run.clone());
         if explain {
@@ -392,7 +396,7 @@ impl Engine {
             .filter(|(_, s)| s.state != StepState::Succeeded)
             .map(|(n, s)| format!("{n} {}", s.state.name()))
             .collect();
-        self.active.remove(id);
+        self.index.active.remove(id);
         self.mark_changed(id.clone());
         let kind = match state {
             PipelineRunState::Succeeded => TransitionKind::PipelineRunSucceeded,

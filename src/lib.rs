@@ -9,6 +9,7 @@ pub mod dbt_cloud;
 pub mod emulator;
 pub mod engine;
 pub mod http;
+pub mod humanize;
 pub mod ids;
 pub mod logging;
 pub mod model;

@@ -29,7 +29,7 @@ pub async fn check_jobs(
     let clock: SharedClock = Arc::new(SystemClock);
     let mut clients: BTreeMap<AccountName, DbtCloudClient> = BTreeMap::new();
     for (name, account) in config.all_accounts() {
-        let client = super::run::account_client(account, clock.clone())
+        let client = super::daemon::account_client(account, clock.clone())
             .map_err(|e| anyhow::anyhow!("account `{name}`: {e:#}"))?;
         clients.insert(name, client);
     }

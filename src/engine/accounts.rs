@@ -30,7 +30,8 @@ impl Engine {
     }
 
     fn account_of_dbt_run(&self, run: RunId) -> AccountName {
-        self.by_dbt_run
+        self.index
+            .by_dbt_run
             .get(&run)
             .map(|at| self.account_of(at))
             .unwrap_or_default()
@@ -64,7 +65,12 @@ impl Engine {
     /// Attempts triggering or running in dbt Cloud, per account.
     pub fn in_flight_by_account(&self) -> BTreeMap<AccountName, usize> {
         let mut counts: BTreeMap<AccountName, usize> = BTreeMap::new();
-        for run in self.active.iter().filter_map(|id| self.state.runs.get(id)) {
+        for run in self
+            .index
+            .active
+            .iter()
+            .filter_map(|id| self.state.runs.get(id))
+        {
             for (step, step_run) in &run.steps {
                 if step_run.current().is_some_and(|a| a.is_in_flight()) {
                     let account = account_of_step(run, &step.0).cloned().unwrap_or_default();
@@ -78,7 +84,8 @@ impl Engine {
     /// Whether an account a ready step waited for has room again under `max_in_flight`.
     pub(super) fn blocked_account_has_room(&self) -> bool {
         let counts = self.in_flight_by_account();
-        self.blocked_accounts
+        self.passes
+            .blocked_accounts
             .iter()
             .any(|a| counts.get(a).copied().unwrap_or(0) < self.config.max_in_flight)
     }
@@ -137,7 +144,7 @@ mod tests {
         e.apply(
             Event::Operator(OperatorRequest::TriggerPipeline {
                 pipeline: PipelineName("p".into()),
-                logical_date: Some(now),
+                logical_date: Some(now.into()),
             }),
             now,
         );

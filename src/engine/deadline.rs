@@ -8,7 +8,7 @@ use super::event::{Plan, TransitionKind};
 use super::state::{PipelineRun, PipelineRunId, RunOrigin, StepState};
 use super::{backfill::BackfillId, sooner, Engine};
 use crate::model::pipeline::Pipeline;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 
 /// Runs with a deadline not yet found late, by deadline. An entry may outlive its run's need (the
@@ -45,12 +45,12 @@ impl DeadlineQueue {
 
 /// A duration in words, to the second (`1h 5m`, `40s`).
 fn words(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
-    let secs = (to - from).num_seconds().max(0) as u64;
-    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+    crate::humanize::between(from, to)
 }
 
-fn at(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+/// An instant in the run's pipeline zone and in UTC.
+fn at(run: &PipelineRun, t: DateTime<Utc>) -> String {
+    crate::humanize::when(t, crate::humanize::zone_of(&run.definition))
 }
 
 /// The steps a run is still waiting for, with their states (`marts (running), tests (pending)`).
@@ -78,7 +78,7 @@ pub fn late_sentence(run: &PipelineRun, now: DateTime<Utc>) -> Option<String> {
     Some(format!(
         "run {} is late: its deadline {} passed {} ago; still waiting for {}",
         run.id,
-        at(deadline),
+        at(run, deadline),
         words(deadline, now),
         waiting_for(run)
     ))
@@ -116,10 +116,10 @@ impl Engine {
     /// Marks the runs whose deadline came while they were not done, once each, and wakes the plan
     /// at the next deadline.
     pub(super) fn plan_deadlines(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
-        for id in self.deadlines.pop_due(now) {
+        for id in self.index.deadlines.pop_due(now) {
             self.mark_late(&id, now, None);
         }
-        plan.wake_at = sooner(plan.wake_at, self.deadlines.next());
+        plan.wake_at = sooner(plan.wake_at, self.index.deadlines.next());
     }
 
     /// A run that ends after its deadline without having been found late (its end and its
@@ -136,10 +136,11 @@ impl Engine {
             return None;
         }
         let by = words(deadline, now);
+        let when = at(run, deadline);
         if run.late_since.is_none() {
             self.mark_late(id, now, Some(&by));
         }
-        Some(format!("{by} after its deadline {}", at(deadline)))
+        Some(format!("{by} after its deadline {when}"))
     }
 
     fn mark_late(&mut self, id: &PipelineRunId, now: DateTime<Utc>, ended_by: Option<&str>) {
@@ -156,17 +157,17 @@ impl Engine {
         let detail = match ended_by {
             Some(by) => format!(
                 "deadline {} passed; the run ended {by} after it",
-                at(deadline)
+                at(run, deadline)
             ),
             None => format!(
                 "deadline {} passed {} ago; still waiting for {}",
-                at(deadline),
+                at(run, deadline),
                 words(deadline, now),
                 waiting_for(run)
             ),
         };
         let run = run.clone();
-        self.dirty_runs.insert(id.clone());
+        self.outbox.runs.insert(id.clone());
         self.note(now, &run, TransitionKind::PipelineRunLate, detail);
     }
 }
@@ -220,7 +221,7 @@ mod tests {
         e.apply(
             Event::Operator(OperatorRequest::TriggerPipeline {
                 pipeline: PipelineName("p".into()),
-                logical_date: Some(now),
+                logical_date: Some(now.into()),
             }),
             now,
         );
@@ -335,14 +336,15 @@ mod tests {
 
     #[test]
     fn backfill_runs_get_the_deadline_only_when_their_backfill_asks() {
-        use crate::engine::backfill::{BackfillId, BackfillSpec, Reprocess};
+        use crate::engine::backfill::{BackfillId, Reprocess};
+        use crate::engine::event::BackfillRequest;
         for asked in [false, true] {
             let mut e = engine();
             let now = t("2026-01-10T00:00:00Z");
-            let spec = BackfillSpec {
+            let request = BackfillRequest {
                 pipeline: PipelineName("p".into()),
-                from: t("2026-01-02T00:00:00Z"),
-                to: t("2026-01-02T00:00:00Z"),
+                from: t("2026-01-02T00:00:00Z").into(),
+                to: t("2026-01-02T00:00:00Z").into(),
                 every: Some(Duration::from_secs(86_400)),
                 max_active: 1,
                 reprocess: Reprocess::None,
@@ -351,7 +353,7 @@ mod tests {
             e.apply(
                 Event::Operator(OperatorRequest::CreateBackfill {
                     id: BackfillId("bf".into()),
-                    spec,
+                    request,
                 }),
                 now,
             );

@@ -122,3 +122,21 @@ fn the_dag_is_drawn_level_by_level() {
     assert!(html.contains("data-state=\"failed\""));
     assert!(html.contains("<small>after staging</small>"));
 }
+
+#[test]
+fn a_pipeline_is_late_when_its_latest_run_is_marked_or_ended_past_its_deadline() {
+    let def = std::sync::Arc::new(crate::ops::sample_history::pipeline("p", 2).unwrap());
+    let mut run = crate::ops::sample_history::runs(&def, 1, t("2026-01-05T01:00:00Z"))
+        .pop()
+        .unwrap();
+    assert!(!is_late(None));
+    assert!(!is_late(Some(&run)), "no deadline, never late");
+    let finished = run.finished_at.unwrap();
+    run.deadline = Some(finished);
+    assert!(!is_late(Some(&run)), "ended at its deadline");
+    run.deadline = Some(finished - chrono::Duration::minutes(12));
+    assert!(is_late(Some(&run)), "ended past its deadline unnoticed");
+    run.deadline = Some(finished + chrono::Duration::hours(1));
+    run.late_since = Some(finished);
+    assert!(is_late(Some(&run)), "marked late");
+}

@@ -2,6 +2,7 @@
 //! directories, HTTP listener, polling and limits. Unknown keys are errors; the API token is never
 //! written inline, only named (an environment variable or a file).
 
+use super::store::{RawStore, StoreConfig};
 use crate::ids::AccountId;
 use crate::secret::Secret;
 use serde::{Deserialize, Deserializer};
@@ -101,6 +102,9 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Bearer token the control API requires, when set.
     pub token: Option<SecretSource>,
+    /// The URL other nodes and the CLI reach this node's API at (shown by standbys as the
+    /// leader's address); `listen` when absent.
+    pub advertise: Option<Url>,
 }
 
 /// The dbt Cloud webhook receiver (`POST /webhooks/dbt-cloud`), on when the section is present.
@@ -194,9 +198,13 @@ pub struct DaemonConfig {
     pub history_retention: Duration,
     pub webhooks: Option<WebhooksConfig>,
     pub notifications: Vec<NotificationTarget>,
+    /// Where state lives: `state_dir` (default) or a shared PostgreSQL with leadership.
+    pub store: StoreConfig,
+    /// This node's name among nodes sharing a database (default: the host name).
+    pub node_name: String,
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text: Option<String> = Option::deserialize(d)?;
     text.map(|t| {
         humantime::parse_duration(&t).map_err(|e| {
@@ -228,6 +236,7 @@ struct RawHttp {
     listen: Option<SocketAddr>,
     token_env: Option<String>,
     token_file: Option<PathBuf>,
+    advertise: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +285,8 @@ struct RawDaemon {
     webhooks: Option<RawWebhooks>,
     #[serde(default)]
     notifications: Vec<RawNotification>,
+    store: Option<RawStore>,
+    node_name: Option<String>,
 }
 
 fn secret_source(
@@ -353,6 +364,25 @@ impl DaemonConfig {
             })?;
         let http_token = secret_source(raw.http.token_env, raw.http.token_file, base, "http")
             .map_err(&invalid)?;
+        let advertise = raw
+            .http
+            .advertise
+            .map(|text| {
+                Url::parse(&text)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "`http.advertise` must be an http(s) URL, found `{text}`"
+                        ))
+                    })
+            })
+            .transpose()?;
+        let store = match raw.store {
+            Some(store) => store.lower(base).map_err(&invalid)?,
+            None => StoreConfig::Local,
+        };
+        let node_name = super::store::node_name(raw.node_name).map_err(&invalid)?;
         let requests_per_minute = raw.dbt_cloud.requests_per_minute.unwrap_or(1000);
         if requests_per_minute == 0 {
             return Err(invalid(
@@ -456,6 +486,7 @@ impl DaemonConfig {
                     .listen
                     .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8377))),
                 token: http_token,
+                advertise,
             },
             poll_interval,
             log_format: raw.log_format,
@@ -467,6 +498,8 @@ impl DaemonConfig {
                 .unwrap_or(Duration::from_secs(30 * 86_400)),
             webhooks,
             notifications,
+            store,
+            node_name,
         })
     }
 
@@ -562,6 +595,8 @@ mod tests {
                 Some(rest)
                     if rest.starts_with("webhooks:")
                         || rest.starts_with("notifications:")
+                        || rest.starts_with("store:")
+                        || rest.starts_with("node_name:")
                         || rest.starts_with("  ") =>
                 {
                     format!("{rest}\n")
@@ -576,6 +611,12 @@ mod tests {
         );
         assert_eq!(c.notifications.len(), 2);
         assert_eq!(c.notifications[0].format, NotificationFormat::Slack);
+        assert_eq!(c.node_name, "baton-a");
+        let super::StoreConfig::Postgres(pg) = &c.store else {
+            panic!("{:?}", c.store)
+        };
+        assert_eq!(pg.url, SecretSource::Env("BATON_DATABASE_URL".into()));
+        assert_eq!(pg.lease, Duration::from_secs(10));
     }
 
     #[test]

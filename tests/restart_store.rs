@@ -1,5 +1,5 @@
 //! The state directory under misuse, with the real binary: a second daemon on a directory in use
-//! exits non-zero naming it; a database that sled recovered to empty, or a garbled record, stops
+//! exits non-zero naming it; a deleted database, or a garbled record, stops
 //! the daemon with a message naming the directory and what to do, instead of starting over.
 
 #![allow(clippy::unwrap_used)]
@@ -61,11 +61,13 @@ fn a_second_daemon_on_the_same_state_directory_exits_non_zero_naming_it() {
 }
 
 #[test]
-fn a_database_sled_recovered_to_empty_stops_the_daemon_with_a_clear_message() {
+fn a_deleted_database_stops_the_daemon_with_a_clear_message() {
     let ws = workspace();
     let time = time();
     run_once(&ws, &time);
-    std::fs::remove_file(ws.state_dir.join("db")).unwrap();
+    for file in ["baton.db", "baton.db-wal", "baton.db-shm"] {
+        let _ = std::fs::remove_file(ws.state_dir.join(file));
+    }
     let said = refused(&ws, &time);
     assert!(said.contains(&ws.state_dir.display().to_string()), "{said}");
     assert!(said.contains("lost its database"), "{said}");
@@ -78,11 +80,14 @@ fn a_garbled_record_stops_the_daemon_with_a_clear_message() {
     let time = time();
     run_once(&ws, &time);
     {
-        let db = sled::open(&ws.state_dir).unwrap();
-        let runs = db.open_tree("pipeline_runs").unwrap();
-        runs.insert("hourly@2026-01-01T00:00:00Z", &b"{not json"[..])
-            .unwrap();
-        db.flush().unwrap();
+        let db = rusqlite::Connection::open(ws.state_dir.join("baton.db")).unwrap();
+        db.execute(
+            "INSERT INTO pipeline_runs (id, pipeline, logical_date, state, definition, record) \
+             VALUES ('hourly@2026-01-01T00:00:00Z', 'hourly', '2026-01-01T00:00:00.000Z', \
+             'running', 'unknown', '{not json')",
+            [],
+        )
+        .unwrap();
     }
     let said = refused(&ws, &time);
     assert!(said.contains(&ws.state_dir.display().to_string()), "{said}");

@@ -18,7 +18,7 @@ use crate::engine::state::{
     StatusChange, StepRun, StepState, Write,
 };
 use crate::ids::RunId;
-use crate::store::Store;
+use crate::store::{Durability, Store};
 use anyhow::{bail, Context};
 use std::time::{Duration, Instant};
 
@@ -188,14 +188,13 @@ fn seed(state_dir: &std::path::Path, attempts: usize) -> anyhow::Result<usize> {
             batch.push(Write::Archive(Box::new(run)));
             written += 1;
             if batch.len() == SEED_BATCH {
-                store.write(&batch)?;
+                store.commit_with(&batch, Durability::Deferred)?;
                 batch.clear();
             }
         }
         hours_back += 1;
     }
-    store.write(&batch)?;
-    store.flush()?;
+    store.commit(&batch)?;
     Ok(written * STEPS)
 }
 

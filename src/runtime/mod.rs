@@ -10,7 +10,7 @@ use crate::engine::event::{Action, Event, OperatorRequest, Transition};
 use crate::engine::state::{CancelReason, PipelineRunId, Write};
 use crate::engine::{Engine, EngineConfig};
 use crate::model::pipeline::Pipeline;
-use crate::store::{HistoryReader, Store};
+use crate::store::{Durability, HistoryReader, Store};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -266,22 +266,25 @@ impl Daemon {
     ) -> anyhow::Result<Option<DateTime<Utc>>> {
         let now = self.clock.now();
         let plan = self.engine.plan(now);
-        // Durable before any side effect it enables; without actions, sled's background flush
-        // (or the next plan with actions) is soon enough, since nothing depends on it yet.
+        // Durable before any side effect it enables; without actions, a deferred commit (made
+        // durable by the next full one) is soon enough, since nothing depends on it yet.
         // Operator requests are answered once applied, so what they changed is flushed too, and
         // so are schedule cursors and backfills (rare writes, and a lost skipped tick would come
         // back as a missed one). Only run records without a side effect wait for the next
         // flush: losing them repeats a poll, nothing more.
         let writes = self.engine.take_writes();
-        self.store.write(&writes)?;
-        let must_flush = !plan.actions.is_empty()
+        let must_be_durable = !plan.actions.is_empty()
             || std::mem::take(&mut self.operator_pending)
             || writes
                 .iter()
                 .any(|w| !matches!(w, Write::Run(_) | Write::Archive(_)));
-        if must_flush {
-            self.store.flush()?;
-        }
+        let durability = if must_be_durable {
+            Durability::Full
+        } else {
+            Durability::Deferred
+        };
+        // One transaction per turn.
+        self.store.commit_with(&writes, durability)?;
         for transition in self.engine.take_transitions() {
             log::transition(&transition);
             let _ = self.transitions.send(transition);

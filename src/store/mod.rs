@@ -1,213 +1,139 @@
-//! Durable state in sled (0.34) behind a typed API: pipeline runs (in memory and archived),
-//! their definitions, schedule cursors and backfills, with a schema version. A write is durable
-//! only once `flush` returns, so `commit` flushes before it reports success.
+//! Durable state behind one boundary: pipeline runs (in memory and archived), their definitions,
+//! schedule cursors, backfills and resolved job references. `Store` encodes records once for every
+//! backend (`records.rs`); a backend (`backend.rs`: SQLite today in `sqlite.rs`) moves rows in one
+//! transaction per commit. A commit is durable when it returns.
 
 #[cfg(test)]
-mod archive_tests;
+mod sqlite_tests;
+pub mod backend;
 mod history;
+pub mod migrations;
 mod records;
+pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod suite;
 
+pub use backend::Durability;
 pub use history::HistoryReader;
 
-use crate::engine::backfill::Backfill;
-use crate::engine::state::{ArchivedRun, PipelineRunId, ScheduleCursor, State, Write};
+use crate::engine::state::{ArchivedRun, PipelineRun, PipelineRunId, PipelineRunState, State, Write};
 use crate::model::pipeline::{Pipeline, PipelineName};
-use records::{Definitions, IndexEntry};
-use std::path::{Path, PathBuf};
+use backend::{Backend, Batch, DefinitionRow, RunRow};
+use chrono::{DateTime, SecondsFormat, Utc};
+use records::Definitions;
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-
-/// The layout version this build writes. Schema 1 (definitions inline in each run record, no
-/// archive) is read and upgraded in place.
-pub const SCHEMA_VERSION: u32 = 2;
-const OLDEST_READABLE_SCHEMA: u32 = 1;
-
-const META_TREE: &str = "meta";
-/// Pipeline runs the engine holds in memory: unfinished and recently finished.
-const RUNS_TREE: &str = "pipeline_runs";
-/// Archived runs' records, keyed by run id (`pipeline@date`), so a pipeline's runs are adjacent.
-const HISTORY_TREE: &str = "run_history";
-/// One small entry per archived run, read at start-up instead of the records.
-const INDEX_TREE: &str = "run_index";
-/// Pipeline definitions by digest, shared by the run records that name them.
-const DEFINITIONS_TREE: &str = "definitions";
-const CURSORS_TREE: &str = "schedule_cursors";
-const BACKFILLS_TREE: &str = "backfills";
-const SCHEMA_KEY: &str = "schema_version";
-/// sled's page cache: the engine keeps what it needs in memory, so a small cache is enough.
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "state directory {dir} is in use by another baton process (sled holds a lock on it); \
+        "the state directory {location} is in use by another baton process (it holds baton.lock); \
          stop the other daemon or point --config at another state_dir"
     )]
-    Locked { dir: PathBuf },
+    Locked { location: String },
     #[error(
-        "cannot open the state directory {dir}: {message}; check that it exists, is writable by \
-         this user and is not corrupted (restore it from a backup, or move it aside to start empty)"
+        "cannot open the state in {location}: {message}; check that it exists, is writable by \
+         this user and is not corrupted (`baton store check`; restore it from a backup, or move it \
+         aside to start empty)"
     )]
-    Open { dir: PathBuf, message: String },
+    Open { location: String, message: String },
     #[error(
-        "the state directory {dir} holds an unreadable record {key}: {message}; restore the \
-         directory from a backup, or move it aside to start empty"
+        "the state in {location} holds an unreadable record ({key}): {message}; run `baton store \
+         check`, restore the database from a backup, or move it aside to start empty"
     )]
     Corrupt {
-        dir: PathBuf,
+        location: String,
         key: String,
         message: String,
     },
     #[error(
-        "the state directory {dir} was written by schema version {found}, this baton reads {expected}; \
-         use a matching baton release"
+        "the state in {location} was written by a newer baton (schema version {found}; this baton \
+         knows up to {known}); run that release or a newer one, or restore a backup taken by this one"
     )]
-    SchemaVersion {
-        dir: PathBuf,
+    NewerSchema {
+        location: String,
         found: u32,
-        expected: u32,
+        known: u32,
     },
-    #[error("writing the state directory {dir} failed: {message}")]
-    Write { dir: PathBuf, message: String },
+    #[error("writing the state in {location} failed: {message}")]
+    Write { location: String, message: String },
     #[error(
-        "the state directory {dir} lost its database: {marker} says it holds baton's state, but \
-         sled found none (its db file is corrupted, truncated or gone, and sled recovered to an \
-         empty database); restore the directory from a backup, or, to start empty on purpose, \
-         delete {marker}"
+        "the state in {location} lost its database: {marker} says it held baton's state, but the \
+         database has none (deleted or replaced); restore it from a backup, or, to start empty on \
+         purpose, delete {marker}"
     )]
-    Lost { dir: PathBuf, marker: PathBuf },
+    Lost { location: String, marker: String },
 }
 
-/// Written beside sled's files once the schema version is durable in sled. sled recovers a
-/// corrupted or truncated `db` file to an empty database without an error; this file is the
-/// witness that the directory held state, so that such a loss stops the daemon instead of letting
-/// it start over (forgetting the runs it was watching).
-const MARKER_FILE: &str = "baton-store";
-
-/// The daemon's state directory.
+/// The daemon's durable state.
 #[derive(Debug)]
 pub struct Store {
-    dir: PathBuf,
-    db: sled::Db,
-    runs: sled::Tree,
-    history: sled::Tree,
-    index: sled::Tree,
-    definitions: sled::Tree,
-    cursors: sled::Tree,
-    backfills: sled::Tree,
+    backend: Box<dyn Backend>,
     /// Shared with the history readers, so a definition is decoded once per process.
     defs: Arc<Mutex<Definitions>>,
     reader: HistoryReader,
-    /// Written since the last flush.
-    dirty: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `dir`. A second process gets `StoreError::Locked`.
+    /// Opens (creating if needed) the SQLite store in `dir`. A second process gets
+    /// `StoreError::Locked`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-            dir: dir.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        let db = open_db(dir)?;
-        let open_tree = |name: &str| {
-            db.open_tree(name).map_err(|e| StoreError::Open {
-                dir: dir.to_path_buf(),
-                message: e.to_string(),
-            })
-        };
-        let meta = open_tree(META_TREE)?;
-        let runs = open_tree(RUNS_TREE)?;
-        let cursors = open_tree(CURSORS_TREE)?;
-        let backfills = open_tree(BACKFILLS_TREE)?;
-        let history = open_tree(HISTORY_TREE)?;
-        let definitions = open_tree(DEFINITIONS_TREE)?;
+        Ok(Self::with_backend(Box::new(sqlite::SqliteBackend::open(
+            dir,
+        )?)))
+    }
+
+    /// A store over any backend.
+    pub fn with_backend(backend: Box<dyn Backend>) -> Self {
         let defs: Arc<Mutex<Definitions>> = Arc::default();
-        let store = Self {
-            dir: dir.to_path_buf(),
-            runs,
-            reader: HistoryReader::new(history.clone(), definitions.clone(), defs.clone()),
-            history,
-            index: open_tree(INDEX_TREE)?,
-            definitions,
-            db,
-            cursors,
-            backfills,
+        let reader = HistoryReader::new(backend.history(), defs.clone());
+        Self {
+            backend,
             defs,
-            dirty: std::sync::atomic::AtomicBool::new(false),
-        };
-        let marker = dir.join(MARKER_FILE);
-        let had_marker = marker.exists();
-        match meta.get(SCHEMA_KEY).map_err(|e| store.write_error(e))? {
-            Some(raw) => {
-                let found = std::str::from_utf8(&raw)
-                    .ok()
-                    .and_then(|s| s.parse::<u32>().ok())
-                    .unwrap_or(0);
-                if !(OLDEST_READABLE_SCHEMA..=SCHEMA_VERSION).contains(&found) {
-                    return Err(StoreError::SchemaVersion {
-                        dir: dir.to_path_buf(),
-                        found,
-                        expected: SCHEMA_VERSION,
-                    });
-                }
-                if found < SCHEMA_VERSION {
-                    // Records of the older schema are read as they are and rewritten when they
-                    // change; the version says this build has written here.
-                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
-                        .map_err(|e| store.write_error(e))?;
-                    store.db.flush().map_err(|e| store.write_error(e))?;
-                }
-            }
-            None if had_marker => {
-                return Err(StoreError::Lost {
-                    dir: dir.to_path_buf(),
-                    marker,
-                })
-            }
-            None => {
-                meta.insert(SCHEMA_KEY, SCHEMA_VERSION.to_string().as_bytes())
-                    .map_err(|e| store.write_error(e))?;
-                store.db.flush().map_err(|e| store.write_error(e))?;
-            }
+            reader,
         }
-        if !had_marker {
-            store.write_marker(&marker)?;
-        }
-        Ok(store)
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Where the state lives (a path, never a secret), for messages.
+    pub fn location(&self) -> &str {
+        self.backend.location()
     }
 
-    /// Reads what the daemon keeps in memory: the runs not archived in full, one small entry per
-    /// archived run, cursors and backfills. Archived records stay on disk.
+    /// Reads what the daemon keeps in memory: the runs not archived, one small entry per archived
+    /// run, cursors and backfills. Archived records stay on disk.
     pub fn load(&self) -> Result<State, StoreError> {
+        let loaded = self.backend.load()?;
         let mut state = State::default();
-        self.load_definitions()?;
-        for entry in self.runs.iter() {
-            let (key, value) = entry.map_err(|e| self.write_error(e))?;
-            let run = self.decode_run(RUNS_TREE, &key, &value)?;
+        let mut defs = self.defs.lock().unwrap_or_else(|e| e.into_inner());
+        for row in loaded.definitions {
+            let definition: Pipeline = serde_json::from_slice(&row.definition)
+                .map_err(|e| self.corrupt("definitions", &row.digest, e.to_string()))?;
+            defs.insert_stored(row.digest, definition);
+        }
+        for (id, record) in loaded.runs {
+            let run = defs
+                .decode(&record, &|_| None)
+                .map_err(|message| self.corrupt("pipeline_runs", &id, message))?;
             state.runs.insert(run.id.clone(), run);
         }
-        let mut last_success: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> =
-            std::collections::HashMap::new();
-        for entry in self.index.iter() {
-            let (key, value) = entry.map_err(|e| self.write_error(e))?;
-            let (run_state, finished_at, pipeline) = IndexEntry::peek(&value)
-                .map_err(|message| self.corrupt(INDEX_TREE, &key, message))?;
-            let id = PipelineRunId(String::from_utf8_lossy(&key).into_owned());
+        drop(defs);
+        let mut last_success: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+        state.archived.reserve(loaded.archived.len());
+        for row in loaded.archived {
+            let id = PipelineRunId(row.id);
             if state.runs.contains_key(&id) {
                 // Retried after it was archived: the record in memory is the current one.
                 continue;
             }
-            if run_state == crate::engine::state::PipelineRunState::Succeeded {
-                match last_success.get_mut(pipeline) {
-                    Some(last) => *last = (*last).max(finished_at),
-                    None => {
-                        last_success.insert(pipeline.to_string(), finished_at);
-                    }
-                }
+            let run_state = parse_state(&row.state)
+                .ok_or_else(|| self.corrupt("run_history", &id.0, format!("state {}", row.state)))?;
+            let finished_at = DateTime::parse_from_rfc3339(&row.finished_at)
+                .map_err(|e| self.corrupt("run_history", &id.0, e.to_string()))?
+                .with_timezone(&Utc);
+            if run_state == PipelineRunState::Succeeded {
+                let last = last_success.entry(row.pipeline).or_insert(finished_at);
+                *last = (*last).max(finished_at);
             }
             state.archived.insert(
                 id,
@@ -221,17 +147,14 @@ impl Store {
             .into_iter()
             .map(|(name, at)| (PipelineName(name), at))
             .collect();
-        for entry in self.cursors.iter() {
-            let (key, value) = entry.map_err(|e| self.write_error(e))?;
-            let cursor: ScheduleCursor = serde_json::from_slice(&value)
-                .map_err(|e| self.corrupt(CURSORS_TREE, &key, e.to_string()))?;
-            let name = String::from_utf8_lossy(&key).into_owned();
+        for (name, cursor) in loaded.cursors {
+            let cursor = serde_json::from_slice(&cursor)
+                .map_err(|e| self.corrupt("schedule_cursors", &name, e.to_string()))?;
             state.cursors.insert(PipelineName(name), cursor);
         }
-        for entry in self.backfills.iter() {
-            let (key, value) = entry.map_err(|e| self.write_error(e))?;
-            let backfill: Backfill = serde_json::from_slice(&value)
-                .map_err(|e| self.corrupt(BACKFILLS_TREE, &key, e.to_string()))?;
+        for (id, backfill) in loaded.backfills {
+            let backfill: crate::engine::backfill::Backfill = serde_json::from_slice(&backfill)
+                .map_err(|e| self.corrupt("backfills", &id, e.to_string()))?;
             state.backfills.insert(backfill.id.clone(), backfill);
         }
         Ok(state)
@@ -241,9 +164,7 @@ impl Store {
     /// slow with a long history).
     pub fn load_everything(&self) -> Result<State, StoreError> {
         let mut state = self.load()?;
-        for entry in self.history.iter() {
-            let (key, value) = entry.map_err(|e| self.write_error(e))?;
-            let run = self.decode_run(HISTORY_TREE, &key, &value)?;
+        for run in self.reader.all() {
             state.archived.remove(&run.id);
             state.runs.entry(run.id.clone()).or_insert(run);
         }
@@ -257,140 +178,104 @@ impl Store {
         self.reader.clone()
     }
 
-    fn load_definitions(&self) -> Result<(), StoreError> {
-        let mut defs = self.defs.lock().unwrap_or_else(|e| e.into_inner());
-        for entry in self.definitions.iter() {
-            let (key, value) = entry.map_err(|e| self.write_error(e))?;
-            let definition: Pipeline = serde_json::from_slice(&value)
-                .map_err(|e| self.corrupt(DEFINITIONS_TREE, &key, e.to_string()))?;
-            defs.insert_stored(String::from_utf8_lossy(&key).into_owned(), definition);
-        }
-        Ok(())
-    }
-
-    fn decode_run(
-        &self,
-        tree: &str,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<crate::engine::state::PipelineRun, StoreError> {
-        let mut defs = self.defs.lock().unwrap_or_else(|e| e.into_inner());
-        defs.decode(value, &|_| None)
-            .map_err(|message| self.corrupt(tree, key, message))
-    }
-
-    /// Applies the writes and flushes: when this returns Ok, they survive a power cut.
+    /// Applies the writes in one transaction, durable (they survive a power cut) when this
+    /// returns Ok.
     pub fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
-        self.write(writes)?;
-        self.flush()
+        self.commit_with(writes, Durability::Full)
     }
 
-    /// Applies the writes without waiting for the disk: for changes no side effect depends on yet
-    /// (the next `flush` makes them durable with everything else).
-    pub fn write(&self, writes: &[Write]) -> Result<(), StoreError> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let mut runs = sled::Batch::default();
-        let mut history = sled::Batch::default();
-        let mut index = sled::Batch::default();
-        let mut definitions = sled::Batch::default();
-        let mut cursors = sled::Batch::default();
-        let mut backfills = sled::Batch::default();
+    /// Applies the writes in one transaction. `Durability::Deferred` is for changes no side effect
+    /// depends on yet: they survive a crash of the process, and a power cut once a later full
+    /// commit (even an empty one) returns.
+    pub fn commit_with(&self, writes: &[Write], durability: Durability) -> Result<(), StoreError> {
+        let batch = self.encode(writes)?;
+        self.backend.apply(&batch, durability)
+    }
+
+    /// The resolved job references (reference → job id) kept for a dbt Cloud outage.
+    pub fn resolved_jobs(&self) -> Result<BTreeMap<String, crate::ids::JobId>, StoreError> {
+        Ok(self
+            .backend
+            .load()?
+            .resolved_jobs
+            .into_iter()
+            .map(|(reference, id)| (reference, crate::ids::JobId(id)))
+            .collect())
+    }
+
+    /// Replaces the resolved job references, durably.
+    pub fn save_resolved_jobs(
+        &self,
+        jobs: &BTreeMap<String, crate::ids::JobId>,
+    ) -> Result<(), StoreError> {
+        let batch = Batch {
+            resolved_jobs: Some(jobs.iter().map(|(r, id)| (r.clone(), id.0)).collect()),
+            ..Batch::default()
+        };
+        self.backend.apply(&batch, Durability::Full)
+    }
+
+    /// The backend's integrity check: empty when healthy.
+    pub fn check(&self) -> Result<Vec<String>, StoreError> {
+        self.backend.check()
+    }
+
+    /// Bytes the state takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.backend.size_on_disk()
+    }
+
+    fn encode(&self, writes: &[Write]) -> Result<Batch, StoreError> {
+        let mut batch = Batch::default();
         let mut defs = self.defs.lock().unwrap_or_else(|e| e.into_inner());
-        let mut encode_run = |run: &crate::engine::state::PipelineRun| {
+        let mut encode_run = |run: &PipelineRun, batch: &mut Batch| {
             let encoded = defs.encode(run).map_err(|e| self.encode_error(e))?;
-            if let Some((digest, bytes)) = encoded.new_definition {
-                definitions.insert(digest.as_bytes(), bytes);
+            if let Some((digest, definition)) = encoded.new_definition {
+                batch.definitions.push(DefinitionRow {
+                    digest,
+                    pipeline: run.pipeline().0.clone(),
+                    definition,
+                });
             }
-            Ok::<_, StoreError>(encoded.record)
+            Ok::<_, StoreError>(run_row(run, encoded.digest, encoded.record))
         };
         for write in writes {
             match write {
-                Write::Run(run) => runs.insert(run.id.0.as_bytes(), encode_run(run)?),
+                Write::Run(run) => {
+                    let row = encode_run(run, &mut batch)?;
+                    batch.runs.push(row);
+                }
                 Write::Archive(run) => {
-                    let key = run.id.0.as_bytes();
-                    history.insert(key, encode_run(run)?);
-                    index.insert(key, IndexEntry::of(run).encode());
-                    runs.remove(key);
+                    let row = encode_run(run, &mut batch)?;
+                    batch.archive.push(row);
                 }
-                Write::DeleteRun(PipelineRunId(id)) => {
-                    runs.remove(id.as_bytes());
-                    history.remove(id.as_bytes());
-                    index.remove(id.as_bytes());
-                }
-                Write::Cursor(name, cursor) => {
-                    cursors.insert(name.0.as_bytes(), self.encode(cursor)?)
-                }
-                Write::Backfill(backfill) => {
-                    backfills.insert(backfill.id.0.as_bytes(), self.encode(backfill.as_ref())?)
-                }
+                Write::DeleteRun(id) => batch.deletes.push(id.0.clone()),
+                Write::Cursor(name, cursor) => batch
+                    .cursors
+                    .push((name.0.clone(), self.encode_json(cursor)?)),
+                Write::Backfill(backfill) => batch
+                    .backfills
+                    .push((backfill.id.0.clone(), self.encode_json(backfill.as_ref())?)),
             }
         }
-        drop(defs);
-        // Definitions before the runs naming them, and an archived record before its removal
-        // from the runs tree: a crash in between leaves a run in both places, never in neither.
-        for (tree, batch) in [
-            (&self.definitions, definitions),
-            (&self.history, history),
-            (&self.index, index),
-            (&self.runs, runs),
-            (&self.cursors, cursors),
-            (&self.backfills, backfills),
-        ] {
-            tree.apply_batch(batch).map_err(|e| self.write_error(e))?;
-        }
-        self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        Ok(batch)
     }
 
-    /// Makes every write so far durable (a no-op when nothing was written since the last flush).
-    pub fn flush(&self) -> Result<(), StoreError> {
-        if self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            self.db.flush().map_err(|e| self.write_error(e))?;
-        }
-        Ok(())
-    }
-
-    /// Writes the marker durably (temporary file, fsync, rename, fsync of the directory).
-    fn write_marker(&self, marker: &Path) -> Result<(), StoreError> {
-        use std::io::Write as _;
-        let io = |e: std::io::Error| StoreError::Write {
-            dir: self.dir.clone(),
-            message: e.to_string(),
-        };
-        let temporary = self.dir.join(format!("{MARKER_FILE}.tmp"));
-        let mut file = std::fs::File::create(&temporary).map_err(io)?;
-        writeln!(file, "baton state, schema version {SCHEMA_VERSION}").map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&temporary, marker).map_err(io)?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)
-    }
-
-    fn encode<T: serde::Serialize>(&self, value: &T) -> Result<Vec<u8>, StoreError> {
+    fn encode_json<T: serde::Serialize>(&self, value: &T) -> Result<Vec<u8>, StoreError> {
         serde_json::to_vec(value).map_err(|e| self.encode_error(e))
     }
 
     fn encode_error(&self, e: serde_json::Error) -> StoreError {
         StoreError::Write {
-            dir: self.dir.clone(),
+            location: self.location().to_string(),
             message: e.to_string(),
         }
     }
 
-    fn write_error(&self, e: sled::Error) -> StoreError {
-        StoreError::Write {
-            dir: self.dir.clone(),
-            message: e.to_string(),
-        }
-    }
-
-    fn corrupt(&self, tree: &str, key: &[u8], message: String) -> StoreError {
+    fn corrupt(&self, table: &str, key: &str, message: String) -> StoreError {
         StoreError::Corrupt {
-            dir: self.dir.clone(),
-            key: format!("{tree}/{}", String::from_utf8_lossy(key)),
+            location: self.location().to_string(),
+            key: format!("{table} {key}"),
             message,
         }
     }
@@ -402,123 +287,47 @@ impl Drop for Store {
     }
 }
 
-/// How long `open` waits for a store dropped in this process to let go of its lock: sled releases
-/// it from its own threads, a little after the drop.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
-    let config = sled::Config::new()
-        .path(dir)
-        .mode(sled::Mode::HighThroughput)
-        .cache_capacity(CACHE_BYTES)
-        // No background flusher: baton flushes when it must.
-        .flush_every_ms(None);
-    let started = std::time::Instant::now();
-    loop {
-        match config.open().map_err(|e| open_error(dir, e)) {
-            Err(StoreError::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other,
-        }
+fn run_row(run: &PipelineRun, definition: String, record: Vec<u8>) -> RunRow {
+    RunRow {
+        id: run.id.0.clone(),
+        pipeline: run.pipeline().0.clone(),
+        logical_date: timestamp(run.logical_date),
+        state: state_name(run.state),
+        started_at: run.started_at.map(timestamp),
+        finished_at: run.finished_at.map(timestamp),
+        attempts: run
+            .steps
+            .values()
+            .map(|s| i64::try_from(s.attempts.len()).unwrap_or(i64::MAX))
+            .sum(),
+        definition,
+        record,
     }
 }
 
-fn open_error(dir: &Path, e: sled::Error) -> StoreError {
-    let message = e.to_string();
-    let locked = match &e {
-        sled::Error::Io(io) => {
-            io.kind() == std::io::ErrorKind::WouldBlock || message.contains("lock")
-        }
-        _ => false,
-    };
-    if locked {
-        StoreError::Locked {
-            dir: dir.to_path_buf(),
-        }
-    } else {
-        StoreError::Open {
-            dir: dir.to_path_buf(),
-            message,
-        }
-    }
+/// Times as the columns hold them: RFC 3339 in UTC to the millisecond, so they sort as text.
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::state::ScheduleCursor;
+const STATE_NAMES: [(PipelineRunState, &str); 5] = [
+    (PipelineRunState::Queued, "queued"),
+    (PipelineRunState::Running, "running"),
+    (PipelineRunState::Succeeded, "succeeded"),
+    (PipelineRunState::Failed, "failed"),
+    (PipelineRunState::Cancelled, "cancelled"),
+];
 
-    #[test]
-    fn cursors_survive_reopen_and_a_second_opener_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            store
-                .commit(&[Write::Cursor(
-                    PipelineName("nightly".into()),
-                    ScheduleCursor {
-                        last_tick: None,
-                        paused: true,
-                    },
-                )])
-                .unwrap();
-            let second = Store::open(dir.path());
-            assert!(
-                matches!(second, Err(StoreError::Locked { .. })),
-                "{second:?}"
-            );
-        }
-        let store = Store::open(dir.path()).unwrap();
-        let state = store.load().unwrap();
-        assert!(state.cursors[&PipelineName("nightly".into())].paused);
-    }
+fn state_name(state: PipelineRunState) -> &'static str {
+    STATE_NAMES
+        .iter()
+        .find(|(s, _)| *s == state)
+        .map_or("unknown", |(_, name)| name)
+}
 
-    #[test]
-    fn a_database_sled_recovered_to_empty_is_refused_not_started_over() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            store
-                .commit(&[Write::Cursor(
-                    PipelineName("nightly".into()),
-                    ScheduleCursor::default(),
-                )])
-                .unwrap();
-        }
-        let db = dir.path().join("db");
-        let len = std::fs::metadata(&db).unwrap().len();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&db)
-            .unwrap()
-            .set_len(len / 2)
-            .unwrap();
-        let err = Store::open(dir.path()).unwrap_err();
-        assert!(matches!(err, StoreError::Lost { .. }), "{err:?}");
-        let message = err.to_string();
-        assert!(
-            message.contains(&dir.path().display().to_string()),
-            "{message}"
-        );
-        assert!(message.contains("backup"), "{message}");
-        // A directory opened once and never written to again opens again.
-        let fresh = tempfile::tempdir().unwrap();
-        drop(Store::open(fresh.path()).unwrap());
-        drop(Store::open(fresh.path()).unwrap());
-    }
-
-    #[test]
-    fn a_garbled_record_names_the_directory_and_what_to_do() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path()).unwrap();
-            store.runs.insert("x@y", &b"not json"[..]).unwrap();
-            store.db.flush().unwrap();
-        }
-        let store = Store::open(dir.path()).unwrap();
-        let err = store.load().unwrap_err().to_string();
-        assert!(err.contains(&dir.path().display().to_string()), "{err}");
-        assert!(err.contains("backup"), "{err}");
-    }
+fn parse_state(name: &str) -> Option<PipelineRunState> {
+    STATE_NAMES
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(s, _)| *s)
 }

@@ -1,4 +1,4 @@
-//! Test harness: the real daemon loop, the real client and a temporary sled directory, against the
+//! Test harness: the real daemon loop, the real client and a temporary SQLite state directory, against the
 //! in-process emulator over loopback HTTP, all on one manual clock.
 
 #![allow(dead_code, clippy::unwrap_used)]

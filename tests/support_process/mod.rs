@@ -1,5 +1,5 @@
 //! Test harness that runs the real binaries as child processes: `baton emulator` on a port it picks,
-//! `baton run` on a temporary workspace (config, pipeline files, sled directory, log file), both on
+//! `baton run` on a temporary workspace (config, pipeline files, state directory, log file), both on
 //! one anchored fast time line so that a restarted daemon sees the emulator's time.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::print_stderr)]
@@ -396,7 +396,7 @@ impl Workspace {
             .unwrap();
     }
 
-    /// The daemon's state, read from its sled directory (only while no daemon runs).
+    /// The daemon's state, read from its state directory (only while no daemon runs).
     pub fn load_state(&self) -> baton::engine::state::State {
         let store = baton::store::Store::open(&self.state_dir).unwrap();
         store.load_everything().unwrap()

@@ -1,0 +1,549 @@
+//! The embedded backend: one SQLite file (`baton.db`) in the state directory, in WAL mode with
+//! `synchronous=FULL`, written by one connection (the runtime loop's) and read by another (the
+//! history reader) that never blocks it. A lock file keeps a second daemon out.
+
+use super::backend::{
+    ArchivedRow, Backend, Batch, DefinitionRow, Durability, HistorySource, Loaded,
+};
+use super::migrations::{self, Migration};
+use super::StoreError;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The database file inside the state directory.
+pub const DB_FILE: &str = "baton.db";
+/// Held (an exclusive `flock`) by the one daemon that writes the directory.
+const LOCK_FILE: &str = "baton.lock";
+/// Written once the schema is durable: a directory that has it but whose database holds no schema
+/// lost its database (deleted or replaced), and must not silently start over.
+const MARKER_FILE: &str = "baton-store";
+/// How long a connection waits for another's lock (a backup, the reader) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pages handed back to the file system after a commit that deleted runs (4 KiB each): small
+/// steps, so retention never holds the loop for long.
+const VACUUM_PAGES_PER_COMMIT: u32 = 256;
+
+/// The SQLite backend of a state directory.
+#[derive(Debug)]
+pub struct SqliteBackend {
+    location: String,
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    reader: Arc<SqliteHistory>,
+    /// Kept open for the store's life: the lock is the file's.
+    _lock: File,
+}
+
+#[derive(Debug)]
+struct Writer {
+    conn: Connection,
+    /// Commits made with `synchronous=NORMAL` since the last full one.
+    unsynced: bool,
+    synchronous_full: bool,
+}
+
+impl SqliteBackend {
+    /// Opens (creating if needed) the database in `dir`, applying pending migrations.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(DB_FILE);
+        let location = path.display().to_string();
+        let open_error = |message: String| StoreError::Open {
+            location: location.clone(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(|e| open_error(e.to_string()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    location: dir.display().to_string(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(open_error(e.to_string())),
+        }
+        let marker = dir.join(MARKER_FILE);
+        let mut conn = Connection::open(&path).map_err(|e| classify(&location, e))?;
+        configure(&conn, &location)?;
+        let version = migrate(&mut conn, &location, migrations::SQLITE, marker.exists())?;
+        if !marker.exists() {
+            write_marker(dir, &marker, version).map_err(|e| open_error(e.to_string()))?;
+        }
+        let reader = Arc::new(SqliteHistory::open(&path, &location)?);
+        Ok(Self {
+            location,
+            path,
+            writer: Mutex::new(Writer {
+                conn,
+                unsynced: false,
+                synchronous_full: true,
+            }),
+            reader,
+            _lock: lock,
+        })
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_error(&self, e: rusqlite::Error) -> StoreError {
+        classify(&self.location, e)
+    }
+}
+
+/// The connection settings every connection of the writer uses.
+fn configure(conn: &Connection, location: &str) -> Result<(), StoreError> {
+    let err = |e| classify(location, e);
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    // Only takes effect before the first table exists: a new database gives freed pages back.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
+        .map_err(err)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Open {
+            location: location.to_string(),
+            message: format!("SQLite refused WAL mode (journal mode is {mode})"),
+        });
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(err)
+}
+
+/// Applies the pending migrations in one transaction; returns the version now in force.
+fn migrate(
+    conn: &mut Connection,
+    location: &str,
+    all: &[Migration],
+    had_marker: bool,
+) -> Result<u32, StoreError> {
+    let err = |e| classify(location, e);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at TEXT NOT NULL
+         ) STRICT;",
+    )
+    .map_err(err)?;
+    let current: u32 = tx
+        .query_row(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(err)?;
+    if current == 0 && had_marker {
+        return Err(StoreError::Lost {
+            location: location.to_string(),
+            marker: Path::new(location)
+                .with_file_name(MARKER_FILE)
+                .display()
+                .to_string(),
+        });
+    }
+    let pending = migrations::pending(all, current).map_err(|found| StoreError::NewerSchema {
+        location: location.to_string(),
+        found,
+        known: migrations::latest(all),
+    })?;
+    for m in &pending {
+        tx.execute_batch(m.sql).map_err(err)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) \
+             VALUES (?1, ?2, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
+            params![m.version, m.name],
+        )
+        .map_err(err)?;
+    }
+    tx.commit().map_err(err)?;
+    Ok(migrations::latest(all))
+}
+
+/// Writes the marker durably (temporary file, fsync, rename, fsync of the directory).
+fn write_marker(dir: &Path, marker: &Path, version: u32) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let temporary = dir.join(format!("{MARKER_FILE}.tmp"));
+    let mut file = File::create(&temporary)?;
+    writeln!(
+        file,
+        "baton state: {DB_FILE} holds it (schema version {version}); \
+         if {DB_FILE} is gone, restore it from a backup"
+    )?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, marker)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Names what went wrong: a damaged file, a lock, or anything else.
+fn classify(location: &str, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    let code = e.sqlite_error_code();
+    let message = e.to_string();
+    match code {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
+            location: location.to_string(),
+            key: "the database file".into(),
+            message,
+        },
+        Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {
+            StoreError::Open {
+                location: location.to_string(),
+                message,
+            }
+        }
+        _ => StoreError::Write {
+            location: location.to_string(),
+            message,
+        },
+    }
+}
+
+impl Backend for SqliteBackend {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let writer = self.writer();
+        let conn = &writer.conn;
+        let err = |e| self.write_error(e);
+        let mut loaded = Loaded::default();
+        let mut definitions = conn
+            .prepare("SELECT digest, pipeline, definition FROM definitions")
+            .map_err(err)?;
+        loaded.definitions = definitions
+            .query_map([], |row| {
+                Ok(DefinitionRow {
+                    digest: row.get(0)?,
+                    pipeline: row.get(1)?,
+                    definition: row.get::<_, String>(2)?.into_bytes(),
+                })
+            })
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        loaded.runs = pairs(conn, "SELECT id, record FROM pipeline_runs").map_err(err)?;
+        let mut archived = conn
+            .prepare(
+                "SELECT id, pipeline, state, finished_at FROM run_history \
+                 INDEXED BY run_history_by_pipeline",
+            )
+            .map_err(err)?;
+        loaded.archived = archived
+            .query_map([], |row| {
+                Ok(ArchivedRow {
+                    id: row.get(0)?,
+                    pipeline: row.get(1)?,
+                    state: row.get(2)?,
+                    finished_at: row.get(3)?,
+                })
+            })
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        loaded.cursors =
+            pairs(conn, "SELECT pipeline, cursor FROM schedule_cursors").map_err(err)?;
+        loaded.backfills = pairs(conn, "SELECT id, backfill FROM backfills").map_err(err)?;
+        let mut jobs = conn
+            .prepare("SELECT reference, job_id FROM resolved_jobs")
+            .map_err(err)?;
+        loaded.resolved_jobs = jobs
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        Ok(loaded)
+    }
+
+    fn apply(&self, batch: &Batch, durability: Durability) -> Result<(), StoreError> {
+        let mut writer = self.writer();
+        let full = durability == Durability::Full;
+        if batch.is_empty() && (!full || !writer.unsynced) {
+            return Ok(());
+        }
+        let err = |e| classify(&self.location, e);
+        if writer.synchronous_full != full {
+            let pragma = if full {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            writer.conn.execute_batch(pragma).map_err(err)?;
+            writer.synchronous_full = full;
+        }
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        write_batch(&tx, batch).map_err(err)?;
+        if batch.is_empty() {
+            // Nothing to write, yet earlier deferred commits must become durable: a commit with
+            // synchronous=FULL syncs the whole write-ahead log, theirs included.
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('full_syncs', '1') \
+                 ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+                [],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        writer.unsynced = !full;
+        if !batch.deletes.is_empty() {
+            incremental_vacuum(&writer.conn).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn history(&self) -> Arc<dyn HistorySource> {
+        self.reader.clone()
+    }
+
+    fn check(&self) -> Result<Vec<String>, StoreError> {
+        integrity_check(&self.path)
+    }
+
+    fn size_on_disk(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for suffix in ["", "-wal"] {
+            let file = PathBuf::from(format!("{}{suffix}", self.path.display()));
+            total += std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(total)
+    }
+}
+
+/// Gives freed pages back to the file system. The pragma frees one page per step, so it is stepped
+/// to the end.
+fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
+    let mut statement =
+        conn.prepare_cached(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES_PER_COMMIT})"))?;
+    let mut rows = statement.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
+fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &Batch) -> rusqlite::Result<()> {
+    let mut definitions = tx.prepare_cached(
+        "INSERT INTO definitions (digest, pipeline, definition) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (digest) DO NOTHING",
+    )?;
+    for d in &batch.definitions {
+        definitions.execute(params![d.digest, d.pipeline, utf8(&d.definition)?])?;
+    }
+    let mut history = tx.prepare_cached(
+        "INSERT INTO run_history \
+         (id, pipeline, logical_date, state, started_at, finished_at, attempts, definition, record) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+         ON CONFLICT (id) DO UPDATE SET pipeline = excluded.pipeline, \
+         logical_date = excluded.logical_date, state = excluded.state, \
+         started_at = excluded.started_at, finished_at = excluded.finished_at, \
+         attempts = excluded.attempts, definition = excluded.definition, record = excluded.record",
+    )?;
+    let mut forget = tx.prepare_cached("DELETE FROM pipeline_runs WHERE id = ?1")?;
+    for r in &batch.archive {
+        let finished = r.finished_at.as_deref().unwrap_or(r.logical_date.as_str());
+        history.execute(params![
+            r.id,
+            r.pipeline,
+            r.logical_date,
+            r.state,
+            r.started_at,
+            finished,
+            r.attempts,
+            r.definition,
+            super::records::deflate(&r.record),
+        ])?;
+        forget.execute([&r.id])?;
+    }
+    let mut runs = tx.prepare_cached(
+        "INSERT INTO pipeline_runs \
+         (id, pipeline, logical_date, state, started_at, finished_at, definition, record) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
+         started_at = excluded.started_at, finished_at = excluded.finished_at, \
+         definition = excluded.definition, record = excluded.record",
+    )?;
+    for r in &batch.runs {
+        runs.execute(params![
+            r.id,
+            r.pipeline,
+            r.logical_date,
+            r.state,
+            r.started_at,
+            r.finished_at,
+            r.definition,
+            utf8(&r.record)?,
+        ])?;
+    }
+    let mut forget_history = tx.prepare_cached("DELETE FROM run_history WHERE id = ?1")?;
+    for id in &batch.deletes {
+        forget.execute([id])?;
+        forget_history.execute([id])?;
+    }
+    let mut cursors = tx.prepare_cached(
+        "INSERT INTO schedule_cursors (pipeline, cursor) VALUES (?1, ?2) \
+         ON CONFLICT (pipeline) DO UPDATE SET cursor = excluded.cursor",
+    )?;
+    for (pipeline, cursor) in &batch.cursors {
+        cursors.execute(params![pipeline, utf8(cursor)?])?;
+    }
+    let mut backfills = tx.prepare_cached(
+        "INSERT INTO backfills (id, backfill) VALUES (?1, ?2) \
+         ON CONFLICT (id) DO UPDATE SET backfill = excluded.backfill",
+    )?;
+    for (id, backfill) in &batch.backfills {
+        backfills.execute(params![id, utf8(backfill)?])?;
+    }
+    if let Some(jobs) = &batch.resolved_jobs {
+        tx.execute("DELETE FROM resolved_jobs", [])?;
+        let mut insert =
+            tx.prepare_cached("INSERT INTO resolved_jobs (reference, job_id) VALUES (?1, ?2)")?;
+        for (reference, job_id) in jobs {
+            insert.execute(params![reference, job_id])?;
+        }
+    }
+    Ok(())
+}
+
+/// JSON is stored as TEXT so the sqlite3 shell (and its json functions) read it.
+fn utf8(bytes: &[u8]) -> rusqlite::Result<&str> {
+    std::str::from_utf8(bytes).map_err(|e| rusqlite::Error::Utf8Error(e))
+}
+
+fn pairs(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+    let mut statement = conn.prepare(sql)?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?.into_bytes()))
+    })?;
+    rows.collect()
+}
+
+/// `PRAGMA integrity_check` on its own read-only connection: empty when the database is sound.
+pub fn integrity_check(path: &Path) -> Result<Vec<String>, StoreError> {
+    let location = path.display().to_string();
+    let conn = open_read_only(path, &location)?;
+    let mut statement = conn
+        .prepare("PRAGMA integrity_check")
+        .map_err(|e| classify(&location, e))?;
+    let lines: Vec<String> = statement
+        .query_map([], |row| row.get(0))
+        .map_err(|e| classify(&location, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| classify(&location, e))?;
+    Ok(lines.into_iter().filter(|line| line != "ok").collect())
+}
+
+/// A consistent copy of the database at `target`, taken while a daemon may be writing
+/// (`VACUUM INTO` reads one snapshot; the copy is compact and needs no journal).
+pub fn backup(path: &Path, target: &Path) -> Result<(), StoreError> {
+    let location = path.display().to_string();
+    if target.exists() {
+        return Err(StoreError::Open {
+            location: target.display().to_string(),
+            message: "the backup file exists already; name a new file".into(),
+        });
+    }
+    let conn = open_read_only(path, &location)?;
+    let target = target.to_str().ok_or_else(|| StoreError::Open {
+        location: target.display().to_string(),
+        message: "the backup path is not UTF-8".into(),
+    })?;
+    conn.execute("VACUUM INTO ?1", [target])
+        .map_err(|e| classify(&location, e))?;
+    Ok(())
+}
+
+fn open_read_only(path: &Path, location: &str) -> Result<Connection, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Open {
+            location: location.to_string(),
+            message: "no such database (is state_dir right?)".into(),
+        });
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| classify(location, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| classify(location, e))?;
+    Ok(conn)
+}
+
+/// The history reader's own read-only connection: in WAL mode it reads a snapshot and never
+/// blocks the writer.
+#[derive(Debug)]
+pub struct SqliteHistory {
+    location: String,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteHistory {
+    fn open(path: &Path, location: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            location: location.to_string(),
+            conn: Mutex::new(open_read_only(path, location)?),
+        })
+    }
+
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        read(&conn).map_err(|e| classify(&self.location, e))
+    }
+}
+
+impl HistorySource for SqliteHistory {
+    fn get(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT record FROM run_history WHERE id = ?1")?
+                .query_row([id], |row| row.get(0))
+                .optional()
+        })
+    }
+
+    fn newest(&self, pipeline: &str, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT record FROM run_history WHERE pipeline = ?1 \
+                 ORDER BY logical_date DESC, id DESC LIMIT ?2",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = statement.query_map(params![pipeline, limit], |row| row.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn all(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read(|conn| {
+            let mut statement = conn.prepare("SELECT record FROM run_history")?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn definition(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT definition FROM definitions WHERE digest = ?1")?
+                .query_row([digest], |row| row.get::<_, String>(0))
+                .optional()
+                .map(|d| d.map(String::into_bytes))
+        })
+    }
+}

@@ -43,13 +43,18 @@ pub struct LeaderInfo {
     pub live: bool,
 }
 
+/// The transaction-level advisory lock that serializes schema changes (the lease table, the
+/// store's migrations) between nodes starting together.
+pub const SCHEMA_LOCK: i64 = 7306960830716657669;
+
 /// Creates the lease table when missing. Concurrent callers are serialized by a transaction-level
 /// advisory lock, so that two nodes starting together do not race on `CREATE TABLE`.
 pub async fn ensure_table(client: &mut tokio_postgres::Client) -> Result<(), LeaseError> {
     let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await?;
     tx.batch_execute(
-        "SELECT pg_advisory_xact_lock(7306960830716657669);
-         CREATE TABLE IF NOT EXISTS baton_leadership (
+        "CREATE TABLE IF NOT EXISTS baton_leadership (
              id smallint PRIMARY KEY CHECK (id = 1),
              holder text NOT NULL,
              epoch bigint NOT NULL,

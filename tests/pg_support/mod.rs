@@ -256,6 +256,15 @@ impl TestPostgres {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// A new empty database in the cluster; its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        self.psql(&format!("CREATE DATABASE {name}"));
+        format!(
+            "postgres://{ROLE}:{PASSWORD}@127.0.0.1:{}/{name}",
+            self.port
+        )
+    }
+
     /// Terminates every backend whose `application_name` is `name`; returns how many.
     pub fn terminate_backends(&self, application_name: &str) -> usize {
         self.psql(&format!(

@@ -9,6 +9,7 @@ pub(crate) mod common;
 pub mod demo;
 pub mod graph;
 pub mod run;
+mod run_ha;
 pub mod schedule;
 pub mod schema;
 pub mod status;

@@ -6,10 +6,12 @@
 use crate::clock::{ScaledClock, SharedClock, SystemClock};
 use crate::config::daemon::{DaemonConfig, ShutdownPolicy};
 use crate::config::load_pipelines;
+use crate::config::store::StoreConfig;
 use crate::dbt_cloud::client::{ClientConfig, DbtCloudClient};
 use crate::engine::EngineConfig;
-use crate::ops::{self, metrics::Metrics, notify, systemd::SdNotifier};
-use crate::runtime::{Daemon, DaemonHandle, OnShutdown, RuntimeSettings};
+use crate::ops::metrics::{ExtraFamilies, Metrics};
+use crate::ops::{self, notify, systemd::SdNotifier};
+use crate::runtime::{ActingGate, Daemon, DaemonHandle, OnShutdown, RuntimeSettings};
 use crate::store::Store;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -148,10 +150,41 @@ pub fn client(config: &DaemonConfig, clock: SharedClock) -> anyhow::Result<DbtCl
 }
 
 async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow::Result<()> {
-    let clock = args.clock.clock()?;
     let pipelines = load_pipelines(std::slice::from_ref(&config.pipelines_dir))
         .map_err(|d| anyhow::anyhow!("the pipeline files have problems:\n{d}"))?;
-    let store = Store::open(&config.state_dir)?;
+    match config.store.clone() {
+        StoreConfig::Local => {
+            let store = Store::open(&config.state_dir)?;
+            serve_with(config, args, signals, pipelines, store, None).await
+        }
+        StoreConfig::Postgres(postgres) => {
+            super::run_ha::serve(config, args, signals, pipelines, &postgres).await
+        }
+    }
+}
+
+/// What the leader of an HA deployment adds to a single node's daemon.
+pub(super) struct Leadership {
+    /// Asked before every action: the leader's term is still running.
+    pub gate: ActingGate,
+    /// How long attempts the previous leader left triggering wait (clock time).
+    pub takeover_hold: std::time::Duration,
+    /// This node's role; the loop stops as soon as it may no longer act.
+    pub role: tokio::sync::watch::Receiver<crate::ha::Role>,
+    /// `/leader` and the leadership metrics.
+    pub extra: super::run_ha::RoleView,
+}
+
+/// The daemon over an opened store: a single node, or the leader of an HA deployment.
+pub(super) async fn serve_with(
+    config: DaemonConfig,
+    args: &RunArgs,
+    signals: Signals,
+    pipelines: Vec<crate::model::pipeline::Pipeline>,
+    store: Store,
+    leadership: Option<Leadership>,
+) -> anyhow::Result<()> {
+    let clock = args.clock.clock()?;
     let client = client(&config, clock.clone())?;
     let mut settings = RuntimeSettings {
         shutdown_grace: args.shutdown_grace,
@@ -161,14 +194,25 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
         // Webhooks say when to look; polling stays as the slower fallback.
         settings.engine.poll_interval = poll;
     }
-    let daemon = Daemon::new(settings, pipelines, store, client.clone(), clock)
+    if let Some(l) = &leadership {
+        settings.engine.takeover_hold = l.takeover_hold;
+    }
+    let mut daemon = Daemon::new(settings, pipelines, store, client.clone(), clock)
         .context("loading the state")?;
-    let handle = daemon.handle();
     let shutdown = CancellationToken::new();
+    if let Some(l) = &leadership {
+        daemon = daemon.with_gate(l.gate.clone());
+        tokio::spawn(super::run_ha::watch_term(l.role.clone(), shutdown.clone()));
+    }
+    let handle = daemon.handle();
 
     // Subscribed before the loop runs, so they see every transition.
     let metrics = Metrics::new();
     metrics.set_budget(client.budget().clone());
+    if let Some(l) = &leadership {
+        let view = l.extra.clone();
+        metrics.set_extra(ExtraFamilies(Arc::new(move || view.metrics())));
+    }
     {
         let metrics = metrics.clone();
         client.set_api_observer(Arc::new(move |endpoint, status| {
@@ -186,7 +230,8 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
         tokio::spawn(notifier.run(handle.clone(), shutdown.clone()));
     }
 
-    let api = start_http(&config, &handle, client, metrics, &shutdown).await?;
+    let extra_routes = leadership.as_ref().map(|l| l.extra.router());
+    let api = start_http(&config, &handle, client, metrics, extra_routes, &shutdown).await?;
     let systemd = SdNotifier::from_env();
     tokio::spawn(watch_signals(
         signals,
@@ -203,6 +248,9 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
     );
     if let Err(e) = systemd.ready_listening(api) {
         tracing::warn!(error = %e, "cannot notify systemd");
+    }
+    if leadership.is_some() {
+        let _ = systemd.status(&format!("leader; scheduling; API on http://{api}"));
     }
     if let Some(interval) = ops::systemd::watchdog_interval() {
         tokio::spawn(ops::systemd::watchdog_for(
@@ -226,6 +274,7 @@ async fn start_http(
     handle: &DaemonHandle,
     client: DbtCloudClient,
     metrics: Arc<Metrics>,
+    extra_routes: Option<axum::Router>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let token = config.resolve_http_token()?;
@@ -238,6 +287,9 @@ async fn start_http(
     let mut app = crate::http::router(state)
         .merge(ops::status_page::router(handle.clone()))
         .merge(ops::metrics::router(metrics.clone()));
+    if let Some(extra) = extra_routes {
+        app = app.merge(extra);
+    }
     if let Some(secret) = config.resolve_webhook_secret()? {
         let (webhooks, stats) = ops::webhook::router_with_stats(secret, handle.clone());
         metrics.set_webhook_stats(stats);
@@ -291,9 +343,9 @@ async fn watch_signals(
 }
 
 /// The daemon's signal streams; a signal that arrives once they exist waits in them.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
+pub(super) struct Signals {
+    pub(super) term: tokio::signal::unix::Signal,
+    pub(super) int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
 }
 

@@ -12,6 +12,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::model::pipeline::Pipeline;
 use crate::store::{Durability, HistoryReader, Store};
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -70,6 +71,8 @@ enum Message {
     Inspect(Inspector),
     /// New pipeline definitions (reload).
     Reload(Vec<Pipeline>, oneshot::Sender<Result<(), String>>),
+    /// An action not carried out: this node stopped leading before it was sent.
+    Skipped,
 }
 
 /// Talks to a running daemon loop.
@@ -87,6 +90,7 @@ impl std::fmt::Debug for Message {
             Self::Answer(e) | Self::External(e) => write!(f, "{e:?}"),
             Self::Inspect(_) => f.write_str("Inspect"),
             Self::Reload(p, _) => write!(f, "Reload({} pipelines)", p.len()),
+            Self::Skipped => f.write_str("Skipped"),
         }
     }
 }
@@ -186,7 +190,35 @@ pub struct Daemon {
     iterations: u64,
     /// An operator request was applied since the last flush.
     operator_pending: bool,
+    /// Whether this node may act (it leads); absent for a single node.
+    gate: Option<ActingGate>,
 }
+
+/// Asked before every action and before a shutdown acts: false once this node no longer leads
+/// (HA on PostgreSQL), so a deposed leader sends nothing more.
+#[derive(Clone)]
+pub struct ActingGate(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl ActingGate {
+    pub fn new(acting: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(acting))
+    }
+
+    pub fn acting(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for ActingGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ActingGate(acting: {})", self.acting())
+    }
+}
+
+/// The loop stopped because this node no longer leads: it sent nothing after noticing.
+#[derive(Debug, thiserror::Error)]
+#[error("this node is no longer the leader: it stopped acting")]
+pub struct NotLeader;
 
 impl Daemon {
     /// Loads the store and prepares the engine: attempts left triggering by a previous process are
@@ -222,7 +254,18 @@ impl Daemon {
             outstanding: 0,
             iterations: 0,
             operator_pending: false,
+            gate: None,
         })
+    }
+
+    /// Makes every action wait on `gate` (a leader's term still running).
+    pub fn with_gate(mut self, gate: ActingGate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    fn may_act(&self) -> bool {
+        self.gate.as_ref().is_none_or(ActingGate::acting)
     }
 
     pub fn handle(&self) -> DaemonHandle {
@@ -264,6 +307,10 @@ impl Daemon {
         tracker: &TaskTracker,
         draining: bool,
     ) -> anyhow::Result<Option<DateTime<Utc>>> {
+        if !self.may_act() {
+            // Deposed: not even a commit (it would be fenced anyway).
+            return Err(NotLeader.into());
+        }
         let now = self.clock.now();
         let plan = self.engine.plan(now);
         // Durable before any side effect it enables; without actions, a deferred commit (made
@@ -289,6 +336,9 @@ impl Daemon {
             log::transition(&transition);
             let _ = self.transitions.send(transition);
         }
+        if !plan.actions.is_empty() && !self.may_act() {
+            return Err(NotLeader.into());
+        }
         for action in plan.actions {
             if draining && matches!(action, Action::Trigger { .. }) {
                 // Persisted as triggering; the next start reconciles it and sends it then.
@@ -297,7 +347,12 @@ impl Daemon {
             self.outstanding += 1;
             let client = self.client.clone();
             let inbox = self.inbox_tx.clone();
+            let gate = self.gate.clone();
             tracker.spawn(async move {
+                if gate.is_some_and(|gate| !gate.acting()) {
+                    let _ = inbox.send(Message::Skipped);
+                    return;
+                }
                 let answer = executor::execute(&client, action).await;
                 let _ = inbox.send(Message::Answer(answer));
             });
@@ -327,6 +382,7 @@ impl Daemon {
                 self.engine.apply(event, now)
             }
             Message::Inspect(read) => read(&self.engine, now),
+            Message::Skipped => self.outstanding = self.outstanding.saturating_sub(1),
             Message::Reload(pipelines, reply) => {
                 let result = self
                     .engine
@@ -350,6 +406,10 @@ impl Daemon {
 
     async fn shut_down(mut self, tracker: &TaskTracker) -> anyhow::Result<()> {
         tracker.close();
+        if !self.may_act() {
+            // Deposed: no cancel, no write (the new leader owns both now).
+            return Err(NotLeader.into());
+        }
         let grace = tokio::time::Instant::now() + self.settings.shutdown_grace;
         if self.settings.on_shutdown == OnShutdown::Cancel {
             self.engine

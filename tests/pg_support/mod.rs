@@ -274,6 +274,15 @@ impl TestPostgres {
         .unwrap()
     }
 
+    /// Terminates every backend whose `application_name` is LIKE `pattern`; returns how many.
+    pub fn terminate_backends_like(&self, pattern: &str) -> usize {
+        self.psql(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE '{pattern}'"
+        ))
+        .parse()
+        .unwrap()
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

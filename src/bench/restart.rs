@@ -133,6 +133,14 @@ pub async fn run(options: Options, report: &mut Report) -> anyhow::Result<()> {
         store_mib,
         "MiB",
     );
+    report.measured(
+        "restart",
+        "store_bytes_per_finished_attempt",
+        "store size over its finished attempts",
+        store_mib * 1024.0 * 1024.0 / seeded as f64,
+        "B",
+        Target::AtMost(400.0),
+    );
     report.info(
         "restart",
         "restart_ready_ms",
@@ -153,7 +161,7 @@ pub async fn run(options: Options, report: &mut Report) -> anyhow::Result<()> {
         "spawn to resumed (ready + every in-flight run polled)",
         resumed_at.as_secs_f64() * 1000.0,
         "ms",
-        Target::Below(1000.0),
+        Target::Below(500.0),
     );
     Ok(())
 }

@@ -13,6 +13,7 @@ mod run_ha;
 pub mod schedule;
 pub mod schema;
 pub mod status;
+pub mod store;
 pub mod validate;
 pub mod why;
 
@@ -78,6 +79,8 @@ pub enum Command {
     Why(why::WhyArgs),
     /// Measure the daemon against the emulator (separate processes) and print the figures.
     Bench(bench::BenchArgs),
+    /// Check or back up the state database (safe while the daemon runs).
+    Store(store::StoreArgs),
 }
 
 /// Exit code for a run that found problems (validation errors, a pipeline not found).
@@ -105,5 +108,6 @@ pub fn main() -> ExitCode {
         Command::Backfills(args) => backfill::inspect(&args),
         Command::Why(args) => why::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Store(args) => store::run(&args),
     }
 }

@@ -11,7 +11,7 @@ use crate::dbt_cloud::client::{ClientConfig, DbtCloudClient};
 use crate::engine::EngineConfig;
 use crate::ops::metrics::{ExtraFamilies, Metrics};
 use crate::ops::{self, notify, systemd::SdNotifier};
-use crate::runtime::{ActingGate, Daemon, DaemonHandle, OnShutdown, RuntimeSettings};
+use crate::runtime::{ActingGate, Daemon, DaemonHandle, OnShutdown, ReloadError, RuntimeSettings};
 use crate::store::Store;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -367,9 +367,9 @@ pub async fn reload(handle: &DaemonHandle, pipelines_dir: &std::path::Path) {
         Ok(pipelines) => {
             let count = pipelines.len();
             match handle.reload(pipelines).await {
-                Ok(Ok(())) => tracing::info!(pipelines = count, "reloaded the pipeline files"),
-                Ok(Err(e)) => tracing::error!(error = %e, "reload refused; keeping the last good definitions"),
-                Err(e) => tracing::error!(error = %e, "reload failed"),
+                Ok(()) => tracing::info!(pipelines = count, "reloaded the pipeline files"),
+                Err(ReloadError::Refused(e)) => tracing::error!(error = %e, "reload refused; keeping the last good definitions"),
+                Err(e @ ReloadError::Stopped(_)) => tracing::error!(error = %e, "reload failed"),
             }
         }
         Err(diagnostics) => tracing::error!(

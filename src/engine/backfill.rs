@@ -69,6 +69,15 @@ impl BackfillState {
     pub fn is_terminal(self) -> bool {
         self != Self::Running
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// One logical date of a backfill.

@@ -1,7 +1,8 @@
 //! The engine's vocabulary with the outside world: events it is fed, actions it asks for, and the
 //! transitions it reports for logs and metrics.
 
-use super::state::{AttemptKey, AttemptRef, PipelineRunId};
+use super::backfill::{BackfillError, BackfillId, BackfillState, PreviewDate, Reprocess};
+use super::state::{AttemptKey, AttemptRef, PipelineRunId, PipelineRunState, Write};
 use crate::dbt_cloud::wire::{Run, TriggerRequest};
 use crate::ids::{JobId, RunId};
 use crate::model::pipeline::PipelineName;
@@ -66,12 +67,14 @@ pub enum TriggerResult {
     Ambiguous { message: String },
 }
 
-/// Requests an operator makes through the API or CLI.
+/// Requests an operator makes through the API or CLI. `Engine::operate` carries one out or says
+/// why not (`OperatorError`); nothing changes on a refusal.
 #[derive(Debug, Clone)]
 pub enum OperatorRequest {
     TriggerPipeline {
         pipeline: PipelineName,
-        logical_date: Option<DateTime<Utc>>,
+        /// Absent: now.
+        logical_date: Option<OperatorDate>,
     },
     CancelPipelineRun {
         run: PipelineRunId,
@@ -85,14 +88,101 @@ pub enum OperatorRequest {
     Resume {
         pipeline: PipelineName,
     },
-    /// Create a backfill (checked first with `Engine::preview_backfill`).
     CreateBackfill {
-        id: super::backfill::BackfillId,
-        spec: super::backfill::BackfillSpec,
+        id: BackfillId,
+        request: BackfillRequest,
+    },
+    /// The dates a backfill would run, with their trigger bodies; changes nothing (a dry run).
+    PreviewBackfill {
+        id: BackfillId,
+        request: BackfillRequest,
     },
     CancelBackfill {
-        id: super::backfill::BackfillId,
+        id: BackfillId,
     },
+}
+
+/// A date as an operator gave it: an instant, or text read in the pipeline's time zone
+/// (`2026-03-01`, `2026-03-01T02:00`, `2026-03-01T02:00:00Z`; see `operator::parse_when`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorDate {
+    At(DateTime<Utc>),
+    Text(String),
+}
+
+impl From<DateTime<Utc>> for OperatorDate {
+    fn from(at: DateTime<Utc>) -> Self {
+        Self::At(at)
+    }
+}
+
+/// A backfill as an operator asks for it, its dates not yet read in the pipeline's zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackfillRequest {
+    pub pipeline: PipelineName,
+    pub from: OperatorDate,
+    /// Included; a bare day means its last second.
+    pub to: OperatorDate,
+    pub every: Option<Duration>,
+    pub max_active: u32,
+    pub reprocess: Reprocess,
+}
+
+/// What an operator request came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    RunCreated(PipelineRunId),
+    RunCancelled(PipelineRunId),
+    RunRetried(PipelineRunId),
+    Paused(PipelineName),
+    Resumed(PipelineName),
+    BackfillCreated(BackfillId),
+    BackfillPreviewed(Vec<PreviewDate>),
+    BackfillCancelled(BackfillId),
+}
+
+/// Why the engine refused an operator request, worded for the operator.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OperatorError {
+    #[error("no pipeline named `{0}` is loaded")]
+    UnknownPipeline(PipelineName),
+    #[error("no pipeline run `{0}`")]
+    UnknownRun(PipelineRunId),
+    #[error("no backfill `{0}`")]
+    UnknownBackfill(BackfillId),
+    /// A date the operator wrote that is not one.
+    #[error("{0}")]
+    BadDate(String),
+    #[error(
+        "pipeline run {run} exists already ({state:?}); to run it again use `baton retry {run}` \
+         (if it failed) or give another logical date"
+    )]
+    RunExists {
+        run: PipelineRunId,
+        state: PipelineRunState,
+    },
+    #[error(
+        "not started: the previous run {active} is still active and the pipeline's concurrency \
+         policy is `skip`; cancel it (`baton cancel {active}`) or wait"
+    )]
+    SkippedWhileActive { active: PipelineRunId },
+    #[error("pipeline run {run} is already over ({state:?}); nothing to cancel")]
+    RunOver {
+        run: PipelineRunId,
+        state: PipelineRunState,
+    },
+    #[error("only a failed or cancelled pipeline run can be retried; {run} is {state:?}")]
+    NotRetryable {
+        run: PipelineRunId,
+        state: PipelineRunState,
+    },
+    #[error("backfill {backfill} is already over ({})", state.name())]
+    BackfillOver {
+        backfill: BackfillId,
+        state: BackfillState,
+    },
+    #[error("backfill refused: {0}")]
+    BackfillRefused(BackfillError),
 }
 
 /// Side effects the engine asks the runtime to carry out, after the state that justifies them is
@@ -199,7 +289,50 @@ impl TransitionKind {
     }
 }
 
-/// What `plan` decided: actions to carry out now and when to look again.
+/// One thing an engine step is given.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Something happened: an answer to an action, a hint, time passing, or an operator request
+    /// nobody waits on (a refusal is only logged).
+    Event(Event),
+    /// An operator request whose answer goes back in `Output::replies`, addressed to `reply`.
+    Request {
+        reply: ReplyTo,
+        request: OperatorRequest,
+    },
+}
+
+impl From<Event> for Input {
+    fn from(event: Event) -> Self {
+        Self::Event(event)
+    }
+}
+
+/// Whom an operator request's answer goes to (the runtime's own numbering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReplyTo(pub u64);
+
+/// The answer to one operator request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub to: ReplyTo,
+    pub result: Result<Outcome, OperatorError>,
+}
+
+/// What one engine step produced, in the order the runtime carries it out: `writes` are made
+/// durable first, then `actions` are carried out, then `replies` are sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    pub writes: Vec<Write>,
+    pub actions: Vec<Action>,
+    /// What happened, for logs, metrics and notifications.
+    pub transitions: Vec<Transition>,
+    pub replies: Vec<Reply>,
+    /// The next instant at which time alone changes something. `None`: only an input will.
+    pub wake_at: Option<DateTime<Utc>>,
+}
+
+/// What the planning passes decided: actions to carry out now and when to look again.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     pub actions: Vec<Action>,

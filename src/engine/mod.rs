@@ -1,6 +1,7 @@
-//! The scheduler's pure core: `apply(event, now)` records what happened, `plan(now)` decides what
-//! to trigger, poll, cancel or retry and when to wake next. No IO and no clock reads: the runtime
-//! passes `now` in, persists `take_writes()` and only then carries out the plan's actions.
+//! The scheduler's pure core: `step(inputs, now)` records what happened (events, operator
+//! requests), decides what to trigger, poll, cancel or retry and when to wake next, and returns it
+//! all as one `Output`. No IO and no clock reads: the runtime passes `now` in, makes the output's
+//! writes durable, then carries out its actions, then sends its replies.
 
 pub mod backfill;
 pub mod details;
@@ -20,11 +21,18 @@ use crate::ids::RunId;
 use crate::model::pipeline::{Pipeline, PipelineName};
 use crate::model::schedule::Schedule;
 use chrono::{DateTime, Utc};
-use event::{Event, Plan, Transition, TransitionKind};
+use event::{Event, Input, Output, Plan, Reply, Transition, TransitionKind};
 use state::{AttemptPhase, AttemptRef, PipelineRun, PipelineRunId, State, Write};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How often finished runs past `history_retention` are looked for.
+const PRUNE_EVERY: chrono::Duration = chrono::Duration::hours(1);
+/// Runs deleted in one pass at the most: one small transaction, never a long stall of the loop.
+const PRUNE_BATCH: usize = 1000;
+/// When a pass left runs behind, the next comes this soon.
+const PRUNE_AGAIN_AFTER: chrono::Duration = chrono::Duration::minutes(1);
 
 /// Tunables of the engine, from the daemon's config.
 #[derive(Debug, Clone)]
@@ -272,7 +280,7 @@ impl Engine {
     }
 
     /// Records what happened.
-    pub fn apply(&mut self, event: Event, now: DateTime<Utc>) {
+    fn apply(&mut self, event: Event, now: DateTime<Utc>) {
         // An answer about an attempt may free it for its next step (a cancel to send again, a
         // reconcile to retry) without changing the record.
         let answered = match &event {
@@ -328,8 +336,31 @@ impl Engine {
         }
     }
 
+    /// One step: takes `inputs` in order (events applied, operator requests carried out or
+    /// refused), then decides what to do now and when to look again.
+    pub fn step(&mut self, inputs: impl IntoIterator<Item = Input>, now: DateTime<Utc>) -> Output {
+        let mut replies = Vec::new();
+        for input in inputs {
+            match input {
+                Input::Event(event) => self.apply(event, now),
+                Input::Request { reply, request } => replies.push(Reply {
+                    to: reply,
+                    result: self.operate(request, now),
+                }),
+            }
+        }
+        let plan = self.plan(now);
+        Output {
+            writes: self.take_writes(),
+            actions: plan.actions,
+            transitions: std::mem::take(&mut self.transitions),
+            replies,
+            wake_at: plan.wake_at,
+        }
+    }
+
     /// Decides what to do now and when to look again.
-    pub fn plan(&mut self, now: DateTime<Utc>) -> Plan {
+    fn plan(&mut self, now: DateTime<Utc>) -> Plan {
         let mut plan = Plan::default();
         self.plan_schedules(now, &mut plan);
         self.plan_rolling(now, &mut plan);
@@ -362,7 +393,7 @@ impl Engine {
         plan
     }
 
-    /// Records that a run changed: it is written at the next `take_writes` and looked at by the
+    /// Records that a run changed: it is written at the end of this step and looked at by the
     /// next dispatch and attempt passes.
     fn mark_changed(&mut self, id: PipelineRunId) {
         self.touched.insert(id.clone());
@@ -385,8 +416,8 @@ impl Engine {
         due
     }
 
-    /// The changes to make durable, in order, since the last call.
-    pub fn take_writes(&mut self) -> Vec<Write> {
+    /// The changes to make durable, in order, since the last step.
+    fn take_writes(&mut self) -> Vec<Write> {
         let mut writes = Vec::new();
         for id in std::mem::take(&mut self.deleted_runs) {
             writes.push(Write::DeleteRun(id));
@@ -410,11 +441,6 @@ impl Engine {
             }
         }
         writes
-    }
-
-    /// The transitions since the last call, for logs and metrics.
-    pub fn take_transitions(&mut self) -> Vec<Transition> {
-        std::mem::take(&mut self.transitions)
     }
 
     /// Whether any call to dbt Cloud is outstanding.
@@ -484,13 +510,11 @@ impl Engine {
         });
     }
 
-    /// Drops finished pipeline runs older than the retention from memory and from the store.
+    /// Drops finished pipeline runs older than the retention from memory and from the store, at
+    /// most `PRUNE_BATCH` a pass so that a long history is deleted in small transactions; a pass
+    /// that left some behind comes back a minute later instead of an hour.
     fn prune(&mut self, now: DateTime<Utc>) {
-        // Pruning scans every finished run: once an hour is plenty.
-        if self
-            .last_prune
-            .is_some_and(|t| now - t < chrono::Duration::hours(1))
-        {
+        if self.last_prune.is_some_and(|t| now - t < PRUNE_EVERY) {
             return;
         }
         self.last_prune = Some(now);
@@ -504,15 +528,19 @@ impl Engine {
             .values()
             .filter(|r| r.state.is_terminal() && r.finished_at.is_some_and(|f| f < cutoff))
             .map(|r| r.id.clone())
+            .chain(
+                self.state
+                    .archived
+                    .iter()
+                    .filter(|(_, a)| a.finished_at < cutoff)
+                    .map(|(id, _)| id.clone()),
+            )
+            .take(PRUNE_BATCH + 1)
             .collect();
-        let old_archived: Vec<PipelineRunId> = self
-            .state
-            .archived
-            .iter()
-            .filter(|(_, a)| a.finished_at < cutoff)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in old.into_iter().chain(old_archived) {
+        if old.len() > PRUNE_BATCH {
+            self.last_prune = Some(now - PRUNE_EVERY + PRUNE_AGAIN_AFTER);
+        }
+        for id in old.into_iter().take(PRUNE_BATCH) {
             self.state.runs.remove(&id);
             self.state.archived.remove(&id);
             self.dirty_runs.remove(&id);

@@ -1,6 +1,6 @@
 //! The engine as data: events in, actions and states out, on a hand-moved clock.
 
-use super::event::{Action, Event, OperatorRequest, TriggerResult};
+use super::event::{Action, Event, Input, OperatorRequest, TriggerResult};
 use super::state::{AttemptOutcome, AttemptRef, PipelineRunId, PipelineRunState, State, StepState};
 use super::{Engine, EngineConfig};
 use crate::dbt_cloud::wire::{Run, RunStatus};
@@ -63,6 +63,8 @@ fn diamond() -> Pipeline {
 struct Harness {
     engine: Engine,
     now: DateTime<Utc>,
+    /// Every write of every step so far, not yet looked at.
+    writes: Vec<super::state::Write>,
     next_run: i64,
     /// dbt run id -> job id, for the runs the harness created.
     runs: BTreeMap<i64, i64>,
@@ -81,10 +83,11 @@ impl Harness {
     ) -> Self {
         let now = t(start);
         let mut engine = Engine::new(config, pipelines, state, now).unwrap();
-        engine.plan(now);
+        let writes = engine.step([], now).writes;
         Self {
             engine,
             now,
+            writes,
             next_run: 1000,
             runs: BTreeMap::new(),
         }
@@ -92,17 +95,28 @@ impl Harness {
 
     fn at(&mut self, when: &str) -> Vec<Action> {
         self.now = t(when);
-        self.engine.plan(self.now).actions
+        self.step(None)
     }
 
     fn advance(&mut self, secs: i64) -> Vec<Action> {
         self.now += Duration::seconds(secs);
-        self.engine.plan(self.now).actions
+        self.step(None)
     }
 
     fn apply(&mut self, event: Event) -> Vec<Action> {
-        self.engine.apply(event, self.now);
-        self.engine.plan(self.now).actions
+        self.step(Some(event))
+    }
+
+    /// One engine step at `now`; keeps the writes, returns the actions.
+    fn step(&mut self, event: Option<Event>) -> Vec<Action> {
+        let output = self.engine.step(event.map(Input::Event), self.now);
+        self.writes.extend(output.writes);
+        output.actions
+    }
+
+    /// The writes of every step since the last call.
+    fn take_writes(&mut self) -> Vec<super::state::Write> {
+        std::mem::take(&mut self.writes)
     }
 
     fn run(&self, id: i64, job: i64, status: RunStatus) -> Run {
@@ -320,7 +334,7 @@ fn a_restart_reconciles_every_triggering_attempt_instead_of_sending() {
     assert_eq!(triggered_jobs(&actions), vec![7]);
     // Crash: the trigger's answer never arrives. Restart from what was written.
     let mut state = State::default();
-    for w in h.engine.take_writes() {
+    for w in h.take_writes() {
         match w {
             super::state::Write::Run(r) => {
                 state.runs.insert(r.id.clone(), *r);
@@ -359,11 +373,11 @@ fn a_restart_reconciles_every_triggering_attempt_instead_of_sending() {
         t("2026-03-01T02:00:05Z"),
     )
     .unwrap();
-    let plan = engine.plan(t("2026-03-01T02:00:05Z"));
+    let output = engine.step([], t("2026-03-01T02:00:05Z"));
     assert!(
-        matches!(&plan.actions[..], [Action::Reconcile { .. }]),
+        matches!(&output.actions[..], [Action::Reconcile { .. }]),
         "{:?}",
-        plan.actions
+        output.actions
     );
 }
 
@@ -631,7 +645,7 @@ fn failure_details_are_fetched_again_while_run_results_are_not_uploaded_and_afte
         "gives up after {MAX_FETCHES}"
     );
     // An hour later the run is archived, with its details.
-    let writes = h.engine.take_writes();
+    let writes = h.take_writes();
     let stored = writes
         .iter()
         .find_map(|w| match w {
@@ -659,4 +673,36 @@ fn failure_details_are_fetched_again_while_run_results_are_not_uploaded_and_afte
         h2.engine.has_calls_in_flight(),
         "the restart asked for the details"
     );
+}
+
+#[test]
+fn retention_deletes_a_long_history_in_small_batches() {
+    use super::state::{ArchivedRun, PipelineRunState, Write};
+    let p = pipeline("p", "0 2 * * *", vec![step("s", 7, &[])]);
+    let mut state = State::default();
+    let long_ago = t("2025-01-01T00:00:00Z");
+    for hour in 0..2500 {
+        let at = long_ago + chrono::Duration::hours(hour);
+        state.archived.insert(
+            super::state::PipelineRunId::new(&p.name, at),
+            ArchivedRun {
+                state: PipelineRunState::Succeeded,
+                finished_at: at,
+            },
+        );
+    }
+    let now = t("2026-03-01T00:00:00Z");
+    let mut engine = Engine::new(EngineConfig::default(), vec![p], state, now).unwrap();
+    let mut deleted_per_pass = Vec::new();
+    for minute in 0..4 {
+        engine.plan(now + chrono::Duration::minutes(minute));
+        let deletes = engine
+            .take_writes()
+            .iter()
+            .filter(|w| matches!(w, Write::DeleteRun(_)))
+            .count();
+        deleted_per_pass.push(deletes);
+    }
+    assert_eq!(deleted_per_pass, vec![1000, 1000, 500, 0]);
+    assert!(engine.state().archived.is_empty());
 }

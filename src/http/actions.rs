@@ -1,46 +1,71 @@
-//! Action routes: trigger, cancel, retry, pause, resume, and creating or cancelling a backfill.
-//! Each is checked against a snapshot first (so a refusal says why), sent to the loop as an
-//! operator event, and confirmed by a read that the loop answers after applying it.
+//! Action routes: trigger, cancel, retry, pause, resume, and creating, previewing or cancelling a
+//! backfill. Each makes one trip to the loop: the request goes in with a reply channel, the engine
+//! carries it out or names its refusal (`OperatorError`), and the answer comes back once what it
+//! changed is durable, read against the state as it then stands. No rule is checked here.
 
 use super::error::HttpError;
 use super::reads::{unknown_backfill, unknown_pipeline, unknown_run};
 use super::views::{self, BackfillPreview, PreviewDateView};
 use super::AppState;
-use crate::engine::backfill::{BackfillError, BackfillId, BackfillSpec, Reprocess};
-use crate::engine::event::{Event, OperatorRequest};
-use crate::engine::state::{PipelineRunId, PipelineRunState};
+use crate::engine::backfill::{BackfillError, BackfillId, Reprocess};
+use crate::engine::event::{
+    BackfillRequest, OperatorDate, OperatorError, OperatorRequest, Outcome,
+};
+use crate::engine::Engine;
 use crate::model::pipeline::PipelineName;
+use crate::runtime::OperatorResult;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SubsecRound, TimeZone, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 /// Most pipeline runs a backfill may run at once when the request does not say.
 pub const DEFAULT_MAX_ACTIVE: u32 = 1;
 
-/// Sends an operator request and returns once the loop has applied it and committed what it
-/// changed: a 2xx answer means the change survives a crash.
-async fn apply_durably(state: &AppState, request: OperatorRequest) -> Result<(), HttpError> {
-    state.handle.send(Event::Operator(request))?;
-    let mut progress = state.handle.progress();
-    let probe = progress.clone();
-    // Answered inside the loop after the request was applied; the next plan commits it.
-    let seen = state
-        .handle
-        .inspect(move |_, _| probe.borrow().iterations)
-        .await?;
-    while progress.borrow_and_update().iterations <= seen {
-        progress
-            .changed()
-            .await
-            .map_err(|_| HttpError::stopping())?;
+/// The status and message of each refusal.
+impl From<OperatorError> for HttpError {
+    fn from(e: OperatorError) -> Self {
+        match e {
+            OperatorError::UnknownPipeline(p)
+            | OperatorError::BackfillRefused(BackfillError::UnknownPipeline(p)) => {
+                unknown_pipeline(&p.0)
+            }
+            OperatorError::UnknownRun(run) => unknown_run(&run.0),
+            OperatorError::UnknownBackfill(id) => unknown_backfill(&id.0),
+            e @ (OperatorError::BadDate(_)
+            | OperatorError::BackfillRefused(BackfillError::Invalid(_))) => {
+                HttpError::bad_request(e.to_string())
+            }
+            e @ (OperatorError::RunExists { .. }
+            | OperatorError::SkippedWhileActive { .. }
+            | OperatorError::RunOver { .. }
+            | OperatorError::NotRetryable { .. }
+            | OperatorError::BackfillOver { .. }
+            | OperatorError::BackfillRefused(BackfillError::Exists(_))) => {
+                HttpError::conflict(e.to_string())
+            }
+        }
     }
-    Ok(())
+}
+
+/// Sends `request` and answers with `render` of its outcome, read in the loop after the flush.
+async fn operate(
+    state: &AppState,
+    request: OperatorRequest,
+    render: impl FnOnce(&Engine, DateTime<Utc>, Outcome) -> Response + Send + 'static,
+) -> Result<Response, HttpError> {
+    state
+        .handle
+        .operate(request, move |engine, now, result: OperatorResult| {
+            result
+                .map(|outcome| render(engine, now, outcome))
+                .map_err(HttpError::from)
+        })
+        .await?
 }
 
 fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, HttpError> {
@@ -54,38 +79,22 @@ fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, HttpError> {
     })
 }
 
-/// An instant from `2026-03-01T02:00:00Z`, `2026-03-01T02:00` (in `tz`) or `2026-03-01` (the day's
-/// start in `tz`, or its last second with `end_of_day`).
-pub fn parse_when(text: &str, tz: Tz, end_of_day: bool) -> Result<DateTime<Utc>, String> {
-    let text = text.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let local = |naive: NaiveDateTime| {
-        tz.from_local_datetime(&naive)
-            .earliest()
-            .map(|t| t.with_timezone(&Utc))
-            .ok_or_else(|| format!("{text} does not exist in {tz} (a DST gap)"))
-    };
-    for format in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
-        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
-            return local(naive);
+/// A run's summary as an action's answer, with `note` when there is one.
+fn run_answer(
+    engine: &Engine,
+    run: &crate::engine::state::PipelineRunId,
+    note: Option<&str>,
+) -> Response {
+    match engine.state().runs.get(run) {
+        Some(r) => {
+            let mut answer = serde_json::json!({ "run": views::run_summary(r) });
+            if let Some(note) = note {
+                answer["note"] = note.into();
+            }
+            (StatusCode::ACCEPTED, Json(answer)).into_response()
         }
+        None => unknown_run(&run.0).into_response(),
     }
-    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        let start = |d: NaiveDate| local(d.and_hms_opt(0, 0, 0).unwrap_or_default());
-        return if end_of_day {
-            let next = day
-                .succ_opt()
-                .ok_or_else(|| format!("{text} is out of range"))?;
-            Ok(start(next)? - chrono::Duration::seconds(1))
-        } else {
-            start(day)
-        };
-    }
-    Err(format!(
-        "`{text}` is not a date: use 2026-03-01, 2026-03-01T02:00 (in the pipeline's zone) or 2026-03-01T02:00:00Z"
-    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,77 +109,32 @@ pub(super) async fn trigger(
     bytes: Bytes,
 ) -> Result<Response, HttpError> {
     let request: TriggerBody = body(&bytes)?;
-    let pipeline = PipelineName(name.clone());
-    let p = pipeline.clone();
-    let (logical_date, id) = state
-        .handle
-        .inspect(move |engine, now| {
-            let def = engine.pipeline(&p).ok_or_else(|| unknown_pipeline(&p.0))?;
-            let tz = def.schedule.as_ref().map_or(chrono_tz::UTC, |s| s.timezone);
-            let date = match &request.logical_date {
-                Some(text) => parse_when(text, tz, false).map_err(HttpError::bad_request)?,
-                None => now.trunc_subsecs(0),
-            };
-            let id = PipelineRunId::new(&p, date);
-            if let Some(existing) = engine.state().run_state(&id) {
-                return Err(HttpError::conflict(format!(
-                    "pipeline run {id} exists already ({existing:?}); to run it again use `baton retry {id}` (if it failed) or give another logical date"
-                )));
-            }
-            Ok((date, id))
-        })
-        .await??;
-    apply_durably(
-        &state,
-        OperatorRequest::TriggerPipeline {
-            pipeline: pipeline.clone(),
-            logical_date: Some(logical_date),
-        },
-    )
-    .await?;
-    let created = state
-        .handle
-        .inspect(move |engine, _| match engine.state().runs.get(&id) {
-            Some(run) => Ok(views::run_summary(run)),
-            None => {
-                let active = views::runs_of(engine, &pipeline)
-                    .into_iter()
-                    .find(|r| !r.state.is_terminal() && !r.is_backfill())
-                    .map(|r| r.id.0.clone());
-                Err(HttpError::conflict(match active {
-                    Some(active) => format!(
-                        "not started: the previous run {active} is still active and the pipeline's concurrency policy is `skip`; cancel it (`baton cancel {active}`) or wait"
-                    ),
-                    None => "not started: the scheduler declined the run".to_string(),
-                }))
-            }
-        })
-        .await??;
-    tracing::info!(pipeline = %name, run = %created.id, "operator triggered a pipeline run");
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "run": created })),
-    )
-        .into_response())
+    let request = OperatorRequest::TriggerPipeline {
+        pipeline: PipelineName(name.clone()),
+        logical_date: request.logical_date.map(OperatorDate::Text),
+    };
+    operate(&state, request, move |engine, _, outcome| match outcome {
+        Outcome::RunCreated(run) => {
+            tracing::info!(pipeline = %name, run = %run, "operator triggered a pipeline run");
+            run_answer(engine, &run, None)
+        }
+        other => unexpected(other),
+    })
+    .await
 }
 
 pub(super) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
-    apply_to_run(
-        &state,
-        PipelineRunId(id),
-        |run, state| match state {
-            s if s.is_terminal() => Err(format!(
-                "pipeline run {run} is already over ({s:?}); nothing to cancel"
-            )),
-            _ => Ok(()),
-        },
-        |run| OperatorRequest::CancelPipelineRun { run },
-        "operator cancelled a pipeline run",
-        "steps not started are cancelled; dbt Cloud runs in flight are cancelled and watched until dbt Cloud confirms (status 30)",
-    )
+    let run = crate::engine::state::PipelineRunId(id);
+    operate(&state, OperatorRequest::CancelPipelineRun { run }, |engine, _, outcome| match outcome {
+        Outcome::RunCancelled(run) => {
+            tracing::info!(run = %run, "operator cancelled a pipeline run");
+            run_answer(engine, &run, Some("steps not started are cancelled; dbt Cloud runs in flight are cancelled and watched until dbt Cloud confirms (status 30)"))
+        }
+        other => unexpected(other),
+    })
     .await
 }
 
@@ -178,53 +142,15 @@ pub(super) async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
-    apply_to_run(
-        &state,
-        PipelineRunId(id),
-        |run, state| match state {
-            PipelineRunState::Failed | PipelineRunState::Cancelled => Ok(()),
-            s => Err(format!(
-                "only a failed or cancelled pipeline run can be retried; {run} is {s:?}"
-            )),
-        },
-        |run| OperatorRequest::RetryPipelineRun { run },
-        "operator retried a pipeline run",
-        "its failed, upstream_failed and cancelled steps run again, in DAG order; succeeded steps are kept",
-    )
+    let run = crate::engine::state::PipelineRunId(id);
+    operate(&state, OperatorRequest::RetryPipelineRun { run }, |engine, _, outcome| match outcome {
+        Outcome::RunRetried(run) => {
+            tracing::info!(run = %run, "operator retried a pipeline run");
+            run_answer(engine, &run, Some("its failed, upstream_failed and cancelled steps run again, in DAG order; succeeded steps are kept"))
+        }
+        other => unexpected(other),
+    })
     .await
-}
-
-/// Checks a pipeline run's state (an unknown run is a 404, a refusal by `allowed` a 409), applies
-/// a request about it, then answers 202 with the run as it is now.
-async fn apply_to_run(
-    state: &AppState,
-    run: PipelineRunId,
-    allowed: impl FnOnce(&PipelineRunId, PipelineRunState) -> Result<(), String> + Send + 'static,
-    request: impl FnOnce(PipelineRunId) -> OperatorRequest,
-    log: &'static str,
-    note: &'static str,
-) -> Result<Response, HttpError> {
-    let r = run.clone();
-    state
-        .handle
-        .inspect(move |engine, _| match engine.state().run_state(&r) {
-            None => Err(unknown_run(&r.0)),
-            Some(s) => allowed(&r, s).map_err(HttpError::conflict),
-        })
-        .await??;
-    tracing::info!(run = %run, "{log}");
-    apply_durably(state, request(run.clone())).await?;
-    let id = run.0.clone();
-    let summary = state
-        .handle
-        .inspect(move |engine, _| engine.state().runs.get(&run).map(views::run_summary))
-        .await?
-        .ok_or_else(|| unknown_run(&id))?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::json!({ "run": summary, "note": note })),
-    )
-        .into_response())
 }
 
 pub(super) async fn pause(
@@ -242,34 +168,23 @@ pub(super) async fn resume(
 }
 
 async fn set_paused(state: AppState, name: String, paused: bool) -> Result<Response, HttpError> {
-    let pipeline = PipelineName(name.clone());
-    let p = pipeline.clone();
-    state
-        .handle
-        .inspect(move |engine, _| engine.pipeline(&p).map(|_| ()))
-        .await?
-        .ok_or_else(|| unknown_pipeline(&name))?;
+    let pipeline = PipelineName(name);
     let request = if paused {
-        OperatorRequest::Pause {
-            pipeline: pipeline.clone(),
-        }
+        OperatorRequest::Pause { pipeline }
     } else {
-        OperatorRequest::Resume {
-            pipeline: pipeline.clone(),
-        }
+        OperatorRequest::Resume { pipeline }
     };
-    apply_durably(&state, request).await?;
-    let view = state
-        .handle
-        .inspect(move |engine, now| {
-            engine
-                .pipeline(&pipeline)
-                .map(|p| views::pipeline_view(engine, p, now, false))
-        })
-        .await?
-        .ok_or_else(|| unknown_pipeline(&name))?;
-    tracing::info!(pipeline = %name, paused, "operator {} a pipeline", if paused { "paused" } else { "resumed" });
-    Ok(Json(view).into_response())
+    operate(&state, request, move |engine, now, outcome| match outcome {
+        Outcome::Paused(pipeline) | Outcome::Resumed(pipeline) => {
+            tracing::info!(pipeline = %pipeline, paused, "operator {} a pipeline", if paused { "paused" } else { "resumed" });
+            match engine.pipeline(&pipeline) {
+                Some(p) => Json(views::pipeline_view(engine, p, now, false)).into_response(),
+                None => unknown_pipeline(&pipeline.0).into_response(),
+            }
+        }
+        other => unexpected(other),
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -289,109 +204,78 @@ pub(super) async fn create_backfill(
     Path(name): Path<String>,
     bytes: Bytes,
 ) -> Result<Response, HttpError> {
-    let request: BackfillBody = body(&bytes)?;
-    let (Some(from), Some(to)) = (request.from.clone(), request.to.clone()) else {
+    let body: BackfillBody = body(&bytes)?;
+    let (Some(from), Some(to)) = (body.from, body.to) else {
         return Err(HttpError::bad_request(
             "a backfill needs `from` and `to` (dates such as 2026-03-01, both included)",
         ));
     };
-    let every = request
+    let every = body
         .every
         .as_deref()
         .map(humantime::parse_duration)
         .transpose()
         .map_err(|e| HttpError::bad_request(format!("`every`: {e} (e.g. 1d, 6h)")))?;
-    let pipeline = PipelineName(name.clone());
     let id = BackfillId(format!("bf-{:08x}", rand::random::<u32>()));
-    let dry_run = request.dry_run;
-    let (i, p) = (id.clone(), pipeline.clone());
-    let (spec, preview) = state
-        .handle
-        .inspect(move |engine, _| {
-            let def = engine.pipeline(&p).ok_or_else(|| unknown_pipeline(&p.0))?;
-            let tz = def.schedule.as_ref().map_or(chrono_tz::UTC, |s| s.timezone);
-            let spec = BackfillSpec {
-                pipeline: p.clone(),
-                from: parse_when(&from, tz, false).map_err(HttpError::bad_request)?,
-                to: parse_when(&to, tz, true).map_err(HttpError::bad_request)?,
-                every,
-                max_active: request.max_active.unwrap_or(DEFAULT_MAX_ACTIVE),
-                reprocess: request.reprocess.unwrap_or_default(),
-            };
-            let preview = engine.preview_backfill(&i, &spec).map_err(|e| match e {
-                BackfillError::UnknownPipeline(p) => unknown_pipeline(&p.0),
-                e => HttpError::bad_request(e.to_string()),
-            })?;
-            Ok::<_, HttpError>((spec, preview))
-        })
-        .await??;
-    if dry_run {
-        return Ok(Json(BackfillPreview {
+    let request = BackfillRequest {
+        pipeline: PipelineName(name.clone()),
+        from: OperatorDate::Text(from),
+        to: OperatorDate::Text(to),
+        every,
+        max_active: body.max_active.unwrap_or(DEFAULT_MAX_ACTIVE),
+        reprocess: body.reprocess.unwrap_or_default(),
+    };
+    let request = if body.dry_run {
+        OperatorRequest::PreviewBackfill { id, request }
+    } else {
+        OperatorRequest::CreateBackfill { id, request }
+    };
+    operate(&state, request, move |engine, _, outcome| match outcome {
+        Outcome::BackfillPreviewed(dates) => Json(BackfillPreview {
             pipeline: name,
-            dates: preview.into_iter().map(PreviewDateView::from).collect(),
+            dates: dates.into_iter().map(PreviewDateView::from).collect(),
         })
-        .into_response());
-    }
-    apply_durably(
-        &state,
-        OperatorRequest::CreateBackfill {
-            id: id.clone(),
-            spec,
+        .into_response(),
+        Outcome::BackfillCreated(id) => match engine.state().backfills.get(&id) {
+            Some(b) => {
+                let view = views::backfill_view(engine, b);
+                tracing::info!(pipeline = %name, backfill = %id, dates = view.counts.dates, "operator created a backfill");
+                (StatusCode::CREATED, Json(view)).into_response()
+            }
+            None => unknown_backfill(&id.0).into_response(),
         },
-    )
-    .await?;
-    let i = id.clone();
-    let view = state
-        .handle
-        .inspect(move |engine, _| {
-            engine
-                .state()
-                .backfills
-                .get(&i)
-                .map(|b| views::backfill_view(engine, b))
-        })
-        .await?
-        .ok_or_else(|| HttpError::conflict("the scheduler declined the backfill; see its log"))?;
-    tracing::info!(pipeline = %name, backfill = %id, dates = view.counts.dates, "operator created a backfill");
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+        other => unexpected(other),
+    })
+    .await
 }
 
 pub(super) async fn cancel_backfill(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, HttpError> {
-    let backfill = BackfillId(id.clone());
-    let b = backfill.clone();
-    state
-        .handle
-        .inspect(move |engine, _| match engine.state().backfills.get(&b) {
-            None => Err(unknown_backfill(&b.0)),
-            Some(bf) if bf.state.is_terminal() => Err(HttpError::conflict(format!(
-                "backfill {} is already over ({})",
-                bf.id,
-                views::backfill_state_name(bf.state)
-            ))),
-            Some(_) => Ok(()),
-        })
-        .await??;
-    apply_durably(
+    let id = BackfillId(id);
+    operate(
         &state,
-        OperatorRequest::CancelBackfill {
-            id: backfill.clone(),
+        OperatorRequest::CancelBackfill { id },
+        |engine, _, outcome| match outcome {
+            Outcome::BackfillCancelled(id) => match engine.state().backfills.get(&id) {
+                Some(b) => {
+                    tracing::info!(backfill = %id, "operator cancelled a backfill");
+                    (StatusCode::ACCEPTED, Json(views::backfill_view(engine, b))).into_response()
+                }
+                None => unknown_backfill(&id.0).into_response(),
+            },
+            other => unexpected(other),
         },
     )
-    .await?;
-    let view = state
-        .handle
-        .inspect(move |engine, _| {
-            engine
-                .state()
-                .backfills
-                .get(&backfill)
-                .map(|b| views::backfill_view(engine, b))
-        })
-        .await?
-        .ok_or_else(|| unknown_backfill(&id))?;
-    tracing::info!(backfill = %id, "operator cancelled a backfill");
-    Ok((StatusCode::ACCEPTED, Json(view)).into_response())
+    .await
+}
+
+/// An outcome that does not answer the request sent (a bug, not an operator's mistake).
+fn unexpected(outcome: Outcome) -> Response {
+    HttpError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("the scheduler answered with an unexpected outcome: {outcome:?}"),
+    )
+    .into_response()
 }

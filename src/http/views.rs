@@ -363,10 +363,5 @@ pub fn backfill_view(engine: &Engine, backfill: &Backfill) -> BackfillView {
 }
 
 pub fn backfill_state_name(state: BackfillState) -> &'static str {
-    match state {
-        BackfillState::Running => "running",
-        BackfillState::Succeeded => "succeeded",
-        BackfillState::Failed => "failed",
-        BackfillState::Cancelled => "cancelled",
-    }
+    state.name()
 }

@@ -1,8 +1,10 @@
 //! Notifications: on a pipeline run's failure (and, where a target asks, its success, a retry or
 //! missed schedule ticks) POST a generic JSON body or a Slack-compatible one to each configured
 //! target, with the pipeline, logical date, failed steps, their first error lines and links to
-//! dbt Cloud. Deliveries run on their own tasks with retries and backoff, never in the scheduler
-//! loop, and carry no secret: the target URL is itself kept as a `Secret` and never logged.
+//! dbt Cloud. Each target has its own delivery queue and task, never the scheduler loop: a target
+//! hears of events in the order they happened, a refused delivery is retried (with backoff)
+//! before anything later goes to that target, and a slow target holds up no other. Deliveries
+//! carry no secret: the target URL is itself kept as a `Secret` and never logged.
 
 use crate::config::daemon::{
     ConfigError, NotificationEvent, NotificationFormat, NotificationTarget,
@@ -16,7 +18,7 @@ use chrono::SecondsFormat;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -267,6 +269,13 @@ pub fn slack_body(n: &Notification) -> serde_json::Value {
     serde_json::json!({ "text": slack_escape(&n.summary), "blocks": blocks })
 }
 
+/// One notification on its way to one target.
+#[derive(Debug)]
+struct Delivery {
+    body: serde_json::Value,
+    pipeline_run: Option<String>,
+}
+
 /// Sends notifications for the daemon's transitions.
 #[derive(Debug)]
 pub struct Notifier {
@@ -309,6 +318,21 @@ impl Notifier {
         mut rx: broadcast::Receiver<Transition>,
         shutdown: CancellationToken,
     ) {
+        // One queue per target, in the order of `self.targets`.
+        let queues: Vec<mpsc::UnboundedSender<Delivery>> = self
+            .targets
+            .iter()
+            .map(|target| {
+                let (queue, pending) = mpsc::unbounded_channel();
+                self.deliveries.spawn(deliver_in_order(
+                    self.http.clone(),
+                    target.clone(),
+                    pending,
+                    self.settings.clone(),
+                ));
+                queue
+            })
+            .collect();
         loop {
             let t = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -324,11 +348,11 @@ impl Notifier {
             let Some(event) = event_of(t.what) else {
                 continue;
             };
-            let wanted: Vec<Arc<Target>> = self
+            let wanted: Vec<(&Arc<Target>, &mpsc::UnboundedSender<Delivery>)> = self
                 .targets
                 .iter()
-                .filter(|target| target.on.contains(&event))
-                .cloned()
+                .zip(&queues)
+                .filter(|(target, _)| target.on.contains(&event))
                 .collect();
             if wanted.is_empty() {
                 continue;
@@ -339,45 +363,65 @@ impl Notifier {
             else {
                 break;
             };
-            for target in wanted {
+            for (target, queue) in wanted {
                 let body = match target.format {
                     NotificationFormat::Json => json_body(&notification),
                     NotificationFormat::Slack => slack_body(&notification),
                 };
-                self.deliveries.spawn(deliver(
-                    self.http.clone(),
-                    target,
+                // Fails only once the target's task has ended, which it does after the queue closes.
+                let _ = queue.send(Delivery {
                     body,
-                    self.settings.clone(),
-                    notification.pipeline_run.clone(),
-                ));
+                    pipeline_run: notification.pipeline_run.clone(),
+                });
             }
         }
+        // Closing the queues lets each target's task end once it has delivered what is queued.
+        drop(queues);
         self.deliveries.close();
         if tokio::time::timeout(self.settings.shutdown_grace, self.deliveries.wait())
             .await
             .is_err()
         {
             tracing::warn!(
-                pending = self.deliveries.len(),
-                "stopping with notifications not yet delivered"
+                targets = self.deliveries.len(),
+                "stopping with notifications not yet delivered to some targets"
             );
         }
     }
 }
 
-/// Posts `body`, retrying server errors, 408, 429 and transport failures with a doubling backoff.
-async fn deliver(
+/// Delivers one target's notifications one after the other, each to its end (delivered or given
+/// up), so the target sees them in order.
+async fn deliver_in_order(
     http: reqwest::Client,
     target: Arc<Target>,
-    body: serde_json::Value,
+    mut pending: mpsc::UnboundedReceiver<Delivery>,
     settings: DeliverySettings,
+) {
+    while let Some(delivery) = pending.recv().await {
+        deliver(
+            &http,
+            &target,
+            &delivery.body,
+            &settings,
+            delivery.pipeline_run,
+        )
+        .await;
+    }
+}
+
+/// Posts `body`, retrying server errors, 408, 429 and transport failures with a doubling backoff.
+async fn deliver(
+    http: &reqwest::Client,
+    target: &Target,
+    body: &serde_json::Value,
+    settings: &DeliverySettings,
     run: Option<String>,
 ) {
     let mut backoff = settings.initial_backoff;
     let run = run.unwrap_or_default();
     for attempt in 1..=settings.attempts.max(1) {
-        let answer = http.post(target.url.expose()).json(&body).send().await;
+        let answer = http.post(target.url.expose()).json(body).send().await;
         let retryable = match &answer {
             Ok(r) if r.status().is_success() => {
                 tracing::debug!(target = %target.name, pipeline_run = %run, "notification delivered");

@@ -1,17 +1,21 @@
-//! The imperative shell: the single loop that feeds events to the engine, makes its writes durable,
-//! then carries out its actions on executor tasks; plus shutdown. Only this loop writes state.
+//! The imperative shell: the single loop that gives the engine its inputs one step at a time,
+//! makes the step's writes durable, then carries out its actions on executor tasks, then answers
+//! the operator requests it took; plus shutdown. Only this loop writes state.
 
 pub mod executor;
 mod log;
 
 use crate::clock::SharedClock;
 use crate::dbt_cloud::client::DbtCloudClient;
-use crate::engine::event::{Action, Event, OperatorRequest, Transition};
+use crate::engine::event::{
+    Action, Event, Input, OperatorError, OperatorRequest, Outcome, Output, ReplyTo, Transition,
+};
 use crate::engine::state::{CancelReason, PipelineRunId, Write};
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, LoadError};
 use crate::model::pipeline::Pipeline;
 use crate::store::{Durability, HistoryReader, Store};
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -62,6 +66,20 @@ pub struct Progress {
 
 type Inspector = Box<dyn FnOnce(&Engine, DateTime<Utc>) + Send>;
 
+/// What an operator request came to, as the engine said.
+pub type OperatorResult = Result<Outcome, OperatorError>;
+
+/// Answers an operator request: run inside the loop once the turn that applied it has made its
+/// writes durable and handed out its actions, so the answer reads the state as it now stands.
+type AnswerFn = dyn FnOnce(&Engine, DateTime<Utc>, OperatorResult) + Send;
+struct Replier(Box<AnswerFn>);
+
+impl std::fmt::Debug for Replier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Replier")
+    }
+}
+
 enum Message {
     /// An executor's answer to an action.
     Answer(Event),
@@ -69,8 +87,10 @@ enum Message {
     External(Event),
     /// A read of the engine's state, run inside the loop so it is consistent.
     Inspect(Inspector),
+    /// An operator request whose answer is awaited.
+    Operate(OperatorRequest, Replier),
     /// New pipeline definitions (reload).
-    Reload(Vec<Pipeline>, oneshot::Sender<Result<(), String>>),
+    Reload(Vec<Pipeline>, oneshot::Sender<Result<(), LoadError>>),
     /// An action not carried out: this node stopped leading before it was sent.
     Skipped,
 }
@@ -89,6 +109,7 @@ impl std::fmt::Debug for Message {
         match self {
             Self::Answer(e) | Self::External(e) => write!(f, "{e:?}"),
             Self::Inspect(_) => f.write_str("Inspect"),
+            Self::Operate(request, _) => write!(f, "Operate({request:?})"),
             Self::Reload(p, _) => write!(f, "Reload({} pipelines)", p.len()),
             Self::Skipped => f.write_str("Skipped"),
         }
@@ -99,6 +120,16 @@ impl std::fmt::Debug for Message {
 #[derive(Debug, thiserror::Error)]
 #[error("the scheduler loop is not running")]
 pub struct LoopStopped;
+
+/// Why new pipeline definitions were not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The engine refused them; the last good definitions stay in force.
+    #[error("reload refused: {0}")]
+    Refused(#[from] LoadError),
+    #[error(transparent)]
+    Stopped(#[from] LoopStopped),
+}
 
 impl DaemonHandle {
     /// Sends an operator request or a webhook hint to the loop.
@@ -122,16 +153,31 @@ impl DaemonHandle {
         rx.await.map_err(|_| LoopStopped)
     }
 
-    /// Replaces the pipeline definitions; runs in flight keep theirs.
-    pub async fn reload(
+    /// Sends an operator request through the loop in one trip: the engine carries it out or
+    /// refuses it, and once that turn's writes are durable `answer` reads the outcome against the
+    /// state as it then stands. An `Ok` outcome survives a crash.
+    pub async fn operate<T: Send + 'static>(
         &self,
-        pipelines: Vec<Pipeline>,
-    ) -> Result<Result<(), String>, LoopStopped> {
+        request: OperatorRequest,
+        answer: impl FnOnce(&Engine, DateTime<Utc>, OperatorResult) -> T + Send + 'static,
+    ) -> Result<T, LoopStopped> {
+        let (tx, rx) = oneshot::channel();
+        let replier = Replier(Box::new(move |engine, now, result| {
+            let _ = tx.send(answer(engine, now, result));
+        }));
+        self.inbox
+            .send(Message::Operate(request, replier))
+            .map_err(|_| LoopStopped)?;
+        rx.await.map_err(|_| LoopStopped)
+    }
+
+    /// Replaces the pipeline definitions; runs in flight keep theirs.
+    pub async fn reload(&self, pipelines: Vec<Pipeline>) -> Result<(), ReloadError> {
         let (tx, rx) = oneshot::channel();
         self.inbox
             .send(Message::Reload(pipelines, tx))
             .map_err(|_| LoopStopped)?;
-        rx.await.map_err(|_| LoopStopped)
+        Ok(rx.await.map_err(|_| LoopStopped)??)
     }
 
     /// Reads archived runs (finished runs no longer in the engine's memory) from the store,
@@ -186,16 +232,23 @@ pub struct Daemon {
     inbox_tx: mpsc::UnboundedSender<Message>,
     progress: watch::Sender<Progress>,
     transitions: broadcast::Sender<Transition>,
+    /// The executor tasks carrying out actions.
+    tasks: TaskTracker,
+    /// Stopping: triggers are no longer sent (they stay `triggering`, reconciled at the next start).
+    draining: bool,
     outstanding: usize,
     iterations: u64,
-    /// An operator request was applied since the last flush.
-    operator_pending: bool,
+    /// What the next turn gives the engine, in the order it arrived.
+    inputs: Vec<Input>,
+    /// Who waits for the answer to each operator request in `inputs`.
+    repliers: BTreeMap<ReplyTo, Replier>,
+    next_reply: u64,
     /// Whether this node may act (it leads); absent for a single node.
     gate: Option<ActingGate>,
 }
 
-/// Asked before every action and before a shutdown acts: false once this node no longer leads
-/// (HA on PostgreSQL), so a deposed leader sends nothing more.
+/// Asked before every turn, action and shutdown: false once this node no longer leads (HA on
+/// PostgreSQL), so a deposed leader sends nothing more.
 #[derive(Clone)]
 pub struct ActingGate(Arc<dyn Fn() -> bool + Send + Sync>);
 
@@ -251,14 +304,18 @@ impl Daemon {
             inbox_tx,
             progress,
             transitions,
+            tasks: TaskTracker::new(),
+            draining: false,
             outstanding: 0,
             iterations: 0,
-            operator_pending: false,
+            inputs: Vec::new(),
+            repliers: BTreeMap::new(),
+            next_reply: 0,
             gate: None,
         })
     }
 
-    /// Makes every action wait on `gate` (a leader's term still running).
+    /// Makes every turn and action wait on `gate` (a leader's term still running).
     pub fn with_gate(mut self, gate: ActingGate) -> Self {
         self.gate = Some(gate);
         self
@@ -280,48 +337,54 @@ impl Daemon {
     /// Runs until `shutdown` is cancelled, then stops starting work, waits up to the grace period
     /// for calls in flight (cancelling runs first with `on_shutdown: cancel`) and persists.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let tracker = TaskTracker::new();
         loop {
-            let wake_at = self.step(&tracker, false)?;
+            let wake_at = self.turn()?;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 message = self.inbox_rx.recv() => {
                     let Some(message) = message else { break };
-                    self.handle_message(message);
+                    self.handle_message(message)?;
                     while let Ok(more) = self.inbox_rx.try_recv() {
-                        self.handle_message(more);
+                        self.handle_message(more)?;
                     }
                 }
-                _ = sleep_until(&self.clock, wake_at) => {
-                    self.engine.apply(Event::Tick, self.clock.now());
-                }
+                _ = sleep_until(&self.clock, wake_at) => self.inputs.push(Event::Tick.into()),
             }
         }
-        self.shut_down(&tracker).await
+        self.shut_down().await
     }
 
-    /// One plan: persist, then act. Returns when to wake.
-    fn step(
-        &mut self,
-        tracker: &TaskTracker,
-        draining: bool,
-    ) -> anyhow::Result<Option<DateTime<Utc>>> {
+    /// One engine step: make its writes durable, then carry out its actions, then answer the
+    /// operator requests it took. Returns when to wake.
+    fn turn(&mut self) -> anyhow::Result<Option<DateTime<Utc>>> {
         if !self.may_act() {
             // Deposed: not even a commit (it would be fenced anyway).
             return Err(NotLeader.into());
         }
         let now = self.clock.now();
-        let plan = self.engine.plan(now);
+        let inputs = std::mem::take(&mut self.inputs);
+        // Operator requests are answered once applied, so what they changed is durable at once.
+        let operator = inputs.iter().any(|input| {
+            matches!(
+                input,
+                Input::Request { .. } | Input::Event(Event::Operator(_))
+            )
+        });
+        let Output {
+            writes,
+            actions,
+            transitions,
+            replies,
+            wake_at,
+        } = self.engine.step(inputs, now);
         // Durable before any side effect it enables; without actions, a deferred commit (made
         // durable by the next full one) is soon enough, since nothing depends on it yet.
-        // Operator requests are answered once applied, so what they changed is flushed too, and
-        // so are schedule cursors and backfills (rare writes, and a lost skipped tick would come
-        // back as a missed one). Only run records without a side effect wait for the next
-        // flush: losing them repeats a poll, nothing more.
-        let writes = self.engine.take_writes();
-        let must_be_durable = !plan.actions.is_empty()
-            || std::mem::take(&mut self.operator_pending)
+        // Schedule cursors and backfills are committed in full too (rare writes, and a lost
+        // skipped tick would come back as a missed one). Only run records without a side
+        // effect are deferred: losing them repeats a poll, nothing more.
+        let must_be_durable = !actions.is_empty()
+            || operator
             || writes
                 .iter()
                 .any(|w| !matches!(w, Write::Run(_) | Write::Archive(_)));
@@ -332,15 +395,15 @@ impl Daemon {
         };
         // One transaction per turn.
         self.store.commit_with(&writes, durability)?;
-        for transition in self.engine.take_transitions() {
+        for transition in transitions {
             log::transition(&transition);
             let _ = self.transitions.send(transition);
         }
-        if !plan.actions.is_empty() && !self.may_act() {
+        if !actions.is_empty() && !self.may_act() {
             return Err(NotLeader.into());
         }
-        for action in plan.actions {
-            if draining && matches!(action, Action::Trigger { .. }) {
+        for action in actions {
+            if self.draining && matches!(action, Action::Trigger { .. }) {
                 // Persisted as triggering; the next start reconciles it and sends it then.
                 continue;
             }
@@ -348,7 +411,7 @@ impl Daemon {
             let client = self.client.clone();
             let inbox = self.inbox_tx.clone();
             let gate = self.gate.clone();
-            tracker.spawn(async move {
+            self.tasks.spawn(async move {
                 if gate.is_some_and(|gate| !gate.acting()) {
                     let _ = inbox.send(Message::Skipped);
                     return;
@@ -357,40 +420,62 @@ impl Daemon {
                 let _ = inbox.send(Message::Answer(answer));
             });
         }
+        for reply in replies {
+            if let Some(replier) = self.repliers.remove(&reply.to) {
+                (replier.0)(&self.engine, now, reply.result);
+            }
+        }
         self.iterations += 1;
         self.progress.send_replace(Progress {
             planned_at: now,
-            wake_at: plan.wake_at,
+            wake_at,
             outstanding: self.outstanding,
             iterations: self.iterations,
         });
-        Ok(plan.wake_at)
+        Ok(wake_at)
     }
 
-    fn handle_message(&mut self, message: Message) {
-        let now = self.clock.now();
+    fn handle_message(&mut self, message: Message) -> anyhow::Result<()> {
         match message {
             Message::Answer(event) => {
                 self.outstanding = self.outstanding.saturating_sub(1);
-                self.engine.apply(event, now);
+                self.inputs.push(event.into());
             }
             Message::External(event) => {
-                self.operator_pending |= matches!(event, Event::Operator(_));
                 if let Event::Operator(OperatorRequest::RetryPipelineRun { run }) = &event {
                     self.recall(run);
                 }
-                self.engine.apply(event, now)
+                self.inputs.push(event.into());
             }
-            Message::Inspect(read) => read(&self.engine, now),
-            Message::Skipped => self.outstanding = self.outstanding.saturating_sub(1),
+            Message::Operate(request, replier) => {
+                if let OperatorRequest::RetryPipelineRun { run } = &request {
+                    self.recall(run);
+                }
+                let reply = ReplyTo(self.next_reply);
+                self.next_reply += 1;
+                self.repliers.insert(reply, replier);
+                self.inputs.push(Input::Request { reply, request });
+            }
+            // Reads and reloads see everything sent before them applied.
+            Message::Inspect(read) => {
+                self.catch_up()?;
+                read(&self.engine, self.clock.now());
+            }
             Message::Reload(pipelines, reply) => {
-                let result = self
-                    .engine
-                    .set_pipelines(pipelines)
-                    .map_err(|e| e.to_string());
-                let _ = reply.send(result);
+                self.catch_up()?;
+                let _ = reply.send(self.engine.set_pipelines(pipelines));
             }
+            Message::Skipped => self.outstanding = self.outstanding.saturating_sub(1),
         }
+        Ok(())
+    }
+
+    /// Takes the inputs waiting for the next turn now.
+    fn catch_up(&mut self) -> anyhow::Result<()> {
+        if !self.inputs.is_empty() {
+            self.turn()?;
+        }
+        Ok(())
     }
 
     /// Brings an archived run back into memory before a request that needs its whole record.
@@ -404,19 +489,20 @@ impl Daemon {
         }
     }
 
-    async fn shut_down(mut self, tracker: &TaskTracker) -> anyhow::Result<()> {
-        tracker.close();
+    async fn shut_down(mut self) -> anyhow::Result<()> {
+        self.tasks.close();
         if !self.may_act() {
             // Deposed: no cancel, no write (the new leader owns both now).
             return Err(NotLeader.into());
         }
+        self.draining = true;
         let grace = tokio::time::Instant::now() + self.settings.shutdown_grace;
         if self.settings.on_shutdown == OnShutdown::Cancel {
             self.engine
                 .cancel_everything(CancelReason::Shutdown, self.clock.now());
         }
         loop {
-            self.step(tracker, true)?;
+            self.turn()?;
             let waiting_for_cancels = self.settings.on_shutdown == OnShutdown::Cancel
                 && self.engine.in_flight_attempts() > 0;
             if self.outstanding == 0 && !waiting_for_cancels {
@@ -425,18 +511,15 @@ impl Daemon {
             let wake = self.progress.borrow().wake_at;
             tokio::select! {
                 message = self.inbox_rx.recv() => match message {
-                    Some(message) => self.handle_message(message),
+                    Some(message) => self.handle_message(message)?,
                     None => break,
                 },
-                _ = sleep_until(&self.clock, wake) => {
-                    self.engine.apply(Event::Tick, self.clock.now());
-                }
+                _ = sleep_until(&self.clock, wake) => self.inputs.push(Event::Tick.into()),
                 // The regular poll interval (10 s by default) is longer than the grace period:
                 // look at the cancelled runs every second until dbt Cloud reports them ended.
                 _ = tokio::time::sleep(CANCEL_CONFIRM_INTERVAL), if waiting_for_cancels => {
-                    let now = self.clock.now();
                     for run in runs_being_cancelled(&self.engine) {
-                        self.engine.apply(Event::RunHint { run }, now);
+                        self.inputs.push(Event::RunHint { run }.into());
                     }
                 }
                 _ = tokio::time::sleep_until(grace) => {
@@ -445,8 +528,12 @@ impl Daemon {
                 }
             }
         }
-        self.store.commit(&self.engine.take_writes())?;
-        for transition in self.engine.take_transitions() {
+        // What arrived last is applied and committed; no action is carried out any more.
+        let output = self
+            .engine
+            .step(std::mem::take(&mut self.inputs), self.clock.now());
+        self.store.commit(&output.writes)?;
+        for transition in output.transitions {
             log::transition(&transition);
         }
         Ok(())

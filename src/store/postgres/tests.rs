@@ -2,7 +2,7 @@
 //! and what only a shared database shows (the leader's fence, a terminated connection, a newer
 //! schema, the URL kept out of errors).
 
-#[path = "../../../tests/pg_support/mod.rs"]
+#[path = "../../../tests/it/support/pg.rs"]
 mod pg_support;
 
 use super::super::{suite, Store, StoreError, Write};

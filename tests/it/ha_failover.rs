@@ -2,7 +2,8 @@
 //! nodes sharing it) on one fast time line. Two pipelines tick every minute; the leader is
 //! SIGKILLed at random moments (seeded, printed) and the killed node started again as a standby;
 //! once a leader is SIGSTOPped for three leases and then resumed (it must send nothing after
-//! resuming, and exit); once the leader's database connections are terminated by the server. Then
+//! resuming, and exit); once the leader's database connections are terminated by the server; once
+//! the database is stopped (30 s in the long form) and started again. Then
 //! the last leader runs to the end and the emulator's own record is checked as in the crash test:
 //! no attempt key has two dbt Cloud runs, no tick or step is lost, every run ends in the state the
 //! outcomes imply. Takeover times (kill to the next leader's lease) are printed, not asserted.
@@ -111,10 +112,9 @@ fn wait_for_leader(pg: &TestPostgres, after: i64) -> (String, i64, Duration) {
                 return (name, epoch, started.elapsed());
             }
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no new leader after epoch {after}"
-        );
+        if started.elapsed() > Duration::from_secs(120) {
+            panic!("no new leader after epoch {after}; the node logs are above");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -130,6 +130,19 @@ fn leader_failovers_lose_and_repeat_nothing() {
     let Some(pg) = TestPostgres::start_or_skip("leader_failovers_lose_and_repeat_nothing") else {
         return;
     };
+    // On a failure, the nodes' logs (the test's files are gone by the time anyone looks).
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<std::path::PathBuf>::new()));
+    {
+        let logs = logs.clone();
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            for log in logs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                eprintln!("--- {}:\n{}", log.display(), tail(&text, 40));
+            }
+            default(info);
+        }));
+    }
     let seed: u64 = std::env::var("BATON_HA_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -145,7 +158,7 @@ fn leader_failovers_lose_and_repeat_nothing() {
     // An hour's minutes ticking, slowed down so that the ticks outlast the disruptions (each
     // kill costs about a lease and a start).
     let ticks: u32 = 59;
-    let real_window = f64::from(kills) * 4.0 + 40.0;
+    let real_window = f64::from(kills) * 4.0 + if long_form { 80.0 } else { 50.0 };
     let speed = (f64::from(ticks) * 60.0 / real_window).min(60.0);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let scratch = tempfile::tempdir().unwrap();
@@ -178,6 +191,7 @@ fn leader_failovers_lose_and_repeat_nothing() {
         .collect();
     for node in &mut nodes {
         node.keep_running(&time);
+        logs.lock().unwrap().push(node.workspace.log.clone());
     }
     let (mut current, mut epoch, _) = wait_for_leader(&pg, 0);
     let mut takeovers = Vec::new();
@@ -198,7 +212,18 @@ fn leader_failovers_lose_and_repeat_nothing() {
         }
     }
 
-    // The leader's database connections cut by the server: it keeps leading or hands over.
+    // The leader's database connections cut by the server (once it has opened the store): it
+    // keeps leading or hands over.
+    let writer =
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'baton-store-writer'";
+    let opened = Instant::now();
+    while pg.psql(writer) != "1" {
+        assert!(
+            opened.elapsed() < Duration::from_secs(60),
+            "the leader never opened the store"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let terminated = pg.terminate_backends_like("baton-%");
     eprintln!("failover test: terminated {terminated} connections");
     std::thread::sleep(Duration::from_millis(500));
@@ -242,6 +267,18 @@ fn leader_failovers_lose_and_repeat_nothing() {
             tail(&after_resume, 20)
         );
     }
+    (current, epoch) = (next, next_epoch);
+    for node in &mut nodes {
+        node.keep_running(&time);
+    }
+
+    // The database stopped (30 s in the long form) and started again: the leader stops acting
+    // within its lease, every node retries, and one leads again afterwards.
+    let down = Duration::from_secs(if long_form { 30 } else { 5 });
+    pg.stop();
+    std::thread::sleep(down);
+    pg.start();
+    let (next, next_epoch, _) = wait_for_leader(&pg, epoch);
     (current, epoch) = (next, next_epoch);
     for node in &mut nodes {
         node.keep_running(&time);

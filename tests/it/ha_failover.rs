@@ -234,16 +234,13 @@ fn leader_failovers_lose_and_repeat_nothing() {
     // The leader stopped for three leases, then resumed: it must send nothing more, and exit.
     let (stopped_name, stopped_epoch) = leader(&pg).unwrap_or((current.clone(), epoch));
     let i = by_name(&mut nodes, &stopped_name);
-    let pid = nodes[i].process.as_ref().unwrap().pid();
     nodes[i].process.as_ref().unwrap().signal("STOP");
     let stopped_at = Instant::now();
-    let (next, next_epoch, _) = wait_for_leader(&pg, stopped_epoch);
+    let (_, next_epoch, _) = wait_for_leader(&pg, stopped_epoch);
     takeovers.push(stopped_at.elapsed());
     std::thread::sleep((LEASE * 3).saturating_sub(stopped_at.elapsed()));
     let resumed_from = nodes[i].workspace.log_len();
-    let _ = std::process::Command::new("kill")
-        .args(["-CONT", &pid.to_string()])
-        .status();
+    nodes[i].process.as_ref().unwrap().signal("CONT");
     let exited = nodes[i]
         .process
         .as_mut()
@@ -267,7 +264,7 @@ fn leader_failovers_lose_and_repeat_nothing() {
             tail(&after_resume, 20)
         );
     }
-    (current, epoch) = (next, next_epoch);
+    epoch = next_epoch;
     for node in &mut nodes {
         node.keep_running(&time);
     }

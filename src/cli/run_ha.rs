@@ -243,6 +243,7 @@ pub(super) async fn serve(
     let fence = Fence {
         node: config.node_name.clone(),
         epoch: term.epoch,
+        lease: postgres.lease,
     };
     let store_url = url.clone();
     let store = tokio::task::spawn_blocking(move || PostgresBackend::open(&store_url, Some(fence)))

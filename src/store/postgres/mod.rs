@@ -26,6 +26,8 @@ use tokio::sync::mpsc as async_mpsc;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one statement may run in the server.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a transaction may sit idle in the server without a fence (tests, tools).
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
 
 enum Request {
     Load,
@@ -185,11 +187,18 @@ impl Session {
             let connection = connect(&self.url, &self.name, CONNECT_TIMEOUT)
                 .await
                 .map_err(|e| open_error(&self.location, e.to_string()))?;
+            // A transaction left open by a frozen process (a paused VM, SIGSTOP) would keep the
+            // lease row share-locked and so block every takeover: the server ends it.
+            let idle = self
+                .fence
+                .as_ref()
+                .map_or(IDLE_IN_TRANSACTION, |f| (f.lease / 4).max(Duration::from_millis(100)));
             connection
                 .client
                 .batch_execute(&format!(
-                    "SET statement_timeout = {}",
-                    STATEMENT_TIMEOUT.as_millis()
+                    "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}",
+                    STATEMENT_TIMEOUT.as_millis(),
+                    idle.as_millis()
                 ))
                 .await
                 .map_err(|e| open_error(&self.location, e.to_string()))?;

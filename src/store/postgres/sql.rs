@@ -32,6 +32,9 @@ impl From<tokio_postgres::Error> for SqlError {
 pub struct Fence {
     pub node: String,
     pub epoch: Epoch,
+    /// The lease's length: a transaction of a frozen leader is ended by the server well within
+    /// it, so that the lease row it share-locked cannot keep a standby from taking over.
+    pub lease: std::time::Duration,
 }
 
 /// Applies pending migrations in one transaction, serialized between nodes by the schema lock.

@@ -85,6 +85,7 @@ fn a_deposed_leaders_write_is_refused_and_changes_nothing() {
         Some(Fence {
             node: "a".into(),
             epoch: epoch_a,
+            lease: Duration::from_secs(2),
         }),
     )
     .unwrap();
@@ -101,6 +102,7 @@ fn a_deposed_leaders_write_is_refused_and_changes_nothing() {
         Some(Fence {
             node: "b".into(),
             epoch: epoch_b,
+            lease: Duration::from_secs(30),
         }),
     )
     .unwrap();

@@ -159,18 +159,7 @@ impl Elector {
                 return;
             }
             let Next::Wait(wait) = match self.ensure_connected(&mut connection).await {
-                Err(problem) => {
-                    backoff =
-                        (backoff * 2).clamp(Duration::from_millis(50), self.config.max_backoff());
-                    tracing::warn!(node = %self.config.node, retry_in = ?backoff, "{problem}");
-                    if term.is_none() {
-                        self.role.send_replace(Role::Standby {
-                            leader: None,
-                            problem: Some(problem),
-                        });
-                    }
-                    Next::Wait(backoff)
-                }
+                Err(problem) => self.trouble(&mut backoff, term, problem),
                 Ok(client) => {
                     let next = match term {
                         Some(t) => self.renew(client, t, &mut term).await,
@@ -184,16 +173,7 @@ impl Elector {
                         Err(problem) => {
                             // The connection is suspect: drop it and reconnect.
                             connection = None;
-                            backoff = (backoff * 2)
-                                .clamp(Duration::from_millis(50), self.config.max_backoff());
-                            tracing::warn!(node = %self.config.node, retry_in = ?backoff, "{problem}");
-                            if term.is_none() {
-                                self.role.send_replace(Role::Standby {
-                                    leader: None,
-                                    problem: Some(problem),
-                                });
-                            }
-                            Next::Wait(backoff)
+                            self.trouble(&mut backoff, term, problem)
                         }
                     }
                 }
@@ -207,6 +187,20 @@ impl Elector {
                 _ = stop.cancelled() => {}
             }
         }
+    }
+
+    /// The database could not be asked: wait longer each time (up to half a lease), and a standby
+    /// says why it cannot contend. A leader keeps its term until it runs out.
+    fn trouble(&self, backoff: &mut Duration, term: Option<Term>, problem: String) -> Next {
+        *backoff = (*backoff * 2).clamp(Duration::from_millis(50), self.config.max_backoff());
+        tracing::warn!(node = %self.config.node, retry_in = ?*backoff, "{problem}");
+        if term.is_none() {
+            self.role.send_replace(Role::Standby {
+                leader: None,
+                problem: Some(problem),
+            });
+        }
+        Next::Wait(*backoff)
     }
 
     /// The time a database call may take now: the usual limit, or less when a term runs out

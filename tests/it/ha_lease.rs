@@ -49,6 +49,33 @@ async fn wait_for(
     seen.unwrap_or_else(|_| panic!("never saw: {what}; role is {:?}", *rx.borrow()))
 }
 
+/// An elector running for `node`, once it leads.
+struct Leading {
+    rx: watch::Receiver<Role>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    term: baton::ha::Term,
+    stats: Arc<baton::ha::ElectorStats>,
+}
+
+async fn lead(pg: &TestPostgres, node: &str, lease: Duration) -> Leading {
+    let (elector, mut rx) = elector(pg, node, lease);
+    let stats = elector.stats();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(elector.run(stop.clone()));
+    let term = wait_for(&mut rx, "leading", is_leader)
+        .await
+        .term()
+        .unwrap();
+    Leading {
+        rx,
+        stop,
+        task,
+        term,
+        stats,
+    }
+}
+
 fn is_leader(role: &Role) -> bool {
     matches!(role, Role::Leader(_))
 }
@@ -114,24 +141,13 @@ async fn exactly_one_of_many_contenders_takes_the_lease() {
     assert_eq!(leader.epoch, epoch);
     assert!(leader.live);
     // Nobody else renews it, not even with the right epoch.
-    let loser = (winner + 1) % CONTENDERS;
-    let err = lease::renew(
-        &results[loser].0.client,
-        &format!("node-{loser}"),
-        epoch,
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap_err();
+    let renew_as = |i: usize| {
+        let client = &results[i].0.client;
+        async move { lease::renew(client, &format!("node-{i}"), epoch, Duration::from_secs(30)).await }
+    };
+    let err = renew_as((winner + 1) % CONTENDERS).await.unwrap_err();
     assert!(matches!(err, LeaseError::Fenced { .. }), "{err}");
-    lease::renew(
-        &results[winner].0.client,
-        &format!("node-{winner}"),
-        epoch,
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    renew_as(winner).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,14 +324,13 @@ async fn two_electors_one_leads_and_the_other_takes_over_when_it_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_keeps_its_term_when_its_connection_is_terminated() {
     let pg = postgres_or_skip!("the_leader_keeps_its_term_when_its_connection_is_terminated");
-    let (a, mut rx) = elector(&pg, "a", Duration::from_secs(2));
-    let stats = a.stats();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(a.run(stop.clone()));
-    let term = wait_for(&mut rx, "a leading", is_leader)
-        .await
-        .term()
-        .unwrap();
+    let Leading {
+        mut rx,
+        stop,
+        task,
+        term,
+        stats,
+    } = lead(&pg, "a", Duration::from_secs(2)).await;
     assert_eq!(pg.terminate_backends("baton-elector-a"), 1);
     let renewed = stats.renewals.load(Ordering::Relaxed);
     let started = Instant::now();
@@ -337,13 +352,13 @@ async fn the_leader_keeps_its_term_when_its_connection_is_terminated() {
 async fn a_leader_that_cannot_renew_stops_acting_while_its_lease_is_still_live() {
     let pg =
         postgres_or_skip!("a_leader_that_cannot_renew_stops_acting_while_its_lease_is_still_live");
-    let (a, mut rx) = elector(&pg, "a", Duration::from_secs(3));
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(a.run(stop.clone()));
-    let term = wait_for(&mut rx, "a leading", is_leader)
-        .await
-        .term()
-        .unwrap();
+    let Leading {
+        mut rx,
+        stop,
+        task,
+        term,
+        ..
+    } = lead(&pg, "a", Duration::from_secs(3)).await;
     // An operator's transaction holds the lease row: A's renewals hang.
     let mut blocker = client(&pg, "blocker").await;
     let tx = blocker.client.transaction().await.unwrap();
@@ -378,13 +393,13 @@ async fn losing_the_database_stops_the_leader_and_it_leads_again_when_it_is_back
     let pg = postgres_or_skip!(
         "losing_the_database_stops_the_leader_and_it_leads_again_when_it_is_back"
     );
-    let (a, mut rx) = elector(&pg, "a", Duration::from_secs(1));
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(a.run(stop.clone()));
-    let term = wait_for(&mut rx, "a leading", is_leader)
-        .await
-        .term()
-        .unwrap();
+    let Leading {
+        mut rx,
+        stop,
+        task,
+        term,
+        ..
+    } = lead(&pg, "a", Duration::from_secs(1)).await;
     pg.stop();
     let down = wait_for(&mut rx, "a standing by without a database", |r| {
         matches!(

@@ -50,14 +50,7 @@ pub(super) async fn migrate(client: &mut Client, all: &[Migration]) -> Result<u3
          )",
     )
     .await?;
-    let current: i32 = tx
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM schema_migrations",
-            &[],
-        )
-        .await?
-        .get(0);
-    let current = u32::try_from(current).unwrap_or(0);
+    let current = schema_version(tx.client()).await?;
     let pending = migrations::pending(all, current).map_err(|found| SqlError::NewerSchema {
         found,
         known: migrations::latest(all),
@@ -87,6 +80,18 @@ async fn pairs(client: &Client, sql: &str) -> Result<Vec<(String, Vec<u8>)>, Sql
             )
         })
         .collect())
+}
+
+/// The highest migration applied.
+async fn schema_version(client: &Client) -> Result<u32, SqlError> {
+    let version: i32 = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(u32::try_from(version).unwrap_or(0))
 }
 
 /// Everything `Backend::load` returns, read in one repeatable-read snapshot.
@@ -302,14 +307,8 @@ async fn write_batch(tx: &Transaction<'_>, batch: &Batch) -> Result<(), SqlError
 /// The schema is the one this build writes (foreign keys and types guard the rows themselves).
 pub(super) async fn check(client: &Client, all: &[Migration]) -> Result<Vec<String>, SqlError> {
     let mut problems = Vec::new();
-    let version: i32 = client
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM schema_migrations",
-            &[],
-        )
-        .await?
-        .get(0);
-    if u32::try_from(version).ok() != Some(migrations::latest(all)) {
+    let version = schema_version(client).await?;
+    if version != migrations::latest(all) {
         problems.push(format!(
             "schema version {version}, expected {}",
             migrations::latest(all)

@@ -36,6 +36,7 @@ mod fuzz_client;
 mod fuzz_pipeline;
 mod fuzz_schedule;
 mod fuzz_untrusted;
+mod ha_cli;
 mod ha_failover;
 mod ha_lease;
 mod ops_metrics;

@@ -239,6 +239,15 @@ pub(super) async fn serve(
     };
     stop_standby(standby_stop, server).await;
     tracing::info!(node = %config.node_name, epoch = %term.epoch, "leading: opening the shared store");
+    // The files may have changed while this node stood by: lead with what they say now.
+    let pipelines = match crate::config::load_pipelines(std::slice::from_ref(&config.pipelines_dir))
+    {
+        Ok(now) => now,
+        Err(diagnostics) => {
+            tracing::error!("the pipeline files have problems now; leading with the ones read at start:\n{diagnostics}");
+            pipelines
+        }
+    };
 
     let fence = Fence {
         node: config.node_name.clone(),

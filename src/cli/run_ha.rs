@@ -172,6 +172,9 @@ pub(super) async fn serve(
         .as_ref()
         .map(|u| u.as_str().trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("http://{}", config.http.listen));
+    if config.http.advertise.is_none() && config.http.listen.ip().is_unspecified() {
+        tracing::warn!(listen = %config.http.listen, "`http.advertise` is not set: standbys will name this node's leader address as {advertise}, which other hosts cannot reach");
+    }
     let (elector, role) = Elector::new(
         ElectorConfig {
             node: config.node_name.clone(),

@@ -165,6 +165,8 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
 
 /// What the leader of an HA deployment adds to a single node's daemon.
 pub(super) struct Leadership {
+    /// The API's socket, bound by the standby part already.
+    pub socket: std::net::TcpListener,
     /// Asked before every action: the leader's term is still running.
     pub gate: ActingGate,
     /// How long attempts the previous leader left triggering wait (clock time).
@@ -231,7 +233,22 @@ pub(super) async fn serve_with(
     }
 
     let extra_routes = leadership.as_ref().map(|l| l.extra.router());
-    let api = start_http(&config, &handle, client, metrics, extra_routes, &shutdown).await?;
+    let role_note = leadership.as_ref().map(|l| l.extra.note());
+    let socket = leadership
+        .as_ref()
+        .map(|l| l.socket.try_clone())
+        .transpose()?;
+    let api = start_http(
+        &config,
+        &handle,
+        client,
+        metrics,
+        extra_routes,
+        role_note,
+        socket,
+        &shutdown,
+    )
+    .await?;
     let systemd = SdNotifier::from_env();
     tokio::spawn(watch_signals(
         signals,
@@ -275,17 +292,25 @@ async fn start_http(
     client: DbtCloudClient,
     metrics: Arc<Metrics>,
     extra_routes: Option<axum::Router>,
+    role_note: Option<ops::status_page::Note>,
+    socket: Option<std::net::TcpListener>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let token = config.resolve_http_token()?;
     crate::http::check_listen(config.http.listen, token.as_ref()).map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (`http.listen`)", config.http.listen))?;
+    let listener = match socket {
+        Some(socket) => tokio::net::TcpListener::from_std(socket)?,
+        None => tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (`http.listen`)", config.http.listen))?,
+    };
     let listening = listener.local_addr().unwrap_or(config.http.listen);
     let state = crate::http::AppState::new(handle.clone(), token, Some(client));
     let mut app = crate::http::router(state)
-        .merge(ops::status_page::router(handle.clone()))
+        .merge(match &role_note {
+            Some(note) => ops::status_page::router_with_note(handle.clone(), note.clone()),
+            None => ops::status_page::router(handle.clone()),
+        })
         .merge(ops::metrics::router(metrics.clone()));
     if let Some(extra) = extra_routes {
         app = app.merge(extra);

@@ -67,6 +67,20 @@ impl RoleView {
         )
     }
 
+    /// The status page's line for this node: its role and the leader's name and address.
+    pub(super) fn note(&self) -> crate::ops::status_page::Note {
+        let view = self.clone();
+        Arc::new(move || {
+            let info = view.json();
+            format!(
+                "Node {}: {} (epoch {}).",
+                info["node"].as_str().unwrap_or(""),
+                info["role"].as_str().unwrap_or(""),
+                info["epoch"]
+            )
+        })
+    }
+
     pub(super) fn router(&self) -> Router {
         Router::new()
             .route("/leader", get(leader_info))
@@ -166,12 +180,22 @@ pub(super) async fn serve(
     postgres: &PostgresConfig,
 ) -> anyhow::Result<()> {
     let url = postgres.resolve_url()?;
+    // One socket for both parts: the standby's answers, then the leader's API.
+    let socket = std::net::TcpListener::bind(config.http.listen)
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} (`http.listen`): {e}",
+                config.http.listen
+            )
+        })?;
+    let bound = socket.local_addr()?;
     let advertise = config
         .http
         .advertise
         .as_ref()
         .map(|u| u.as_str().trim_end_matches('/').to_string())
-        .unwrap_or_else(|| format!("http://{}", config.http.listen));
+        .unwrap_or_else(|| format!("http://{bound}"));
     if config.http.advertise.is_none() && config.http.listen.ip().is_unspecified() {
         tracing::warn!(listen = %config.http.listen, "`http.advertise` is not set: standbys will name this node's leader address as {advertise}, which other hosts cannot reach");
     }
@@ -198,14 +222,7 @@ pub(super) async fn serve(
     let systemd = SdNotifier::from_env();
 
     // Standby: answer on the listener until this node leads.
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {} (`http.listen`): {e}",
-                config.http.listen
-            )
-        })?;
+    let listener = tokio::net::TcpListener::from_std(socket.try_clone()?)?;
     let standby_stop = CancellationToken::new();
     let server = tokio::spawn(crate::http::serve(
         listener,
@@ -213,6 +230,7 @@ pub(super) async fn serve(
         standby_stop.clone(),
     ));
     tracing::info!(node = %config.node_name, listen = %config.http.listen, "baton started as a standby; contending for the lease");
+    tracing::info!(listen = %bound, "standby answering: /healthz, /readyz, /leader, /metrics; the API redirects to the leader");
     let mut watching = role.clone();
     let _ = systemd.ready();
     let _ = systemd.status(&status_line(&watching.borrow()));
@@ -269,6 +287,7 @@ pub(super) async fn serve(
         .saturating_duration_since(Instant::now())
         .mul_f64(speed);
     let leadership = Leadership {
+        socket,
         gate,
         takeover_hold: hold,
         role: role.clone(),

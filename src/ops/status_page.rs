@@ -12,6 +12,7 @@ use axum::response::{Html, IntoResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 /// Failed pipeline runs listed, newest first.
 const RECENT_FAILURES: usize = 20;
@@ -409,16 +410,31 @@ pub fn render(view: &StatusView) -> String {
 
 /// `GET /`.
 pub fn router(handle: DaemonHandle) -> axum::Router {
+    router_with_note(handle, Arc::new(String::new))
+}
+
+/// A line shown under the title, read at every request (an HA node's role and its leader).
+pub type Note = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// `GET /`, with `note` under the title.
+pub fn router_with_note(handle: DaemonHandle, note: Note) -> axum::Router {
     axum::Router::new().route(
         "/",
         axum::routing::get(move || {
             let handle = handle.clone();
+            let note = note();
             async move {
                 let history = handle.history().clone();
                 let read =
                     move |engine: &Engine, now| StatusView::read(engine, now, Some(&history));
                 match handle.inspect(read).await {
-                    Ok(view) => Html(render(&view)).into_response(),
+                    Ok(view) if note.is_empty() => Html(render(&view)).into_response(),
+                    Ok(view) => Html(render(&view).replacen(
+                        "</h1>",
+                        &format!("</h1><p class=\"role\">{}</p>", escape(&note)),
+                        1,
+                    ))
+                    .into_response(),
                     Err(_) => (
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the scheduler loop is not running",

@@ -119,6 +119,84 @@ fn wait_for_leader(pg: &TestPostgres, after: i64) -> (String, i64, Duration) {
     }
 }
 
+/// The address a node's log says it listens on (the leader's API, or the standby's answers).
+fn listening(node: &Node, message: &str) -> Option<String> {
+    let text = node.workspace.log_text();
+    let line = text.lines().rev().find(|l| l.contains(message))?;
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let listen = value["fields"]["listen"]
+        .as_str()
+        .or_else(|| value["listen"].as_str())?;
+    Some(format!("http://{listen}"))
+}
+
+/// The leader says so on `/leader` and its status page; the standby answers `/readyz` with 503
+/// naming the leader, and sends API callers to the leader's address.
+async fn each_node_says_who_leads(nodes: &[Node], leader: &str) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let leading = nodes.iter().find(|n| n.name == leader).unwrap();
+    let standing_by = nodes.iter().find(|n| n.name != leader).unwrap();
+    let mut addresses = None;
+    for _ in 0..600 {
+        addresses = listening(leading, "control API listening")
+            .zip(listening(standing_by, "standby answering"));
+        if addresses.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (leader_api, standby_api) = addresses.expect("both nodes log where they listen");
+    let who: serde_json::Value = http
+        .get(format!("{leader_api}/leader"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["role"], "leader", "{who}");
+    let page = http
+        .get(&leader_api)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&format!("Node {leader}: leader")), "{page}");
+    // The standby names the leader once it has looked at the lease.
+    let mut ready = serde_json::Value::Null;
+    for _ in 0..600 {
+        let answer = http
+            .get(format!("{standby_api}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 503);
+        ready = answer.json().await.unwrap();
+        if ready["leader"] == leader {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready["role"], "standby", "{ready}");
+    assert_eq!(ready["leader"], leader, "{ready}");
+    assert_eq!(ready["leader_address"], leader_api.as_str(), "{ready}");
+    let redirect = http
+        .get(format!("{standby_api}/api/v1/pipelines"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 307);
+    assert_eq!(
+        redirect.headers()["location"].to_str().unwrap(),
+        format!("{leader_api}/api/v1/pipelines")
+    );
+}
+
 fn open_shared(url: &str) -> Store {
     Store::with_backend(Box::new(
         PostgresBackend::open(&Secret::new(url), None).unwrap(),
@@ -194,6 +272,7 @@ fn leader_failovers_lose_and_repeat_nothing() {
         logs.lock().unwrap().push(node.workspace.log.clone());
     }
     let (mut current, mut epoch, _) = wait_for_leader(&pg, 0);
+    runtime.block_on(each_node_says_who_leads(&nodes, &current));
     let mut takeovers = Vec::new();
     let by_name =
         |nodes: &mut Vec<Node>, name: &str| nodes.iter().position(|n| n.name == name).unwrap();

@@ -177,6 +177,14 @@ pub(super) struct Leadership {
     pub extra: super::run_ha::RoleView,
 }
 
+/// What the HTTP server of an HA deployment's leader adds: `/leader` and the leadership metrics,
+/// the role line on the status page, and the socket the standby part bound.
+pub(super) struct NodeHttp {
+    routes: axum::Router,
+    note: ops::status_page::Note,
+    socket: std::net::TcpListener,
+}
+
 /// The daemon over an opened store: a single node, or the leader of an HA deployment.
 pub(super) async fn serve_with(
     config: DaemonConfig,
@@ -232,23 +240,17 @@ pub(super) async fn serve_with(
         tokio::spawn(notifier.run(handle.clone(), shutdown.clone()));
     }
 
-    let extra_routes = leadership.as_ref().map(|l| l.extra.router());
-    let role_note = leadership.as_ref().map(|l| l.extra.note());
-    let socket = leadership
+    let node = leadership
         .as_ref()
-        .map(|l| l.socket.try_clone())
+        .map(|l| -> anyhow::Result<NodeHttp> {
+            Ok(NodeHttp {
+                routes: l.extra.router(),
+                note: l.extra.note(),
+                socket: l.socket.try_clone()?,
+            })
+        })
         .transpose()?;
-    let api = start_http(
-        &config,
-        &handle,
-        client,
-        metrics,
-        extra_routes,
-        role_note,
-        socket,
-        &shutdown,
-    )
-    .await?;
+    let api = start_http(&config, &handle, client, metrics, node, &shutdown).await?;
     let systemd = SdNotifier::from_env();
     tokio::spawn(watch_signals(
         signals,
@@ -291,13 +293,15 @@ async fn start_http(
     handle: &DaemonHandle,
     client: DbtCloudClient,
     metrics: Arc<Metrics>,
-    extra_routes: Option<axum::Router>,
-    role_note: Option<ops::status_page::Note>,
-    socket: Option<std::net::TcpListener>,
+    node: Option<NodeHttp>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let token = config.resolve_http_token()?;
     crate::http::check_listen(config.http.listen, token.as_ref()).map_err(anyhow::Error::msg)?;
+    let (node_routes, note, socket) = match node {
+        Some(n) => (Some(n.routes), Some(n.note), Some(n.socket)),
+        None => (None, None, None),
+    };
     let listener = match socket {
         Some(socket) => tokio::net::TcpListener::from_std(socket)?,
         None => tokio::net::TcpListener::bind(config.http.listen)
@@ -307,12 +311,12 @@ async fn start_http(
     let listening = listener.local_addr().unwrap_or(config.http.listen);
     let state = crate::http::AppState::new(handle.clone(), token, Some(client));
     let mut app = crate::http::router(state)
-        .merge(match &role_note {
+        .merge(match &note {
             Some(note) => ops::status_page::router_with_note(handle.clone(), note.clone()),
             None => ops::status_page::router(handle.clone()),
         })
         .merge(ops::metrics::router(metrics.clone()));
-    if let Some(extra) = extra_routes {
+    if let Some(extra) = node_routes {
         app = app.merge(extra);
     }
     if let Some(secret) = config.resolve_webhook_secret()? {

@@ -189,10 +189,9 @@ impl Session {
                 .map_err(|e| open_error(&self.location, e.to_string()))?;
             // A transaction left open by a frozen process (a paused VM, SIGSTOP) would keep the
             // lease row share-locked and so block every takeover: the server ends it.
-            let idle = self
-                .fence
-                .as_ref()
-                .map_or(IDLE_IN_TRANSACTION, |f| (f.lease / 4).max(Duration::from_millis(100)));
+            let idle = self.fence.as_ref().map_or(IDLE_IN_TRANSACTION, |f| {
+                (f.lease / 4).max(Duration::from_millis(100))
+            });
             connection
                 .client
                 .batch_execute(&format!(

@@ -10,6 +10,7 @@ pub mod emulator;
 pub mod engine;
 pub mod ha;
 pub mod http;
+pub mod humanize;
 pub mod ids;
 pub mod logging;
 pub mod model;

@@ -4,7 +4,8 @@
 //! One file per scenario: `dispatch` (upstream terminal to downstream trigger, polling and
 //! webhooks), `requests` (dbt Cloud API requests per finished attempt), `load` (CPU and peak RSS for
 //! 10,000 pipelines on a fast clock), `restart` (restart-to-resumed over a store of a million
-//! finished attempts), `validate` (10,000 pipeline files). Shared parts: `process` (spawning,
+//! finished attempts), `validate` (10,000 pipeline files), `pages` (the status pages' render time).
+//! Shared parts: `process` (spawning,
 //! time line, HTTP), `procfs` (/proc sampling), `generate` (scenarios and pipeline files),
 //! `output` (table and JSON line).
 
@@ -12,6 +13,7 @@ mod dispatch;
 pub mod generate;
 mod load;
 pub mod output;
+mod pages;
 pub mod process;
 pub mod procfs;
 mod requests;
@@ -36,15 +38,19 @@ pub enum Scenario {
     Restart,
     /// `baton validate` over 10,000 pipeline files.
     Validate,
+    /// Status pages rendered daemon side: the front page for 10,000 pipelines, a pipeline page of
+    /// 50 steps and 30 runs.
+    Pages,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Dispatch,
         Scenario::Requests,
         Scenario::Load,
         Scenario::Restart,
         Scenario::Validate,
+        Scenario::Pages,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +60,7 @@ impl Scenario {
             Scenario::Load => "load",
             Scenario::Restart => "restart",
             Scenario::Validate => "validate",
+            Scenario::Pages => "pages",
         }
     }
 }
@@ -79,6 +86,7 @@ pub async fn run(options: Options, scenarios: &[Scenario]) -> Report {
             Scenario::Load => load::run(options, &mut report).await,
             Scenario::Restart => restart::run(options, &mut report).await,
             Scenario::Validate => validate::run(options, &mut report).await,
+            Scenario::Pages => pages::run(options, &mut report).await,
         };
         match result {
             Ok(()) => eprintln!(

@@ -193,7 +193,8 @@ impl Report {
 
 fn round(v: f64) -> f64 {
     if v.is_finite() {
-        (v * 1000.0).round() / 1000.0
+        // `+ 0.0` turns a negative zero into zero: the JSON line never says `-0.0`.
+        (v * 1000.0).round() / 1000.0 + 0.0
     } else {
         -1.0
     }
@@ -205,15 +206,16 @@ fn number(v: f64) -> String {
         return "n/a".into();
     }
     let a = v.abs();
-    if v.fract() == 0.0 || a >= 100.0 {
-        format!("{v:.0}")
+    let decimals = if v.fract() == 0.0 || a >= 100.0 {
+        0
     } else if a >= 10.0 {
-        format!("{v:.1}")
+        1
     } else if a >= 0.1 {
-        format!("{v:.2}")
+        2
     } else {
-        format!("{v:.4}")
-    }
+        4
+    };
+    crate::humanize::number(v, decimals)
 }
 
 /// The `q` quantile (0..=1) of `samples` by nearest rank; NaN when empty.
@@ -237,6 +239,13 @@ mod tests {
         assert_eq!(quantile(&s, 0.5), 50.0);
         assert_eq!(quantile(&s, 0.99), 99.0);
         assert!(quantile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn counts_never_print_as_negative_zero() {
+        assert_eq!(number(-0.0), "0");
+        assert_eq!(number(-0.00001), "0.0000");
+        assert_eq!(round(-0.0).to_string(), "0");
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub struct DemoArgs {
 
 pub fn run(args: &DemoArgs) -> ExitCode {
     crate::logging::init_at(crate::config::daemon::LogFormat::Pretty, "warn");
-    super::common::block_on(demo(args))
+    super::common::block_on(async { Ok(demo(args).await?) })
 }
 
 fn demo_pipelines(dir: &std::path::Path) -> anyhow::Result<Vec<Pipeline>> {
@@ -160,7 +160,7 @@ fn print_banner(
             .as_ref()
             .and_then(|s| crate::model::schedule::Schedule::new(s).ok())
             .and_then(|s| s.next_after(now))
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .map(|t| crate::humanize::when(t, crate::humanize::zone_of(p)))
             .unwrap_or_else(|| "not scheduled".into());
         println!(
             "  pipeline   {:<16} {} steps, next scheduled tick {next}",

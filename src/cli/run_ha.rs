@@ -6,7 +6,7 @@
 //! until none of its requests can still land. A leader that loses its term stops acting at once
 //! and exits with a failure, so the service manager starts it again as a standby.
 
-use super::run::{serve_with, Leadership, RunArgs, Signals};
+use super::daemon::{serve_with, Leadership, RunArgs, Signals};
 use crate::config::daemon::DaemonConfig;
 use crate::config::store::PostgresConfig;
 use crate::ha::{Elector, ElectorConfig, ElectorStats, Role, Term};

@@ -159,7 +159,16 @@ async fn one_pipeline(api: &ApiClient, name: &str, json: bool) -> Result<(), Fai
             .next_fire_times
             .iter()
             .take(3)
-            .map(|t| when(Some(*t)))
+            .map(|t| {
+                match pipeline
+                    .timezone
+                    .as_deref()
+                    .map(str::parse::<chrono_tz::Tz>)
+                {
+                    Some(Ok(zone)) => crate::humanize::when(*t, zone),
+                    _ => when(Some(*t)),
+                }
+            })
             .collect();
         println!("next      {}", next.join(", "));
     }
@@ -210,7 +219,7 @@ async fn one_pipeline(api: &ApiClient, name: &str, json: bool) -> Result<(), Fai
         };
         let Some(details) = &a.details else {
             if step.state == "failed" {
-                if let Some(m) = &a.message {
+                if let Some(m) = a.reason.as_ref().or(a.message.as_ref()) {
                     println!("\n{} failed: {m}", step.name);
                 }
             }

@@ -17,7 +17,6 @@
 //! `GET /_emulator/runs`.
 
 mod artifacts;
-pub mod cli;
 pub mod faults;
 mod handlers;
 mod lifecycle;

@@ -21,7 +21,11 @@ impl Engine {
         full: bool,
     ) -> bool {
         let mut ended = false;
-        let candidates = if full { &self.active } else { &self.touched };
+        let candidates = if full {
+            &self.index.active
+        } else {
+            &self.passes.changed
+        };
         if candidates.is_empty() {
             return false;
         }
@@ -85,7 +89,7 @@ impl Engine {
                                 );
                                 in_flight += 1;
                             } else {
-                                self.blocked_by_cap = true;
+                                self.passes.blocked_by_cap = true;
                             }
                         }
                     }
@@ -93,7 +97,7 @@ impl Engine {
                         if until > now {
                             plan.wake_at = earliest(plan.wake_at, until);
                         } else if in_flight >= self.config.max_in_flight {
-                            self.blocked_by_cap = true;
+                            self.passes.blocked_by_cap = true;
                         } else {
                             let previous = state.current();
                             let kind = match previous {
@@ -263,15 +267,17 @@ impl Engine {
         if message.is_some() {
             attempt.message = message.clone();
         }
+        // A person reads the transition: baton's own timeout says so, not only dbt Cloud's words.
+        let reason = crate::humanize::step_attempt_reason(attempt, def.step(&at.step));
         let explain = outcome == AttemptOutcome::Error && attempt.run_id.is_some();
         if let Some(id) = attempt.run_id {
-            self.by_dbt_run.remove(&id);
+            self.index.by_dbt_run.remove(&id);
         }
         self.mark_changed(at.run.clone());
         if explain {
             self.want_details(at, now);
         }
-        let detail = message.unwrap_or_default();
+        let detail = reason.or(message).unwrap_or_default();
         let Some(step) = def.step(&at.step) else {
             return;
         };
@@ -295,11 +301,12 @@ impl Engine {
                 at,
                 TransitionKind::StepRetryScheduled,
                 format!(
-                    "attempt {} ended {}; attempt {} of {} at {until}",
+                    "attempt {} ended {}; attempt {} of {} at {}",
                     at.number,
                     outcome.name(),
                     at.number + 1,
-                    policy.attempts
+                    policy.attempts,
+                    crate::humanize::when(until, crate::humanize::zone_of(&def))
                 ),
             );
             self.set_step_state(
@@ -314,7 +321,14 @@ impl Engine {
                 now,
                 at,
                 TransitionKind::StepFailed,
-                format!("attempt {} ended {}: {detail}", at.number, outcome.name()),
+                match outcome {
+                    // dbt Cloud's own words follow the class.
+                    AttemptOutcome::Error | AttemptOutcome::Rejected => {
+                        format!("attempt {} ended {}: {detail}", at.number, outcome.name())
+                    }
+                    // The reason already says how it ended (`timed out after 2s; ...`).
+                    _ => format!("attempt {}: {detail}", at.number),
+                },
             );
             self.set_step_state(&at.run, &at.step, StepState::Failed, now, "");
         }
@@ -382,7 +396,7 @@ impl Engine {
             .filter(|(_, s)| s.state != StepState::Succeeded)
             .map(|(n, s)| format!("{n} {}", s.state.name()))
             .collect();
-        self.active.remove(id);
+        self.index.active.remove(id);
         self.mark_changed(id.clone());
         let kind = match state {
             PipelineRunState::Succeeded => TransitionKind::PipelineRunSucceeded,

@@ -97,7 +97,7 @@ impl Engine {
             OperatorRequest::Resume { pipeline } => {
                 self.known_pipeline(&pipeline)?;
                 // Ticks that passed while paused were declined on purpose, not missed.
-                self.ticks.forget(&pipeline);
+                self.index.ticks.forget(&pipeline);
                 let cursor = self.cursor_mut(&pipeline);
                 cursor.paused = false;
                 cursor.last_tick = Some(now);
@@ -196,6 +196,7 @@ impl Engine {
             // The run id is new, so only the concurrency policy `skip` declines it.
             None => {
                 let active = self
+                    .index
                     .active
                     .iter()
                     .filter_map(|id| self.state.runs.get(id))
@@ -225,7 +226,7 @@ impl Engine {
         run.state = PipelineRunState::Queued;
         run.finished_at = None;
         run.cancel_reason = None;
-        self.active.insert(id.clone());
+        self.index.active.insert(id.clone());
         self.mark_changed(id.clone());
         Ok(Outcome::RunRetried(id))
     }
@@ -247,7 +248,7 @@ impl Engine {
 impl Engine {
     /// Cancels every active pipeline run (shutdown with `on_shutdown: cancel`).
     pub fn cancel_everything(&mut self, reason: CancelReason, now: DateTime<Utc>) {
-        let active: Vec<_> = self.active.iter().cloned().collect();
+        let active: Vec<_> = self.index.active.iter().cloned().collect();
         for id in active {
             self.cancel_pipeline_run(&id, reason, now);
         }

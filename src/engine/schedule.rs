@@ -15,7 +15,7 @@ impl Engine {
     pub(super) fn plan_schedules(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
         // Only pipelines whose next tick is due (or not yet known) need work; a pipeline that is
         // paused, suspended or unscheduled leaves the cache until a resume or reload.
-        for name in self.ticks.take_due(now) {
+        for name in self.index.ticks.take_due(now) {
             let Some(loaded) = self.pipelines.get(&name) else {
                 continue;
             };
@@ -32,9 +32,9 @@ impl Engine {
             let Some(last_tick) = cursor.last_tick else {
                 // First sight of this pipeline: its schedule starts now, nothing before is "missed".
                 cursor.last_tick = Some(now);
-                self.dirty_cursors.insert(name.clone());
+                self.outbox.cursors.insert(name.clone());
                 if let Some(next) = schedule.next_after(now) {
-                    self.ticks.set(&name, next);
+                    self.index.ticks.set(&name, next);
                 }
                 continue;
             };
@@ -55,7 +55,7 @@ impl Engine {
                         CatchupPolicy::Latest => vec![newest],
                         CatchupPolicy::All => newest_ticks(&schedule, last_tick, now, limit),
                     };
-                    self.transitions.push(super::event::Transition {
+                    self.outbox.transitions.push(super::event::Transition {
                         at: now,
                         pipeline: name.clone(),
                         run: None,
@@ -84,7 +84,7 @@ impl Engine {
                 if let Some(cursor) = self.state.cursors.get_mut(&name) {
                     cursor.last_tick = Some(newest_seen);
                 }
-                self.dirty_cursors.insert(name.clone());
+                self.outbox.cursors.insert(name.clone());
             }
             let after = self
                 .state
@@ -94,10 +94,10 @@ impl Engine {
                 .unwrap_or(now)
                 .max(now);
             if let Some(next) = schedule.next_after(after) {
-                self.ticks.set(&name, next);
+                self.index.ticks.set(&name, next);
             }
         }
-        if let Some(next) = self.ticks.earliest() {
+        if let Some(next) = self.index.ticks.earliest() {
             plan.wake_at = earliest(plan.wake_at, next);
         }
     }
@@ -129,6 +129,7 @@ impl Engine {
             return None;
         }
         let active_regular: Vec<PipelineRunId> = self
+            .index
             .active
             .iter()
             .filter_map(|rid| self.state.runs.get(rid))
@@ -143,7 +144,7 @@ impl Engine {
         if !active_regular.is_empty() && !backfill && !catchup {
             match def.concurrency {
                 ConcurrencyPolicy::Skip => {
-                    self.transitions.push(super::event::Transition {
+                    self.outbox.transitions.push(super::event::Transition {
                         at: now,
                         pipeline: def.name.clone(),
                         run: Some(id),
@@ -197,7 +198,7 @@ impl Engine {
             },
         );
         self.state.runs.insert(id.clone(), run);
-        self.active.insert(id.clone());
+        self.index.active.insert(id.clone());
         self.mark_changed(id.clone());
         Some(id)
     }
@@ -206,6 +207,7 @@ impl Engine {
     /// Backfill runs start beside the regular schedule, under their backfill's `max_active`.
     pub(super) fn plan_queued_runs(&mut self, now: DateTime<Utc>) {
         let queued: Vec<PipelineRunId> = self
+            .index
             .active
             .iter()
             .filter(|id| {
@@ -230,7 +232,7 @@ impl Engine {
             let backfill = run.is_backfill();
             let blocked = !backfill
                 && (started.contains(&pipeline)
-                    || self.active.iter().any(|other| {
+                    || self.index.active.iter().any(|other| {
                         self.state.runs.get(other).is_some_and(|o| {
                             o.pipeline() == &pipeline
                                 && !o.is_backfill()
@@ -262,7 +264,7 @@ impl Engine {
 
     /// Records that a pipeline was seen at `tick` without running it (used by pause/resume).
     pub(super) fn cursor_mut(&mut self, name: &PipelineName) -> &mut ScheduleCursor {
-        self.dirty_cursors.insert(name.clone());
+        self.outbox.cursors.insert(name.clone());
         self.state.cursors.entry(name.clone()).or_default()
     }
 }

@@ -152,6 +152,18 @@ fn step_reports(run: &PipelineRun, only: Option<&str>) -> Vec<StepReport> {
                 state: s.state.name(),
                 attempts: s.attempts.len(),
                 error: last.and_then(|a| {
+                    // baton's own timeouts and cancels say so, not only dbt Cloud's words.
+                    if matches!(
+                        a.outcome,
+                        Some(
+                            AttemptOutcome::TimedOut
+                                | AttemptOutcome::QueueTimedOut
+                                | AttemptOutcome::CancelledByBaton
+                        )
+                    ) {
+                        let step = run.definition.step(name);
+                        return crate::humanize::step_attempt_reason(a, step);
+                    }
                     let message = a.message.as_deref().map(first_lines).unwrap_or_default();
                     match (message.is_empty(), a.outcome) {
                         (false, _) => Some(message),

@@ -220,53 +220,45 @@ impl Backend for SqliteBackend {
     fn load(&self) -> Result<Loaded, StoreError> {
         let writer = self.writer();
         let conn = &writer.conn;
-        let err = |e| self.write_error(e);
-        let mut loaded = Loaded::default();
-        let mut definitions = conn
-            .prepare("SELECT digest, pipeline, definition FROM definitions")
-            .map_err(err)?;
-        loaded.definitions = definitions
-            .query_map([], |row| {
-                Ok(DefinitionRow {
-                    digest: row.get(0)?,
-                    pipeline: row.get(1)?,
-                    definition: row.get::<_, String>(2)?.into_bytes(),
-                })
+        let read = || -> rusqlite::Result<Loaded> {
+            Ok(Loaded {
+                definitions: rows(
+                    conn,
+                    "SELECT digest, pipeline, definition FROM definitions",
+                    |row| {
+                        Ok(DefinitionRow {
+                            digest: row.get(0)?,
+                            pipeline: row.get(1)?,
+                            definition: row.get::<_, String>(2)?.into_bytes(),
+                        })
+                    },
+                )?,
+                runs: rows(conn, "SELECT id, record FROM pipeline_runs", text_pair)?,
+                archived: rows(
+                    conn,
+                    "SELECT id, pipeline, state, finished_at FROM run_history \
+                     INDEXED BY run_history_by_pipeline",
+                    |row| {
+                        Ok(ArchivedRow {
+                            id: row.get(0)?,
+                            pipeline: row.get(1)?,
+                            state: row.get(2)?,
+                            finished_at: row.get(3)?,
+                        })
+                    },
+                )?,
+                cursors: rows(
+                    conn,
+                    "SELECT pipeline, cursor FROM schedule_cursors",
+                    text_pair,
+                )?,
+                backfills: rows(conn, "SELECT id, backfill FROM backfills", text_pair)?,
+                resolved_jobs: rows(conn, "SELECT reference, job_id FROM resolved_jobs", |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?,
             })
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        loaded.runs = pairs(conn, "SELECT id, record FROM pipeline_runs").map_err(err)?;
-        let mut archived = conn
-            .prepare(
-                "SELECT id, pipeline, state, finished_at FROM run_history \
-                 INDEXED BY run_history_by_pipeline",
-            )
-            .map_err(err)?;
-        loaded.archived = archived
-            .query_map([], |row| {
-                Ok(ArchivedRow {
-                    id: row.get(0)?,
-                    pipeline: row.get(1)?,
-                    state: row.get(2)?,
-                    finished_at: row.get(3)?,
-                })
-            })
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        loaded.cursors =
-            pairs(conn, "SELECT pipeline, cursor FROM schedule_cursors").map_err(err)?;
-        loaded.backfills = pairs(conn, "SELECT id, backfill FROM backfills").map_err(err)?;
-        let mut jobs = conn
-            .prepare("SELECT reference, job_id FROM resolved_jobs")
-            .map_err(err)?;
-        loaded.resolved_jobs = jobs
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        Ok(loaded)
+        };
+        read().map_err(|e| self.write_error(e))
     }
 
     fn apply(&self, batch: &Batch, durability: Durability) -> Result<(), StoreError> {
@@ -329,8 +321,9 @@ impl Backend for SqliteBackend {
 /// Gives freed pages back to the file system. The pragma frees one page per step, so it is stepped
 /// to the end.
 fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
-    let mut statement =
-        conn.prepare_cached(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES_PER_COMMIT})"))?;
+    let mut statement = conn.prepare_cached(&format!(
+        "PRAGMA incremental_vacuum({VACUUM_PAGES_PER_COMMIT})"
+    ))?;
     let mut rows = statement.query([])?;
     while rows.next()?.is_some() {}
     Ok(())
@@ -421,15 +414,22 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &Batch) -> rusqlite::Resul
 
 /// JSON is stored as TEXT so the sqlite3 shell (and its json functions) read it.
 fn utf8(bytes: &[u8]) -> rusqlite::Result<&str> {
-    std::str::from_utf8(bytes).map_err(|e| rusqlite::Error::Utf8Error(e))
+    std::str::from_utf8(bytes).map_err(rusqlite::Error::Utf8Error)
 }
 
-fn pairs(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+fn rows<T>(
+    conn: &Connection,
+    sql: &str,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
     let mut statement = conn.prepare(sql)?;
-    let rows = statement.query_map([], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?.into_bytes()))
-    })?;
+    let rows = statement.query_map([], map)?;
     rows.collect()
+}
+
+/// A key and a JSON text column, as bytes.
+fn text_pair(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, Vec<u8>)> {
+    Ok((row.get(0)?, row.get::<_, String>(1)?.into_bytes()))
 }
 
 /// `PRAGMA integrity_check` on its own read-only connection: empty when the database is sound.

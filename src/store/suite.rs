@@ -7,6 +7,10 @@ use crate::model::pipeline::PipelineName;
 use std::collections::BTreeMap;
 
 pub(crate) type Open<'a> = &'a dyn Fn() -> Result<Store, StoreError>;
+/// One case of the suite.
+type Case = fn(Open<'_>);
+/// Gives a case its own empty database and an opener for it.
+pub(crate) type Fresh<'a> = &'a dyn Fn(&dyn Fn(Open<'_>));
 
 fn run(date: &str) -> crate::engine::state::PipelineRun {
     super::records::tests::run(super::records::tests::pipeline(), date)
@@ -66,7 +70,9 @@ pub(crate) fn archived_runs_are_summaries_at_load_and_records_on_demand(open: Op
             Write::Run(Box::new(recent.clone())),
         ])
         .unwrap();
-    store.commit(&[Write::Archive(Box::new(old.clone()))]).unwrap();
+    store
+        .commit(&[Write::Archive(Box::new(old.clone()))])
+        .unwrap();
     drop(store);
     let store = open().unwrap();
     let state = store.load().unwrap();
@@ -84,7 +90,9 @@ pub(crate) fn archived_runs_are_summaries_at_load_and_records_on_demand(open: Op
     // A retried archived run is written back to the runs in memory and wins at load.
     let mut retried = old.clone();
     retried.state = PipelineRunState::Running;
-    store.commit(&[Write::Run(Box::new(retried.clone()))]).unwrap();
+    store
+        .commit(&[Write::Run(Box::new(retried.clone()))])
+        .unwrap();
     assert_eq!(store.load().unwrap().runs[&old.id], retried);
     drop(store);
     assert!(
@@ -107,7 +115,11 @@ pub(crate) fn history_reads_newest_first_within_a_limit(open: Open<'_>) {
     let dates: Vec<_> = newest.iter().map(|r| r.logical_date).collect();
     assert_eq!(
         dates,
-        vec![days[8].logical_date, days[7].logical_date, days[6].logical_date]
+        vec![
+            days[8].logical_date,
+            days[7].logical_date,
+            days[6].logical_date
+        ]
     );
 }
 
@@ -153,8 +165,8 @@ pub(crate) fn a_healthy_store_passes_its_check(open: Open<'_>) {
 }
 
 /// Runs every case; `fresh` gives each its own empty database and an opener for it.
-pub(crate) fn run_all(fresh: &dyn Fn(&dyn Fn(Open<'_>))) {
-    let cases: [(&str, fn(Open<'_>)); 8] = [
+pub(crate) fn run_all(fresh: Fresh<'_>) {
+    let cases: [(&str, Case); 8] = [
         ("an_empty_store_loads_empty", an_empty_store_loads_empty),
         ("commits_survive_a_reopen", commits_survive_a_reopen),
         (

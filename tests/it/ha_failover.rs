@@ -324,7 +324,7 @@ fn leader_failovers_lose_and_repeat_nothing() {
         .process
         .as_mut()
         .unwrap()
-        .wait_exit(Duration::from_secs(30));
+        .wait_exit(Duration::from_secs(90));
     assert!(
         exited.is_some_and(|s| !s.success()),
         "the resumed leader did not exit as deposed: {exited:?}"

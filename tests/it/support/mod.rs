@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod check;
+pub mod chromium;
 pub mod daemon;
 pub mod dbt;
 pub mod emulator;

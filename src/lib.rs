@@ -8,6 +8,7 @@ pub mod config;
 pub mod dbt_cloud;
 pub mod emulator;
 pub mod engine;
+pub mod ha;
 pub mod http;
 pub mod humanize;
 pub mod ids;

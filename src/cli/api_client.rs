@@ -77,6 +77,8 @@ impl ApiClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
+            // A standby's redirect to the leader is followed by hand, keeping the token.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Failure::new(EXIT_SERVER, e.to_string()))?;
         Ok(Self {
@@ -130,7 +132,18 @@ impl ApiClient {
             Some(token) => request.bearer_auth(token.expose()),
             None => request,
         };
-        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        let again = request.try_clone();
+        let mut response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        if let (Some(leader), Some(again)) = (standby_redirect(&response), again) {
+            // A standby of an HA deployment names the leader (from the shared database): ask it.
+            let (client, request) = again.build_split();
+            let mut request = request.map_err(|e| self.unreachable(&e))?;
+            *request.url_mut() = leader;
+            response = client
+                .execute(request)
+                .await
+                .map_err(|e| self.unreachable(&e))?;
+        }
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
         if status.is_success() {
@@ -171,6 +184,17 @@ impl ApiClient {
             ),
         )
     }
+}
+
+/// Where a standby sends API callers: the leader's address (`307` with an http(s) `Location`).
+fn standby_redirect(response: &reqwest::Response) -> Option<url::Url> {
+    if response.status() != reqwest::StatusCode::TEMPORARY_REDIRECT {
+        return None;
+    }
+    let location = response.headers().get(reqwest::header::LOCATION)?;
+    url::Url::parse(location.to_str().ok()?)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
 }
 
 /// Prints a value as pretty JSON.

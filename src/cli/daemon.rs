@@ -6,12 +6,14 @@
 use crate::clock::{ClockArgs, SharedClock};
 use crate::config::daemon::{DaemonConfig, ShutdownPolicy};
 use crate::config::load_pipelines;
+use crate::config::store::StoreConfig;
 use crate::dbt_cloud::client::{ClientConfig, DbtCloudClient};
 use crate::dbt_cloud::job_names::resolve_job_names;
 use crate::engine::EngineConfig;
 use crate::ids::AccountName;
-use crate::ops::{self, metrics::Metrics, notify, systemd::SdNotifier};
-use crate::runtime::{Daemon, DaemonHandle, OnShutdown, ReloadError, RuntimeSettings};
+use crate::ops::metrics::{ExtraFamilies, Metrics};
+use crate::ops::{self, notify, systemd::SdNotifier};
+use crate::runtime::{ActingGate, Daemon, DaemonHandle, OnShutdown, ReloadError, RuntimeSettings};
 use crate::store::Store;
 use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};
@@ -107,12 +109,54 @@ pub fn account_client(
 }
 
 async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow::Result<()> {
-    let clock = args.clock.clock()?;
-    let mut pipelines = load_pipelines(std::slice::from_ref(&config.pipelines_dir))
+    let pipelines = load_pipelines(std::slice::from_ref(&config.pipelines_dir))
         .map_err(|d| anyhow::anyhow!("the pipeline files have problems:\n{d}"))?;
     crate::config::accounts::check_accounts(&pipelines, &config.account_names())
         .map_err(|d| anyhow::anyhow!("the pipeline files have problems:\n{d}"))?;
-    let store = Store::open(&config.state_dir)?;
+    match config.store.clone() {
+        StoreConfig::Local => {
+            let store = Store::open(&config.state_dir)?;
+            serve_with(config, args, signals, pipelines, store, None).await
+        }
+        StoreConfig::Postgres(postgres) => {
+            super::run_ha::serve(config, args, signals, pipelines, &postgres).await
+        }
+    }
+}
+
+/// What the leader of an HA deployment adds to a single node's daemon.
+pub(super) struct Leadership {
+    /// The API's socket, bound by the standby part already.
+    pub socket: std::net::TcpListener,
+    /// Asked before every action: the leader's term is still running.
+    pub gate: ActingGate,
+    /// How long attempts the previous leader left triggering wait (clock time).
+    pub takeover_hold: std::time::Duration,
+    /// This node's role; the loop stops as soon as it may no longer act.
+    pub role: tokio::sync::watch::Receiver<crate::ha::Role>,
+    /// `/leader` and the leadership metrics.
+    pub extra: super::run_ha::RoleView,
+}
+
+/// What the HTTP server of an HA deployment's leader adds: `/leader` and the leadership metrics,
+/// the role line on the status page, and the socket the standby part bound.
+pub(super) struct NodeHttp {
+    routes: axum::Router,
+    note: ops::status_page::Note,
+    socket: std::net::TcpListener,
+}
+
+/// The daemon over an opened store: a single node, or the leader of an HA deployment.
+pub(super) async fn serve_with(
+    config: DaemonConfig,
+    args: &RunArgs,
+    signals: Signals,
+    pipelines: Vec<crate::model::pipeline::Pipeline>,
+    store: Store,
+    leadership: Option<Leadership>,
+) -> anyhow::Result<()> {
+    let mut pipelines = pipelines;
+    let clock = args.clock.clock()?;
     let client = client(&config, clock.clone())?;
     let mut others = Vec::new();
     for (name, account) in &config.accounts {
@@ -143,14 +187,25 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
         // Webhooks say when to look; polling stays as the slower fallback.
         settings.engine.poll_interval = poll;
     }
-    let daemon = Daemon::new(settings, pipelines, store, client.clone(), clock)
+    if let Some(l) = &leadership {
+        settings.engine.takeover_hold = l.takeover_hold;
+    }
+    let mut daemon = Daemon::new(settings, pipelines, store, client.clone(), clock)
         .context("loading the state")?
         .with_accounts(others.clone());
-    let handle = daemon.handle();
     let shutdown = CancellationToken::new();
+    if let Some(l) = &leadership {
+        daemon = daemon.with_gate(l.gate.clone());
+        tokio::spawn(super::run_ha::watch_term(l.role.clone(), shutdown.clone()));
+    }
+    let handle = daemon.handle();
 
     // Subscribed before the loop runs, so they see every transition.
     let metrics = Metrics::new();
+    if let Some(l) = &leadership {
+        let view = l.extra.clone();
+        metrics.set_extra(ExtraFamilies(Arc::new(move || view.metrics())));
+    }
     let every_client = std::iter::once((crate::ids::AccountName::default(), &client))
         .chain(others.iter().map(|(name, c)| (name.clone(), c)));
     for (account, c) in every_client {
@@ -171,7 +226,17 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
         tokio::spawn(notifier.run(handle.clone(), shutdown.clone()));
     }
 
-    let api = start_http(&config, &handle, client, metrics, &shutdown).await?;
+    let node = leadership
+        .as_ref()
+        .map(|l| -> anyhow::Result<NodeHttp> {
+            Ok(NodeHttp {
+                routes: l.extra.router(),
+                note: l.extra.note(),
+                socket: l.socket.try_clone()?,
+            })
+        })
+        .transpose()?;
+    let api = start_http(&config, &handle, client, metrics, node, &shutdown).await?;
     let systemd = SdNotifier::from_env();
     let reloader = Reloader {
         pipelines_dir: config.pipelines_dir.clone(),
@@ -195,6 +260,9 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
     if let Err(e) = systemd.ready_listening(api) {
         tracing::warn!(error = %e, "cannot notify systemd");
     }
+    if leadership.is_some() {
+        let _ = systemd.status(&format!("leader; scheduling; API on http://{api}"));
+    }
     if let Some(interval) = ops::systemd::watchdog_interval() {
         tokio::spawn(ops::systemd::watchdog_for(
             systemd.clone(),
@@ -217,18 +285,32 @@ async fn start_http(
     handle: &DaemonHandle,
     client: DbtCloudClient,
     metrics: Arc<Metrics>,
+    node: Option<NodeHttp>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<std::net::SocketAddr> {
     let token = config.resolve_http_token()?;
     crate::http::check_listen(config.http.listen, token.as_ref()).map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (`http.listen`)", config.http.listen))?;
+    let (node_routes, note, socket) = match node {
+        Some(n) => (Some(n.routes), Some(n.note), Some(n.socket)),
+        None => (None, None, None),
+    };
+    let listener = match socket {
+        Some(socket) => tokio::net::TcpListener::from_std(socket)?,
+        None => tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (`http.listen`)", config.http.listen))?,
+    };
     let listening = listener.local_addr().unwrap_or(config.http.listen);
     let state = crate::http::AppState::new(handle.clone(), token, Some(client));
     let mut app = crate::http::router(state)
-        .merge(ops::status_page::router(handle.clone()))
+        .merge(match &note {
+            Some(note) => ops::status_page::router_with_note(handle.clone(), note.clone()),
+            None => ops::status_page::router(handle.clone()),
+        })
         .merge(ops::metrics::router(metrics.clone()));
+    if let Some(extra) = node_routes {
+        app = app.merge(extra);
+    }
     if let Some(secret) = config.resolve_webhook_secret()? {
         let (webhooks, stats) = ops::webhook::router_with_stats(secret, handle.clone());
         metrics.set_webhook_stats(stats);
@@ -289,9 +371,9 @@ async fn watch_signals(
 }
 
 /// The daemon's signal streams; a signal that arrives once they exist waits in them.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
+pub(super) struct Signals {
+    pub(super) term: tokio::signal::unix::Signal,
+    pub(super) int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
 }
 

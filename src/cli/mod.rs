@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod demo;
 pub mod emulator;
 pub mod graph;
+mod run_ha;
 pub mod schedule;
 pub mod schema;
 pub mod status;

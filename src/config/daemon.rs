@@ -4,6 +4,7 @@
 //! written inline, only named (an environment variable or a file).
 
 use super::account_block::{account_config, RawDbtCloud};
+use super::store::{RawStore, StoreConfig};
 use crate::ids::{AccountId, AccountName};
 use crate::secret::Secret;
 use serde::{Deserialize, Deserializer};
@@ -107,6 +108,9 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Bearer token the control API requires, when set.
     pub token: Option<SecretSource>,
+    /// The URL other nodes and the CLI reach this node's API at (shown by standbys as the
+    /// leader's address); `listen` when absent.
+    pub advertise: Option<Url>,
 }
 
 /// The dbt Cloud webhook receiver (`POST /webhooks/dbt-cloud`), on when the section is present.
@@ -205,6 +209,10 @@ pub struct DaemonConfig {
     pub history_retention: Duration,
     pub webhooks: Option<WebhooksConfig>,
     pub notifications: Vec<NotificationTarget>,
+    /// Where state lives: `state_dir` (default) or a shared PostgreSQL with leadership.
+    pub store: StoreConfig,
+    /// This node's name among nodes sharing a database (default: the host name).
+    pub node_name: String,
 }
 
 pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -225,6 +233,7 @@ struct RawHttp {
     listen: Option<SocketAddr>,
     token_env: Option<String>,
     token_file: Option<PathBuf>,
+    advertise: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -275,6 +284,8 @@ struct RawDaemon {
     webhooks: Option<RawWebhooks>,
     #[serde(default)]
     notifications: Vec<RawNotification>,
+    store: Option<RawStore>,
+    node_name: Option<String>,
 }
 
 pub(super) fn secret_source(
@@ -357,6 +368,25 @@ impl DaemonConfig {
         };
         let http_token = secret_source(raw.http.token_env, raw.http.token_file, base, "http")
             .map_err(&invalid)?;
+        let advertise = raw
+            .http
+            .advertise
+            .map(|text| {
+                Url::parse(&text)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "`http.advertise` must be an http(s) URL, found `{text}`"
+                        ))
+                    })
+            })
+            .transpose()?;
+        let store = match raw.store {
+            Some(store) => store.lower(base).map_err(&invalid)?,
+            None => StoreConfig::Local,
+        };
+        let node_name = super::store::node_name(raw.node_name).map_err(&invalid)?;
         let max_in_flight = raw.max_in_flight.unwrap_or(50);
         if max_in_flight == 0 {
             return Err(invalid("`max_in_flight` must be at least 1".into()));
@@ -442,6 +472,7 @@ impl DaemonConfig {
                     .listen
                     .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8377))),
                 token: http_token,
+                advertise,
             },
             poll_interval,
             log_format: raw.log_format,
@@ -453,6 +484,8 @@ impl DaemonConfig {
                 .unwrap_or(Duration::from_secs(30 * 86_400)),
             webhooks,
             notifications,
+            store,
+            node_name,
         })
     }
 
@@ -563,6 +596,8 @@ mod tests {
                     if rest.starts_with("webhooks:")
                         || rest.starts_with("notifications:")
                         || rest.starts_with("accounts:")
+                        || rest.starts_with("store:")
+                        || rest.starts_with("node_name:")
                         || rest.starts_with("  ") =>
                 {
                     format!("{rest}\n")
@@ -583,6 +618,12 @@ mod tests {
             emea.webhook_secret,
             Some(SecretSource::Env("DBT_CLOUD_EMEA_WEBHOOK_SECRET".into()))
         );
+        assert_eq!(c.node_name, "baton-a");
+        let super::StoreConfig::Postgres(pg) = &c.store else {
+            panic!("{:?}", c.store)
+        };
+        assert_eq!(pg.url, SecretSource::Env("BATON_DATABASE_URL".into()));
+        assert_eq!(pg.lease, Duration::from_secs(10));
     }
 
     #[test]

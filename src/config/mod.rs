@@ -10,6 +10,7 @@ pub mod fields;
 pub mod keys;
 pub mod lower;
 pub mod raw;
+pub mod store;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};

@@ -65,6 +65,10 @@ pub struct EngineConfig {
     pub memory_window: Duration,
     /// A tick found this late is still on time; later ones count as missed (catch-up).
     pub on_time_grace: Duration,
+    /// After a takeover from another leader: attempts it left `triggering` are reconciled (and
+    /// re-sent when dbt Cloud has no run with their key) only this long after start, when no
+    /// request it sent can still land. Zero for a single node, whose requests died with it.
+    pub takeover_hold: Duration,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +81,7 @@ impl Default for EngineConfig {
             history_retention: Duration::from_secs(30 * 86_400),
             memory_window: Duration::from_secs(600),
             on_time_grace: Duration::from_secs(60),
+            takeover_hold: Duration::ZERO,
         }
     }
 }
@@ -224,9 +229,10 @@ impl Engine {
         if !engine.index.by_dbt_run.is_empty() {
             engine.due.poll_at = Some(now);
         }
+        let reconcile_at = now + to_chrono(engine.config.takeover_hold);
         for at in to_reconcile {
             if let Some(attempt) = engine.attempt_mut(&at) {
-                attempt.reconcile_at = Some(now);
+                attempt.reconcile_at = Some(reconcile_at);
             }
             engine.mark_changed(at.run);
         }

@@ -14,6 +14,7 @@ use axum::response::{Html, IntoResponse};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 pub use super::html::escape;
 
@@ -448,18 +449,37 @@ pub fn render(view: &StatusView, base: &Base) -> String {
 
 /// `GET /`, and each pipeline's page at `GET /pipelines/{name}` (`pipeline_page`).
 pub fn router(handle: DaemonHandle) -> axum::Router {
+    router_with_note(handle, Arc::new(String::new))
+}
+
+/// A line shown under the title, read at every request (an HA node's role and its leader).
+pub type Note = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// `GET /` (with `note` under the title) and the pipeline pages.
+pub fn router_with_note(handle: DaemonHandle, note: Note) -> axum::Router {
     let pages = super::pipeline_page::router(handle.clone());
     axum::Router::new().merge(pages).route(
         "/",
         axum::routing::get(move |headers: HeaderMap| {
             let handle = handle.clone();
+            let note = note();
             async move {
                 let history = handle.history().clone();
                 let read =
                     move |engine: &Engine, now| StatusView::read(engine, now, Some(&history));
                 match handle.inspect(read).await {
                     Ok(view) => {
-                        Html(render(&view, &Base::from_headers(&headers, 0))).into_response()
+                        let page = render(&view, &Base::from_headers(&headers, 0));
+                        let page = if note.is_empty() {
+                            page
+                        } else {
+                            page.replacen(
+                                "</h1>",
+                                &format!("</h1><p class=\"role\">{}</p>", escape(&note)),
+                                1,
+                            )
+                        };
+                        Html(page).into_response()
                     }
                     Err(_) => (
                         StatusCode::SERVICE_UNAVAILABLE,

@@ -58,6 +58,18 @@ pub struct Metrics {
     webhooks: Mutex<Option<Arc<Mutex<WebhookStats>>>>,
     /// Transitions taken into account so far (tests wait on it).
     processed: watch::Sender<u64>,
+    /// More families rendered by another part (leadership, on a node of an HA deployment).
+    extra: Mutex<Option<ExtraFamilies>>,
+}
+
+/// Renders more metric families in the exposition format.
+#[derive(Clone)]
+pub struct ExtraFamilies(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for ExtraFamilies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraFamilies")
+    }
 }
 
 impl Default for Metrics {
@@ -67,6 +79,7 @@ impl Default for Metrics {
             budgets: Mutex::default(),
             webhooks: Mutex::default(),
             processed: watch::channel(0).0,
+            extra: Mutex::default(),
         }
     }
 }
@@ -87,6 +100,11 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(account.to_string(), budget);
+    }
+
+    /// Appends `extra`'s families at every scrape.
+    pub fn set_extra(&self, extra: ExtraFamilies) {
+        *self.extra.lock().unwrap_or_else(|p| p.into_inner()) = Some(extra);
     }
 
     /// Reads the webhook receiver's counters at every scrape.
@@ -514,7 +532,11 @@ impl Metrics {
                 );
             }
         }
-        e.finish()
+        let mut text = e.finish();
+        if let Some(extra) = self.extra.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            text.push_str(&(extra.0)());
+        }
+        text
     }
 }
 

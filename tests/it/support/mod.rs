@@ -11,6 +11,7 @@ pub mod dbt;
 pub mod emulator;
 pub mod fuzz;
 pub mod http_responses;
+pub mod pg;
 pub mod process;
 pub mod scenario;
 

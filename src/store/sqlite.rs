@@ -20,6 +20,11 @@ const LOCK_FILE: &str = "baton.lock";
 /// Written once the schema is durable: a directory that has it but whose database holds no schema
 /// lost its database (deleted or replaced), and must not silently start over.
 const MARKER_FILE: &str = "baton-store";
+/// How long `open` waits for the lock before saying another daemon holds it: a process that has
+/// just exited, or a child forked by a process that held it and not yet exec'd, lets go within
+/// moments (on a loaded machine, up to a few hundred milliseconds were seen).
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+const LOCK_RETRY: Duration = Duration::from_millis(20);
 /// How long a connection waits for another's lock (a backup, the reader) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pages handed back to the file system after a commit that deleted runs (4 KiB each): small
@@ -61,14 +66,20 @@ impl SqliteBackend {
             .write(true)
             .open(dir.join(LOCK_FILE))
             .map_err(|e| open_error(e.to_string()))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked {
-                    location: dir.display().to_string(),
-                })
+        let asked = std::time::Instant::now();
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if asked.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Locked {
+                        location: dir.display().to_string(),
+                    })
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(open_error(e.to_string())),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(open_error(e.to_string())),
         }
         let marker = dir.join(MARKER_FILE);
         let mut conn = Connection::open(&path).map_err(|e| classify(&location, e))?;

@@ -119,6 +119,8 @@ pub fn settings(config: &DaemonConfig) -> RuntimeSettings {
             max_in_flight: config.max_in_flight,
             catchup_max: config.catchup_max,
             history_retention: config.history_retention,
+            // Webhooks say when a run ends; polling is then only the fallback.
+            predict_polls: config.webhooks.is_none(),
             ..EngineConfig::default()
         },
         on_shutdown: match config.on_shutdown {

@@ -194,6 +194,7 @@ impl Engine {
             outcome: None,
             message: None,
             details: None,
+            run_duration_ms: None,
         };
         let Some(step_run) = self
             .state
@@ -266,6 +267,7 @@ impl Engine {
         let explain = outcome == AttemptOutcome::Error && attempt.run_id.is_some();
         if let Some(id) = attempt.run_id {
             self.by_dbt_run.remove(&id);
+            self.polls.remove(id);
         }
         self.mark_changed(at.run.clone());
         if explain {

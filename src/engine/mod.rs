@@ -8,6 +8,7 @@ pub mod details;
 mod dispatch;
 pub mod event;
 mod operator;
+pub mod predict;
 mod schedule;
 pub mod state;
 mod ticks;
@@ -51,6 +52,9 @@ pub struct EngineConfig {
     pub memory_window: Duration,
     /// A tick found this late is still on time; later ones count as missed (catch-up).
     pub on_time_grace: Duration,
+    /// Poll each run around its expected end, learned from its job's recent durations (off when
+    /// webhooks say when a run ends: polling is then only the fallback).
+    pub predict_polls: bool,
 }
 
 impl Default for EngineConfig {
@@ -63,6 +67,7 @@ impl Default for EngineConfig {
             history_retention: Duration::from_secs(30 * 86_400),
             memory_window: Duration::from_secs(600),
             on_time_grace: Duration::from_secs(60),
+            predict_polls: true,
         }
     }
 }
@@ -98,7 +103,10 @@ pub struct Engine {
     /// Which attempt watches which dbt Cloud run.
     by_dbt_run: HashMap<RunId, AttemptRef>,
     in_flight: InFlight,
-    next_poll_at: Option<DateTime<Utc>>,
+    /// When each watched dbt Cloud run is next looked at.
+    polls: predict::PollSchedule,
+    /// Each job's recent run durations, which place those looks.
+    durations: predict::Durations,
     /// Each scheduled pipeline's next tick, so a plan does not look at every pipeline.
     ticks: ticks::TickCache,
     /// When a cancel that failed may be sent again.
@@ -148,7 +156,8 @@ impl Engine {
             active: BTreeSet::new(),
             by_dbt_run: HashMap::new(),
             in_flight: InFlight::default(),
-            next_poll_at: None,
+            polls: predict::PollSchedule::default(),
+            durations: predict::Durations::default(),
             ticks: ticks::TickCache::default(),
             cancel_retry: HashMap::new(),
             last_prune: None,
@@ -167,6 +176,7 @@ impl Engine {
         };
         engine.set_pipelines(pipelines)?;
         let mut to_reconcile = Vec::new();
+        let mut learned = Vec::new();
         for run in engine.state.runs.values() {
             if !run.state.is_terminal() {
                 engine.active.insert(run.id.clone());
@@ -181,7 +191,12 @@ impl Engine {
                     if let Some(id) = attempt.run_id {
                         if attempt.phase != AttemptPhase::Finished {
                             engine.by_dbt_run.insert(id, at.clone());
+                            // Every run in flight is looked at once at start-up.
+                            engine.polls.set(id, now);
                         }
+                    }
+                    if let (Some(ms), Some(end)) = (attempt.run_duration_ms, attempt.finished_at) {
+                        learned.push((end, attempt.job_id, ms));
                     }
                     if attempt.phase == AttemptPhase::Triggering && attempt.resend_at.is_none() {
                         to_reconcile.push(at);
@@ -189,8 +204,13 @@ impl Engine {
                 }
             }
         }
-        if !engine.by_dbt_run.is_empty() {
-            engine.next_poll_at = Some(now);
+        // The duration windows, oldest first, from the runs memory holds.
+        learned.sort_unstable();
+        for (_, job, ms) in learned {
+            let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+            engine
+                .durations
+                .record(job, chrono::Duration::milliseconds(ms));
         }
         for at in to_reconcile {
             if let Some(attempt) = engine.attempt_mut(&at) {
@@ -322,7 +342,7 @@ impl Engine {
             }
             Event::RunHint { run } => {
                 if self.by_dbt_run.contains_key(&run) {
-                    self.next_poll_at = Some(now);
+                    self.polls.set(run, now);
                 }
             }
             Event::Operator(request) => self.on_operator(request, now),

@@ -193,7 +193,8 @@ impl Report {
 
 fn round(v: f64) -> f64 {
     if v.is_finite() {
-        (v * 1000.0).round() / 1000.0
+        // `+ 0.0` turns a negative zero (a count computed as `-x * 0`, say) into a zero.
+        (v * 1000.0).round() / 1000.0 + 0.0
     } else {
         -1.0
     }
@@ -204,6 +205,7 @@ fn number(v: f64) -> String {
     if !v.is_finite() {
         return "n/a".into();
     }
+    let v = v + 0.0;
     let a = v.abs();
     if v.fract() == 0.0 || a >= 100.0 {
         format!("{v:.0}")
@@ -237,6 +239,13 @@ mod tests {
         assert_eq!(quantile(&s, 0.5), 50.0);
         assert_eq!(quantile(&s, 0.99), 99.0);
         assert!(quantile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn a_count_is_never_negative_zero() {
+        assert_eq!(number(-0.0), "0");
+        assert_eq!(round(-0.0).to_string(), "0");
+        assert_eq!(number(-0.4), "-0.40");
     }
 
     #[test]

@@ -92,7 +92,10 @@ impl Durations {
 /// When to look next at a run accepted at `accepted`, after a look at `now`: before its expected
 /// window at the fallback interval (a run may fail early) but no later than the window's start;
 /// inside it every `gap` (the window split in `LOOKS_IN_WINDOW`, between `MIN_GAP` and half the
-/// interval); after it, or without history, at the fallback interval.
+/// interval, a whole number of `MIN_GAP`s); after it, or without history, at the fallback
+/// interval. Looks inside a window land on a grid of `gap` counted from the Unix epoch, which all
+/// runs share: runs whose windows overlap are looked at by the same requests, however their
+/// windows are offset, so many runs in their windows cost one request per `MIN_GAP` at most.
 pub fn next_look(
     expected: Option<Expected>,
     accepted: DateTime<Utc>,
@@ -105,16 +108,32 @@ pub fn next_look(
     };
     let start = accepted + e.earliest;
     let end = accepted + e.latest;
+    let gap = window_gap(e, interval);
     if now < start {
-        return fallback.min(start);
+        return fallback.min(on_grid(start, gap));
     }
     if now < end {
-        let gap = ((e.latest - e.earliest) / LOOKS_IN_WINDOW)
-            .max(MIN_GAP)
-            .min((interval / 2).max(MIN_GAP));
-        return now + gap;
+        return on_grid(now + gap / 2, gap);
     }
     fallback
+}
+
+/// The wait between two looks inside a window, a whole number of `MIN_GAP`s.
+fn window_gap(e: Expected, interval: Duration) -> Duration {
+    let gap = ((e.latest - e.earliest) / LOOKS_IN_WINDOW)
+        .max(MIN_GAP)
+        .min((interval / 2).max(MIN_GAP));
+    let unit = MIN_GAP.num_milliseconds();
+    let units = (gap.num_milliseconds() + unit - 1) / unit;
+    Duration::milliseconds(units * unit)
+}
+
+/// The first instant at or after `t` that is a whole number of `gap`s since the Unix epoch.
+fn on_grid(t: DateTime<Utc>, gap: Duration) -> DateTime<Utc> {
+    let step = gap.num_milliseconds().max(1);
+    let ms = t.timestamp_millis();
+    let up = ms.div_euclid(step) * step + if ms.rem_euclid(step) == 0 { 0 } else { step };
+    DateTime::from_timestamp_millis(up).unwrap_or(t)
 }
 
 /// When each watched run is next due for a look, in time order.
@@ -210,13 +229,18 @@ mod tests {
         let accepted = t0();
         let interval = secs(10);
         assert_eq!(next_look(e, accepted, t0(), interval), t0() + secs(10));
+        // The window opens at 27 s; its looks fall on the shared 2 s grid.
         assert_eq!(
             next_look(e, accepted, t0() + secs(20), interval),
-            t0() + secs(27)
+            t0() + secs(28)
         );
         assert_eq!(
-            next_look(e, accepted, t0() + secs(27), interval),
-            t0() + secs(29)
+            next_look(e, accepted, t0() + secs(28), interval),
+            t0() + secs(30)
+        );
+        assert_eq!(
+            next_look(e, accepted, t0() + Duration::milliseconds(28_300), interval),
+            t0() + secs(30)
         );
         assert_eq!(
             next_look(e, accepted, t0() + secs(33), interval),

@@ -21,7 +21,11 @@ impl Engine {
         full: bool,
     ) -> bool {
         let mut ended = false;
-        let candidates = if full { &self.active } else { &self.touched };
+        let candidates = if full {
+            self.active.ids()
+        } else {
+            &self.touched
+        };
         if candidates.is_empty() {
             return false;
         }
@@ -384,16 +388,15 @@ impl Engine {
             .filter(|(_, s)| s.state != StepState::Succeeded)
             .map(|(n, s)| format!("{n} {}", s.state.name()))
             .collect();
-        self.active.remove(id);
+        let pipeline = run.pipeline().clone();
+        self.active.remove(id, &pipeline);
         self.mark_changed(id.clone());
         let kind = match state {
             PipelineRunState::Succeeded => TransitionKind::PipelineRunSucceeded,
             PipelineRunState::Cancelled => TransitionKind::PipelineRunCancelled,
             _ => TransitionKind::PipelineRunFailed,
         };
-        if let Some(run) = self.state.runs.get(id).cloned() {
-            self.note(now, &run, kind, failed.join(", "));
-        }
+        self.note_id(now, id, kind, failed.join(", "));
         true
     }
 
@@ -436,14 +439,12 @@ impl Engine {
             }
         }
         self.mark_changed(id.clone());
-        if let Some(run) = self.state.runs.get(id).cloned() {
-            self.note(
-                now,
-                &run,
-                TransitionKind::CancelRequested,
-                format!("{reason:?}"),
-            );
-        }
+        self.note_id(
+            now,
+            id,
+            TransitionKind::CancelRequested,
+            format!("{reason:?}"),
+        );
         self.finish_run_if_done(id, now);
     }
 }

@@ -3,6 +3,7 @@
 //! all as one `Output`. No IO and no clock reads: the runtime passes `now` in, makes the output's
 //! writes durable, then carries out its actions, then sends its replies.
 
+mod active;
 pub mod backfill;
 pub mod details;
 mod dispatch;
@@ -98,8 +99,8 @@ pub struct Engine {
     config: EngineConfig,
     pipelines: BTreeMap<PipelineName, Loaded>,
     state: State,
-    /// Pipeline runs not yet terminal.
-    active: BTreeSet<PipelineRunId>,
+    /// Pipeline runs not yet terminal, indexed by pipeline.
+    active: active::ActiveRuns,
     /// Which attempt watches which dbt Cloud run.
     by_dbt_run: HashMap<RunId, AttemptRef>,
     in_flight: InFlight,
@@ -153,7 +154,7 @@ impl Engine {
             config,
             pipelines: BTreeMap::new(),
             state,
-            active: BTreeSet::new(),
+            active: active::ActiveRuns::default(),
             by_dbt_run: HashMap::new(),
             in_flight: InFlight::default(),
             polls: predict::PollSchedule::default(),
@@ -179,7 +180,8 @@ impl Engine {
         let mut learned = Vec::new();
         for run in engine.state.runs.values() {
             if !run.state.is_terminal() {
-                engine.active.insert(run.id.clone());
+                let queued = run.state == state::PipelineRunState::Queued;
+                engine.active.insert(run.id.clone(), run.pipeline(), queued);
             }
             for (step, step_run) in &run.steps {
                 for attempt in &step_run.attempts {
@@ -484,6 +486,30 @@ impl Engine {
         what: TransitionKind,
         detail: String,
     ) {
+        self.transitions.push(Transition {
+            at: now,
+            pipeline: run.pipeline().clone(),
+            run: Some(run.id.clone()),
+            step: None,
+            attempt: None,
+            dbt_run: None,
+            href: None,
+            what,
+            detail,
+        });
+    }
+
+    /// `note` for a run in memory, by id (without cloning the run to free the borrow).
+    fn note_id(
+        &mut self,
+        now: DateTime<Utc>,
+        id: &PipelineRunId,
+        what: TransitionKind,
+        detail: String,
+    ) {
+        let Some(run) = self.state.runs.get(id) else {
+            return;
+        };
         self.transitions.push(Transition {
             at: now,
             pipeline: run.pipeline().clone(),

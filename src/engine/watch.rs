@@ -217,7 +217,7 @@ impl Engine {
         changed: &BTreeSet<PipelineRunId>,
     ) {
         let mut refs = Vec::new();
-        let candidates = if full { &self.active } else { changed };
+        let candidates = if full { self.active.ids() } else { changed };
         for id in candidates {
             let Some(run) = self.state.runs.get(id) else {
                 continue;

@@ -169,7 +169,11 @@ async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow
     let shutdown = CancellationToken::new();
 
     // Subscribed before the loop runs, so they see every transition.
-    let metrics = Metrics::new();
+    let metrics = if config.metrics_step_histograms {
+        Metrics::with_step_histograms()
+    } else {
+        Metrics::new()
+    };
     metrics.set_budget(client.budget().clone());
     {
         let metrics = metrics.clone();

@@ -194,6 +194,8 @@ pub struct DaemonConfig {
     pub history_retention: Duration,
     pub webhooks: Option<WebhooksConfig>,
     pub notifications: Vec<NotificationTarget>,
+    /// Timing histograms per (pipeline, step) rather than per pipeline (`metrics.step_histograms`).
+    pub metrics_step_histograms: bool,
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -239,6 +241,13 @@ struct RawWebhooks {
     poll_interval: Option<Duration>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default)]
+    step_histograms: bool,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNotification {
@@ -276,6 +285,8 @@ struct RawDaemon {
     webhooks: Option<RawWebhooks>,
     #[serde(default)]
     notifications: Vec<RawNotification>,
+    #[serde(default)]
+    metrics: RawMetrics,
 }
 
 fn secret_source(
@@ -467,6 +478,7 @@ impl DaemonConfig {
                 .unwrap_or(Duration::from_secs(30 * 86_400)),
             webhooks,
             notifications,
+            metrics_step_histograms: raw.metrics.step_histograms,
         })
     }
 
@@ -562,6 +574,7 @@ mod tests {
                 Some(rest)
                     if rest.starts_with("webhooks:")
                         || rest.starts_with("notifications:")
+                        || rest.starts_with("metrics:")
                         || rest.starts_with("  ") =>
                 {
                     format!("{rest}\n")
@@ -576,6 +589,7 @@ mod tests {
         );
         assert_eq!(c.notifications.len(), 2);
         assert_eq!(c.notifications[0].format, NotificationFormat::Slack);
+        assert!(!c.metrics_step_histograms);
     }
 
     #[test]

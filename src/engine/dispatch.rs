@@ -208,6 +208,9 @@ impl Engine {
         else {
             return;
         };
+        // Most steps make one attempt: room for exactly one more, not the four a first push
+        // reserves (attempts are most of the memory of the runs held).
+        step_run.attempts.reserve_exact(1);
         step_run.attempts.push(attempt);
         step_run.state = StepState::Running;
         self.mark_changed(id.clone());

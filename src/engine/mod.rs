@@ -176,6 +176,12 @@ impl Engine {
             transitions: Vec::new(),
         };
         engine.set_pipelines(pipelines)?;
+        // Records read back grew their vectors push by push: give the spare room back.
+        for run in engine.state.runs.values_mut() {
+            for step in run.steps.values_mut() {
+                step.attempts.shrink_to_fit();
+            }
+        }
         let mut to_reconcile = Vec::new();
         let mut learned = Vec::new();
         for run in engine.state.runs.values() {

@@ -93,11 +93,11 @@ pub fn varied(i: usize) -> String {
          timeout: 2h\n  queue_timeout: 30m\nsteps:\n",
         i % 60,
         i % 24,
-        if i % 3 == 0 { "*" } else { "1-5" },
+        if i.is_multiple_of(3) { "*" } else { "1-5" },
         ["none", "latest", "all"][i % 3],
         ["skip", "queue", "cancel_running"][i % 3],
         1 + i % 3,
-        i % 2 == 0,
+        i.is_multiple_of(2),
     );
     let deps: [&[usize]; 5] = match i % 3 {
         0 => [&[], &[0], &[1], &[2], &[3]],

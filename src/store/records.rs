@@ -167,7 +167,7 @@ impl Definitions {
     /// Drops remembered digests of definitions no run shares any more (after reloads), so the
     /// map does not grow with every reload.
     fn forget_unshared(&mut self) {
-        if self.digest_of.len() < 4096 || self.digest_of.len() % 1024 != 0 {
+        if self.digest_of.len() < 4096 || !self.digest_of.len().is_multiple_of(1024) {
             return;
         }
         self.digest_of

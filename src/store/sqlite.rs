@@ -432,7 +432,7 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &Batch) -> rusqlite::Resul
 
 /// JSON is stored as TEXT so the sqlite3 shell (and its json functions) read it.
 fn utf8(bytes: &[u8]) -> rusqlite::Result<&str> {
-    std::str::from_utf8(bytes).map_err(|e| rusqlite::Error::Utf8Error(e))
+    std::str::from_utf8(bytes).map_err(rusqlite::Error::Utf8Error)
 }
 
 fn pairs(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {

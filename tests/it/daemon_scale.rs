@@ -16,7 +16,7 @@ fn job(p: usize, step: usize) -> usize {
 
 /// Every tenth pipeline has a step that always fails.
 fn fails(p: usize) -> bool {
-    p % 10 == 0
+    p.is_multiple_of(10)
 }
 
 fn scenario() -> String {

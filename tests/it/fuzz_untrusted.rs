@@ -201,7 +201,7 @@ fn trigger_body() -> impl Strategy<Value = Vec<u8>> {
                 }
                 let mut bytes = form.finish().into_bytes();
                 // Odd lengths go as forms.
-                if bytes.len() % 2 == 0 {
+                if bytes.len().is_multiple_of(2) {
                     bytes.push(b'&');
                 }
                 bytes

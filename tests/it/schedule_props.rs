@@ -42,7 +42,7 @@ impl Field {
     fn matches(&self, value: u32) -> bool {
         match self {
             Field::Any => true,
-            Field::Step(k) => value % k == 0,
+            Field::Step(k) => value.is_multiple_of(*k),
             Field::Values(v) => v.contains(&value),
         }
     }

@@ -5,7 +5,7 @@
 
 use super::generate::{self, job_id};
 use super::output::{quantile, Report, Target};
-use super::process::{free_port, Deadline, Http, Scratch, TimeLine};
+use super::process::{free_port, Deadline, EmulatedRun, EmulatorProcess, Http, Scratch, TimeLine};
 use super::{millis, start_pair, Options};
 use anyhow::{bail, Context};
 use std::time::Duration;
@@ -110,21 +110,14 @@ async fn measure(options: Options, pipelines: usize, webhooks: bool) -> anyhow::
     .await?;
     let http = Http::new()?;
     let expected = pipelines * STEPS;
-    let deadline = Deadline::after(Duration::from_secs(180));
-    let runs = loop {
-        let runs = http.runs(&pair.emulator).await.unwrap_or_default();
-        if runs.len() >= expected && runs.iter().all(|r| r.is_terminal()) {
-            break runs;
-        }
-        if deadline.passed() {
-            bail!(
-                "{} of {expected} runs finished within 180 s; logs in {}",
-                runs.iter().filter(|r| r.is_terminal()).count(),
-                scratch.path.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let runs = all_terminal(
+        &http,
+        &pair.emulator,
+        expected,
+        Duration::from_secs(180),
+        &scratch,
+    )
+    .await?;
     let by_job: std::collections::BTreeMap<i64, &super::process::EmulatedRun> =
         runs.iter().map(|r| (r.job_id, r)).collect();
     let mut samples = Vec::new();
@@ -144,4 +137,30 @@ async fn measure(options: Options, pipelines: usize, webhooks: bool) -> anyhow::
     }
     drop(pair);
     Ok(samples)
+}
+
+/// The emulator's runs once at least `expected` exist and all are terminal, within `limit`.
+pub(super) async fn all_terminal(
+    http: &Http,
+    emulator: &EmulatorProcess,
+    expected: usize,
+    limit: Duration,
+    scratch: &Scratch,
+) -> anyhow::Result<Vec<EmulatedRun>> {
+    let deadline = Deadline::after(limit);
+    loop {
+        let runs = http.runs(emulator).await.unwrap_or_default();
+        if runs.len() >= expected && runs.iter().all(|r| r.is_terminal()) {
+            return Ok(runs);
+        }
+        if deadline.passed() {
+            bail!(
+                "{} of {expected} runs finished within {} s; logs in {}",
+                runs.iter().filter(|r| r.is_terminal()).count(),
+                limit.as_secs(),
+                scratch.path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

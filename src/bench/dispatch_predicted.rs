@@ -6,9 +6,10 @@
 //! time line `SPEED` times faster than real time (so milliseconds are scenario milliseconds); API
 //! requests are every request the emulator answered over all rounds, per finished run.
 
+use super::dispatch::all_terminal;
 use super::generate::{self, job_id};
 use super::output::{quantile, Report, Target};
-use super::process::{Deadline, EmulatedRun, Http, Scratch, TimeLine};
+use super::process::{EmulatedRun, Http, Scratch, TimeLine};
 use super::requests::settled_request_count;
 use super::{millis, start_pair, Options};
 use anyhow::{bail, Context};
@@ -98,22 +99,7 @@ async fn measure(options: Options, pipelines: usize) -> anyhow::Result<Measured>
     let expected = pipelines * STEPS * ROUNDS;
     // Three rounds of three minutes, in real time, and room for a slow machine.
     let limit = Duration::from_secs_f64(ROUNDS as f64 * 180.0 / SPEED + 120.0);
-    let deadline = Deadline::after(limit);
-    let runs = loop {
-        let runs = http.runs(&pair.emulator).await.unwrap_or_default();
-        if runs.len() >= expected && runs.iter().all(|r| r.is_terminal()) {
-            break runs;
-        }
-        if deadline.passed() {
-            bail!(
-                "{} of {expected} runs finished within {} s; logs in {}",
-                runs.iter().filter(|r| r.is_terminal()).count(),
-                limit.as_secs(),
-                scratch.path.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let runs = all_terminal(&http, &pair.emulator, expected, limit, &scratch).await?;
     let requests = settled_request_count(&http, &pair.emulator, 15.0 / SPEED).await?;
     if let Ok(by_route) = http.api_requests(&pair.emulator).await {
         eprintln!("bench: dispatch_predicted requests by route: {by_route:?}");

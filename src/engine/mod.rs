@@ -492,17 +492,8 @@ impl Engine {
         what: TransitionKind,
         detail: String,
     ) {
-        self.transitions.push(Transition {
-            at: now,
-            pipeline: run.pipeline().clone(),
-            run: Some(run.id.clone()),
-            step: None,
-            attempt: None,
-            dbt_run: None,
-            href: None,
-            what,
-            detail,
-        });
+        self.transitions
+            .push(run_transition(now, run, what, detail));
     }
 
     /// `note` for a run in memory, by id (without cloning the run to free the borrow).
@@ -513,20 +504,10 @@ impl Engine {
         what: TransitionKind,
         detail: String,
     ) {
-        let Some(run) = self.state.runs.get(id) else {
-            return;
-        };
-        self.transitions.push(Transition {
-            at: now,
-            pipeline: run.pipeline().clone(),
-            run: Some(run.id.clone()),
-            step: None,
-            attempt: None,
-            dbt_run: None,
-            href: None,
-            what,
-            detail,
-        });
+        if let Some(run) = self.state.runs.get(id) {
+            self.transitions
+                .push(run_transition(now, run, what, detail));
+        }
     }
 
     fn note_attempt(
@@ -660,6 +641,26 @@ impl Engine {
             self.touched.insert(run.id.clone());
             self.state.runs.insert(run.id.clone(), run);
         }
+    }
+}
+
+/// A transition of a pipeline run as a whole.
+fn run_transition(
+    now: DateTime<Utc>,
+    run: &PipelineRun,
+    what: TransitionKind,
+    detail: String,
+) -> Transition {
+    Transition {
+        at: now,
+        pipeline: run.pipeline().clone(),
+        run: Some(run.id.clone()),
+        step: None,
+        attempt: None,
+        dbt_run: None,
+        href: None,
+        what,
+        detail,
     }
 }
 

@@ -87,6 +87,10 @@ fn check(db: &Path) -> Result<ExitCode, Failure> {
 fn backup(db: &Path, file: &Path) -> Result<ExitCode, Failure> {
     sqlite::backup(db, file).map_err(|e| Failure::Message(e.to_string()))?;
     let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-    println!("{}: backed up to {} ({bytes} bytes)", db.display(), file.display());
+    println!(
+        "{}: backed up to {} ({bytes} bytes)",
+        db.display(),
+        file.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -3,20 +3,22 @@
 //! backend (`records.rs`); a backend (`backend.rs`: SQLite today in `sqlite.rs`) moves rows in one
 //! transaction per commit. A commit is durable when it returns.
 
-#[cfg(test)]
-mod sqlite_tests;
 pub mod backend;
 mod history;
 pub mod migrations;
 mod records;
 pub mod sqlite;
 #[cfg(test)]
+mod sqlite_tests;
+#[cfg(test)]
 pub(crate) mod suite;
 
 pub use backend::Durability;
 pub use history::HistoryReader;
 
-use crate::engine::state::{ArchivedRun, PipelineRun, PipelineRunId, PipelineRunState, State, Write};
+use crate::engine::state::{
+    ArchivedRun, PipelineRun, PipelineRunId, PipelineRunState, State, Write,
+};
 use crate::model::pipeline::{Pipeline, PipelineName};
 use backend::{Backend, Batch, DefinitionRow, RunRow};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -126,8 +128,9 @@ impl Store {
                 // Retried after it was archived: the record in memory is the current one.
                 continue;
             }
-            let run_state = parse_state(&row.state)
-                .ok_or_else(|| self.corrupt("run_history", &id.0, format!("state {}", row.state)))?;
+            let run_state = parse_state(&row.state).ok_or_else(|| {
+                self.corrupt("run_history", &id.0, format!("state {}", row.state))
+            })?;
             let finished_at = DateTime::parse_from_rfc3339(&row.finished_at)
                 .map_err(|e| self.corrupt("run_history", &id.0, e.to_string()))?
                 .with_timezone(&Utc);

@@ -340,8 +340,9 @@ impl Backend for SqliteBackend {
 /// Gives freed pages back to the file system. The pragma frees one page per step, so it is stepped
 /// to the end.
 fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
-    let mut statement =
-        conn.prepare_cached(&format!("PRAGMA incremental_vacuum({VACUUM_PAGES_PER_COMMIT})"))?;
+    let mut statement = conn.prepare_cached(&format!(
+        "PRAGMA incremental_vacuum({VACUUM_PAGES_PER_COMMIT})"
+    ))?;
     let mut rows = statement.query([])?;
     while rows.next()?.is_some() {}
     Ok(())
@@ -438,7 +439,10 @@ fn utf8(bytes: &[u8]) -> rusqlite::Result<&str> {
 fn pairs(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
     let mut statement = conn.prepare(sql)?;
     let rows = statement.query_map([], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?.into_bytes()))
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?.into_bytes(),
+        ))
     })?;
     rows.collect()
 }

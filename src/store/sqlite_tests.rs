@@ -27,7 +27,10 @@ fn a_second_opener_is_refused_while_the_first_holds_the_directory() {
     assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
     assert!(err.to_string().contains("another baton process"), "{err}");
     drop(store);
-    assert!(Store::open(dir.path()).is_ok(), "the lock goes with the store");
+    assert!(
+        Store::open(dir.path()).is_ok(),
+        "the lock goes with the store"
+    );
 }
 
 #[test]
@@ -45,7 +48,9 @@ fn a_version_1_database_is_upgraded_at_open() {
     assert!(store.resolved_jobs().unwrap().is_empty());
     let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
     let version: u32 = conn
-        .query_row("SELECT max(version) FROM schema_migrations", [], |r| r.get(0))
+        .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(version, migrations::latest(migrations::SQLITE));
 }
@@ -73,21 +78,30 @@ fn a_database_from_a_newer_baton_is_refused_with_what_to_do() {
 #[test]
 fn a_deleted_database_is_refused_not_started_over() {
     let dir = tempfile::tempdir().unwrap();
-    Store::open(dir.path()).unwrap().commit(&[nightly_cursor()]).unwrap();
+    Store::open(dir.path())
+        .unwrap()
+        .commit(&[nightly_cursor()])
+        .unwrap();
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(dir.path().join(format!("{DB_FILE}{suffix}")));
     }
     let err = Store::open(dir.path()).unwrap_err();
     assert!(matches!(err, StoreError::Lost { .. }), "{err:?}");
     let message = err.to_string();
-    assert!(message.contains(&dir.path().display().to_string()), "{message}");
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
     assert!(message.contains("backup"), "{message}");
 }
 
 #[test]
 fn a_garbled_record_names_the_database_and_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
-    Store::open(dir.path()).unwrap().commit(&[nightly_cursor()]).unwrap();
+    Store::open(dir.path())
+        .unwrap()
+        .commit(&[nightly_cursor()])
+        .unwrap();
     {
         let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
         conn.execute("UPDATE schedule_cursors SET cursor = '{not json'", [])
@@ -103,7 +117,10 @@ fn a_garbled_record_names_the_database_and_what_to_do() {
 #[test]
 fn a_garbled_file_is_refused_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
-    Store::open(dir.path()).unwrap().commit(&[nightly_cursor()]).unwrap();
+    Store::open(dir.path())
+        .unwrap()
+        .commit(&[nightly_cursor()])
+        .unwrap();
     let db = dir.path().join(DB_FILE);
     let _ = std::fs::remove_file(dir.path().join(format!("{DB_FILE}-wal")));
     std::fs::write(&db, vec![0x5a; 8192]).unwrap();
@@ -133,7 +150,8 @@ fn retention_gives_disk_back_and_the_backup_is_a_sound_copy() {
     }
     let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
     let pages = |conn: &Connection| -> i64 {
-        conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap()
+        conn.query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap()
     };
     let full = pages(&conn);
     for chunk in runs.chunks(100) {
@@ -163,7 +181,9 @@ fn the_history_reader_reads_while_the_writer_holds_a_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let old = records::tests::run(records::tests::pipeline(), "2026-01-01T00:00:00Z");
-    store.commit(&[Write::Archive(Box::new(old.clone()))]).unwrap();
+    store
+        .commit(&[Write::Archive(Box::new(old.clone()))])
+        .unwrap();
     let writer = Connection::open(dir.path().join(DB_FILE)).unwrap();
     writer
         .execute_batch("BEGIN IMMEDIATE; DELETE FROM run_history;")

@@ -66,7 +66,9 @@ pub(crate) fn archived_runs_are_summaries_at_load_and_records_on_demand(open: Op
             Write::Run(Box::new(recent.clone())),
         ])
         .unwrap();
-    store.commit(&[Write::Archive(Box::new(old.clone()))]).unwrap();
+    store
+        .commit(&[Write::Archive(Box::new(old.clone()))])
+        .unwrap();
     drop(store);
     let store = open().unwrap();
     let state = store.load().unwrap();
@@ -84,7 +86,9 @@ pub(crate) fn archived_runs_are_summaries_at_load_and_records_on_demand(open: Op
     // A retried archived run is written back to the runs in memory and wins at load.
     let mut retried = old.clone();
     retried.state = PipelineRunState::Running;
-    store.commit(&[Write::Run(Box::new(retried.clone()))]).unwrap();
+    store
+        .commit(&[Write::Run(Box::new(retried.clone()))])
+        .unwrap();
     assert_eq!(store.load().unwrap().runs[&old.id], retried);
     drop(store);
     assert!(
@@ -107,7 +111,11 @@ pub(crate) fn history_reads_newest_first_within_a_limit(open: Open<'_>) {
     let dates: Vec<_> = newest.iter().map(|r| r.logical_date).collect();
     assert_eq!(
         dates,
-        vec![days[8].logical_date, days[7].logical_date, days[6].logical_date]
+        vec![
+            days[8].logical_date,
+            days[7].logical_date,
+            days[6].logical_date
+        ]
     );
 }
 

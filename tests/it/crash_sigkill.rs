@@ -316,9 +316,11 @@ fn seed_expiring_history(workspace: &Workspace, window: DateTime<Utc>, kills: u3
     let store = baton::store::Store::open(&workspace.state_dir).unwrap();
     let writes: Vec<Write> = (0..count)
         .map(|i| {
-            let expires = first_expiry + spread * i32::try_from(i).unwrap() / i32::try_from(count).unwrap();
+            let expires =
+                first_expiry + spread * i32::try_from(i).unwrap() / i32::try_from(count).unwrap();
             let finished = expires - chrono::Duration::days(RETENTION_DAYS);
-            let logical = finished - chrono::Duration::minutes(10) + chrono::Duration::milliseconds(i64::from(i));
+            let logical = finished - chrono::Duration::minutes(10)
+                + chrono::Duration::milliseconds(i64::from(i));
             Write::Archive(Box::new(PipelineRun {
                 id: PipelineRunId::new(&definition.name, logical),
                 definition: definition.clone(),

@@ -24,16 +24,31 @@ fn a_backup_taken_while_the_daemon_runs_checks_ok_and_restores() {
     let backup = ws.dir.path().join("backup.db");
     let config = ws.config.to_str().unwrap();
     let out = baton()
-        .args(["store", "backup", backup.to_str().unwrap(), "--config", config])
+        .args([
+            "store",
+            "backup",
+            backup.to_str().unwrap(),
+            "--config",
+            config,
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("backed up"));
-    let out = baton().args(["store", "check", "--config", config]).output().unwrap();
+    let out = baton()
+        .args(["store", "check", "--config", config])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).ends_with(": ok\n"));
     let again = baton()
-        .args(["store", "backup", backup.to_str().unwrap(), "--config", config])
+        .args([
+            "store",
+            "backup",
+            backup.to_str().unwrap(),
+            "--config",
+            config,
+        ])
         .output()
         .unwrap();
     assert!(!again.status.success(), "a backup never overwrites a file");
@@ -67,7 +82,12 @@ fn a_damaged_database_fails_the_check_with_exit_1_naming_it() {
     }
     std::fs::write(&db, bytes).unwrap();
     let out = baton()
-        .args(["store", "check", "--state-dir", dir.path().to_str().unwrap()])
+        .args([
+            "store",
+            "check",
+            "--state-dir",
+            dir.path().to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");

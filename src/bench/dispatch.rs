@@ -121,22 +121,35 @@ async fn measure(options: Options, pipelines: usize, webhooks: bool) -> anyhow::
     let by_job: std::collections::BTreeMap<i64, &super::process::EmulatedRun> =
         runs.iter().map(|r| (r.job_id, r)).collect();
     let mut samples = Vec::new();
+    for (upstream, downstream) in edges(&by_job, pipelines, STEPS)? {
+        let finished = upstream
+            .finished_at
+            .context("a terminal run without finished_at")?;
+        samples.push(millis(finished, downstream.created_at));
+    }
+    drop(pair);
+    Ok(samples)
+}
+
+/// Every chain's (upstream, downstream) pair of `by_job` entries, step after step.
+pub(super) fn edges<T>(
+    by_job: &std::collections::BTreeMap<i64, T>,
+    pipelines: usize,
+    steps: usize,
+) -> anyhow::Result<Vec<(&T, &T)>> {
+    let mut pairs = Vec::new();
     for p in 0..pipelines {
-        for s in 1..STEPS {
+        for s in 1..steps {
             let upstream = by_job
                 .get(&job_id(p, s - 1))
                 .with_context(|| format!("no run of pipeline {p} step {}", s - 1))?;
             let downstream = by_job
                 .get(&job_id(p, s))
                 .with_context(|| format!("no run of pipeline {p} step {s}"))?;
-            let finished = upstream
-                .finished_at
-                .context("a terminal run without finished_at")?;
-            samples.push(millis(finished, downstream.created_at));
+            pairs.push((upstream, downstream));
         }
     }
-    drop(pair);
-    Ok(samples)
+    Ok(pairs)
 }
 
 /// The emulator's runs once at least `expected` exist and all are terminal, within `limit`.

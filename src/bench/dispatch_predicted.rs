@@ -6,7 +6,7 @@
 //! time line `SPEED` times faster than real time (so milliseconds are scenario milliseconds); API
 //! requests are every request the emulator answered over all rounds, per finished run.
 
-use super::dispatch::all_terminal;
+use super::dispatch::{all_terminal, edges};
 use super::generate::{self, job_id};
 use super::output::{quantile, Report, Target};
 use super::process::{EmulatedRun, Http, Scratch, TimeLine};
@@ -114,32 +114,24 @@ async fn measure(options: Options, pipelines: usize) -> anyhow::Result<Measured>
     }
     let mut cold = Vec::new();
     let mut learned = Vec::new();
-    for p in 0..pipelines {
-        for s in 1..STEPS {
-            let upstream = by_job
-                .get(&job_id(p, s - 1))
-                .with_context(|| format!("no run of pipeline {p} step {}", s - 1))?;
-            let downstream = by_job
-                .get(&job_id(p, s))
-                .with_context(|| format!("no run of pipeline {p} step {s}"))?;
-            if upstream.len() != ROUNDS || downstream.len() != ROUNDS {
-                bail!(
-                    "pipeline {p} ran {} and {} times instead of {ROUNDS} (a round skipped?); logs in {}",
-                    upstream.len(),
-                    downstream.len(),
-                    scratch.path.display()
-                );
-            }
-            for (round, (up, down)) in upstream.iter().zip(downstream.iter()).enumerate() {
-                let finished = up
-                    .finished_at
-                    .context("a terminal run without finished_at")?;
-                let latency = millis(finished, down.created_at);
-                if round == 0 {
-                    cold.push(latency);
-                } else {
-                    learned.push(latency);
-                }
+    for (upstream, downstream) in edges(&by_job, pipelines, STEPS)? {
+        if upstream.len() != ROUNDS || downstream.len() != ROUNDS {
+            bail!(
+                "a chain ran {} and {} times instead of {ROUNDS} (a round skipped?); logs in {}",
+                upstream.len(),
+                downstream.len(),
+                scratch.path.display()
+            );
+        }
+        for (round, (up, down)) in upstream.iter().zip(downstream.iter()).enumerate() {
+            let finished = up
+                .finished_at
+                .context("a terminal run without finished_at")?;
+            let latency = millis(finished, down.created_at);
+            if round == 0 {
+                cold.push(latency);
+            } else {
+                learned.push(latency);
             }
         }
     }

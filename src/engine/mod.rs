@@ -474,6 +474,17 @@ impl Engine {
             || !self.in_flight.details.is_empty()
     }
 
+    fn attempt(&self, at: &AttemptRef) -> Option<&state::Attempt> {
+        self.state
+            .runs
+            .get(&at.run)?
+            .steps
+            .get(&at.step)?
+            .attempts
+            .iter()
+            .find(|a| a.number == at.number)
+    }
+
     fn attempt_mut(&mut self, at: &AttemptRef) -> Option<&mut state::Attempt> {
         self.state
             .runs

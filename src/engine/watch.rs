@@ -393,16 +393,7 @@ impl Engine {
     /// When to look next at a watched run after a look at `now`.
     fn next_look(&self, run: RunId, now: DateTime<Utc>) -> DateTime<Utc> {
         let interval = to_chrono(self.config.poll_interval);
-        let attempt = self.by_dbt_run.get(&run).and_then(|at| {
-            self.state
-                .runs
-                .get(&at.run)?
-                .steps
-                .get(&at.step)?
-                .attempts
-                .iter()
-                .find(|a| a.number == at.number)
-        });
+        let attempt = self.by_dbt_run.get(&run).and_then(|at| self.attempt(at));
         let Some(a) = attempt else {
             return now + interval;
         };

@@ -166,6 +166,54 @@ impl Clock for ScaledClock {
     }
 }
 
+/// A testing and demo aid, hidden from `--help`: run on a fast time line anchored at a fixed real
+/// instant, so that `baton run` and `baton emulator` started with the same values (each as its own
+/// process) agree on the time, and a restarted daemon finds the time line where it left it.
+/// Never for production: every schedule, timeout and backoff runs `--clock-speed` times faster.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClockArgs {
+    /// The real instant (RFC 3339) at which the fast time line reads `--clock-start`.
+    #[arg(long, hide = true, requires = "clock_speed")]
+    pub clock_epoch: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many times faster than real time the time line runs.
+    #[arg(long, hide = true, requires = "clock_epoch")]
+    pub clock_speed: Option<f64>,
+    /// The time the time line reads at `--clock-epoch` (default: the epoch itself).
+    #[arg(long, hide = true, requires = "clock_epoch")]
+    pub clock_start: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ClockArgs {
+    /// The anchored scaled clock the flags describe, or `None` when they are absent.
+    pub fn scaled(&self) -> anyhow::Result<Option<ScaledClock>> {
+        let (Some(epoch), Some(speed)) = (self.clock_epoch, self.clock_speed) else {
+            return Ok(None);
+        };
+        if !(speed.is_finite() && speed > 0.0) {
+            anyhow::bail!("--clock-speed must be a number above 0, not {speed}");
+        }
+        Ok(Some(ScaledClock::anchored(
+            epoch,
+            self.clock_start.unwrap_or(epoch),
+            speed,
+        )))
+    }
+
+    /// The clock the flags describe, the system clock when they are absent.
+    pub fn clock(&self) -> anyhow::Result<SharedClock> {
+        Ok(match self.scaled()? {
+            Some(scaled) => {
+                tracing::warn!(
+                    speed = scaled.speed(),
+                    "running on a scaled test clock (--clock-epoch): not for production"
+                );
+                std::sync::Arc::new(scaled)
+            }
+            None => std::sync::Arc::new(SystemClock),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

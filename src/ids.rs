@@ -52,3 +52,29 @@ int_id!(
     /// A dbt Cloud run step id.
     StepId
 );
+
+/// The name a daemon config gives one dbt Cloud account (`dbt_cloud:` is the account `default`,
+/// `accounts:` names the others); a step names the account its job lives in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AccountName(pub String);
+
+impl AccountName {
+    pub const DEFAULT: &'static str = "default";
+
+    pub fn is_default(&self) -> bool {
+        self.0 == Self::DEFAULT
+    }
+}
+
+impl Default for AccountName {
+    fn default() -> Self {
+        Self(Self::DEFAULT.to_string())
+    }
+}
+
+impl fmt::Display for AccountName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}

@@ -5,15 +5,16 @@
 //! webhooks), `dispatch_predicted` (the same when polling predicts each run's end), `requests`
 //! (dbt Cloud API requests per finished attempt), `load` (CPU and peak RSS for 10,000 pipelines
 //! on a fast clock), `restart` (restart-to-resumed over a store of a million finished attempts),
-//! `validate` (10,000 pipeline files). Shared parts: `process` (spawning, time line, HTTP),
-//! `procfs` (/proc sampling), `generate` (scenarios and pipeline files), `output` (table and JSON
-//! line).
+//! `validate` (10,000 pipeline files), `pages` (the status pages' render time). Shared parts:
+//! `process` (spawning, time line, HTTP), `procfs` (/proc sampling), `generate` (scenarios and
+//! pipeline files), `output` (table and JSON line).
 
 mod dispatch;
 mod dispatch_predicted;
 pub mod generate;
 mod load;
 pub mod output;
+mod pages;
 pub mod process;
 pub mod procfs;
 mod requests;
@@ -42,16 +43,20 @@ pub enum Scenario {
     Restart,
     /// `baton validate` over 10,000 pipeline files.
     Validate,
+    /// Status pages rendered daemon side: the front page for 10,000 pipelines, a pipeline page of
+    /// 50 steps and 30 runs.
+    Pages,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Dispatch,
         Scenario::DispatchPredicted,
         Scenario::Requests,
         Scenario::Load,
         Scenario::Restart,
         Scenario::Validate,
+        Scenario::Pages,
     ];
 
     pub fn name(self) -> &'static str {
@@ -62,6 +67,7 @@ impl Scenario {
             Scenario::Load => "load",
             Scenario::Restart => "restart",
             Scenario::Validate => "validate",
+            Scenario::Pages => "pages",
         }
     }
 }
@@ -88,6 +94,7 @@ pub async fn run(options: Options, scenarios: &[Scenario]) -> Report {
             Scenario::Load => load::run(options, &mut report).await,
             Scenario::Restart => restart::run(options, &mut report).await,
             Scenario::Validate => validate::run(options, &mut report).await,
+            Scenario::Pages => pages::run(options, &mut report).await,
         };
         match result {
             Ok(()) => eprintln!(

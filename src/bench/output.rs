@@ -193,7 +193,7 @@ impl Report {
 
 fn round(v: f64) -> f64 {
     if v.is_finite() {
-        // `+ 0.0` turns a negative zero (a count computed as `-x * 0`, say) into a zero.
+        // `+ 0.0` turns a negative zero into zero: the JSON line never says `-0.0`.
         (v * 1000.0).round() / 1000.0 + 0.0
     } else {
         -1.0
@@ -205,17 +205,17 @@ fn number(v: f64) -> String {
     if !v.is_finite() {
         return "n/a".into();
     }
-    let v = v + 0.0;
     let a = v.abs();
-    if v.fract() == 0.0 || a >= 100.0 {
-        format!("{v:.0}")
+    let decimals = if v.fract() == 0.0 || a >= 100.0 {
+        0
     } else if a >= 10.0 {
-        format!("{v:.1}")
+        1
     } else if a >= 0.1 {
-        format!("{v:.2}")
+        2
     } else {
-        format!("{v:.4}")
-    }
+        4
+    };
+    crate::humanize::number(v, decimals)
 }
 
 /// The `q` quantile (0..=1) of `samples` by nearest rank; NaN when empty.
@@ -242,10 +242,10 @@ mod tests {
     }
 
     #[test]
-    fn a_count_is_never_negative_zero() {
+    fn counts_never_print_as_negative_zero() {
         assert_eq!(number(-0.0), "0");
+        assert_eq!(number(-0.00001), "0.0000");
         assert_eq!(round(-0.0).to_string(), "0");
-        assert_eq!(number(-0.4), "-0.40");
     }
 
     #[test]

@@ -244,7 +244,7 @@ impl Workspace {
             .arg("--config")
             .arg(&self.config)
             .args(time.args())
-            .env("RUST_LOG", "warn,baton::cli::run=info")
+            .env("RUST_LOG", "warn,baton::cli::daemon=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

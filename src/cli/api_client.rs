@@ -10,13 +10,13 @@
 //! - 4: the daemon refused the token (401), or the token the config names is not available here;
 //! - 5: the daemon failed to answer properly (5xx, or an answer this baton cannot read).
 
+pub use super::common::{block_on, Failure};
 use crate::config::daemon::DaemonConfig;
 use crate::secret::Secret;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 /// The exit codes, for `--help`.
@@ -39,27 +39,6 @@ pub struct ControlArgs {
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Why an operator command failed, with its exit code.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
-}
-
-impl Failure {
-    fn new(code: u8, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub fn exit(self) -> ExitCode {
-        eprintln!("error: {}", self.message);
-        ExitCode::from(self.code)
-    }
 }
 
 /// A connection to the running daemon's control API.
@@ -98,6 +77,8 @@ impl ApiClient {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(5))
+            // A standby's redirect to the leader is followed by hand, keeping the token.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Failure::new(EXIT_SERVER, e.to_string()))?;
         Ok(Self {
@@ -151,7 +132,18 @@ impl ApiClient {
             Some(token) => request.bearer_auth(token.expose()),
             None => request,
         };
-        let response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        let again = request.try_clone();
+        let mut response = request.send().await.map_err(|e| self.unreachable(&e))?;
+        if let (Some(leader), Some(again)) = (standby_redirect(&response), again) {
+            // A standby of an HA deployment names the leader (from the shared database): ask it.
+            let (client, request) = again.build_split();
+            let mut request = request.map_err(|e| self.unreachable(&e))?;
+            *request.url_mut() = leader;
+            response = client
+                .execute(request)
+                .await
+                .map_err(|e| self.unreachable(&e))?;
+        }
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| self.unreachable(&e))?;
         if status.is_success() {
@@ -194,19 +186,15 @@ impl ApiClient {
     }
 }
 
-/// Runs an async operator command on a small runtime.
-pub fn block_on(command: impl std::future::Future<Output = Result<(), Failure>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => return Failure::new(EXIT_SERVER, format!("cannot start a runtime: {e}")).exit(),
-    };
-    match runtime.block_on(command) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(f) => f.exit(),
+/// Where a standby sends API callers: the leader's address (`307` with an http(s) `Location`).
+fn standby_redirect(response: &reqwest::Response) -> Option<url::Url> {
+    if response.status() != reqwest::StatusCode::TEMPORARY_REDIRECT {
+        return None;
     }
+    let location = response.headers().get(reqwest::header::LOCATION)?;
+    url::Url::parse(location.to_str().ok()?)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
 }
 
 /// Prints a value as pretty JSON.
@@ -248,5 +236,5 @@ pub fn table(rows: &[Vec<String>]) -> String {
 
 /// A timestamp in a table: UTC, to the second.
 pub fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
-    t.map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+    t.map_or("-".into(), crate::humanize::utc)
 }

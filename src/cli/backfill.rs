@@ -37,6 +37,10 @@ pub struct BackfillArgs {
     /// Print each date and its rendered trigger bodies; start nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Give these runs the pipeline's `deadline` (off by default: a past date is late by
+    /// definition).
+    #[arg(long)]
+    pub deadline: bool,
     #[command(flatten)]
     pub control: ControlArgs,
 }
@@ -60,6 +64,7 @@ pub fn create(args: &BackfillArgs) -> ExitCode {
         let body = json!({
             "from": args.from, "to": args.to, "max_active": args.max_active,
             "reprocess": reprocess, "every": args.every, "dry_run": args.dry_run,
+            "deadline": args.deadline,
         });
         let path = ["pipelines", args.pipeline.as_str(), "backfills"];
         if args.dry_run {

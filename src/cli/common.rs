@@ -9,21 +9,45 @@ use std::path::{Path, PathBuf};
 /// The pipelines directory used when no `--config` is given.
 pub const DEFAULT_PIPELINES_DIR: &str = "pipelines";
 
-/// Why a command could not find what it needs; printed as is.
+/// Why a command failed; printed as is, with its exit code.
 #[derive(Debug)]
 pub enum Failure {
-    /// A message for stderr.
+    /// A message for stderr (exit code 1).
     Message(String),
-    /// Pipeline-file problems, printed in full.
+    /// Pipeline-file problems, printed in full (exit code 1).
     Diagnostics(Diagnostics),
+    /// An operator command's failure, with its exit code (see `api_client`).
+    Exit { code: u8, message: String },
 }
 
 impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Self::Exit {
+            code,
+            message: message.into(),
+        }
+    }
+
     pub fn report(&self) {
         match self {
-            Failure::Message(m) => eprintln!("error: {m}"),
+            Failure::Message(m) | Failure::Exit { message: m, .. } => eprintln!("error: {m}"),
             Failure::Diagnostics(d) => eprint!("{d}"),
         }
+    }
+
+    /// Reports the failure and gives the process its exit code.
+    pub fn exit(self) -> std::process::ExitCode {
+        self.report();
+        match self {
+            Failure::Exit { code, .. } => std::process::ExitCode::from(code),
+            _ => std::process::ExitCode::FAILURE,
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Message(format!("{e:#}"))
     }
 }
 
@@ -94,7 +118,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
 /// Runs `work` on a fresh multi-threaded runtime; prints its error and maps the outcome to an exit
 /// code.
 pub fn block_on(
-    work: impl std::future::Future<Output = anyhow::Result<()>>,
+    work: impl std::future::Future<Output = Result<(), Failure>>,
 ) -> std::process::ExitCode {
     let runtime = match runtime() {
         Ok(r) => r,
@@ -102,9 +126,6 @@ pub fn block_on(
     };
     match runtime.block_on(work) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(failure) => failure.exit(),
     }
 }

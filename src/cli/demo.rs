@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-const EMBEDDED_PIPELINES: [(&str, &str); 3] = [
+const EMBEDDED_PIPELINES: [(&str, &str); 4] = [
     ("nightly.yaml", include_str!("../../pipelines/nightly.yaml")),
     (
         "weekly_backfill.yaml",
@@ -31,6 +31,10 @@ const EMBEDDED_PIPELINES: [(&str, &str); 3] = [
     (
         "sydney_hourly.yaml",
         include_str!("../../pipelines/sydney_hourly.yaml"),
+    ),
+    (
+        "regional_handoff.yaml",
+        include_str!("../../pipelines/regional_handoff.yaml"),
     ),
 ];
 const EMBEDDED_SCENARIO: &str = include_str!("../../pipelines/demo.scenario.yaml");
@@ -53,7 +57,7 @@ pub struct DemoArgs {
 
 pub fn run(args: &DemoArgs) -> ExitCode {
     crate::logging::init_at(crate::config::daemon::LogFormat::Pretty, "warn");
-    super::common::block_on(demo(args))
+    super::common::block_on(async { Ok(demo(args).await?) })
 }
 
 fn demo_pipelines(dir: &std::path::Path) -> anyhow::Result<Vec<Pipeline>> {
@@ -73,7 +77,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     if !args.speed.is_finite() || args.speed <= 0.0 {
         anyhow::bail!("--speed must be above 0");
     }
-    let pipelines = demo_pipelines(&args.pipelines)?;
+    let mut pipelines = demo_pipelines(&args.pipelines)?;
     let clock: SharedClock = Arc::new(ScaledClock::new(args.speed));
     let shutdown = CancellationToken::new();
 
@@ -84,6 +88,20 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     let state_dir = std::env::temp_dir().join(format!("baton-demo-{}", std::process::id()));
     let store = Store::open(&state_dir)?;
     let client = demo_client(&emulator, clock.clone())?;
+    // The one emulator plays every account the pipelines name, and answers their job names.
+    let accounts: std::collections::BTreeMap<_, _> = pipelines
+        .iter()
+        .flat_map(|p| p.steps.iter().map(|s| s.account.clone()))
+        .chain(std::iter::once(crate::ids::AccountName::default()))
+        .map(|a| (a, client.clone()))
+        .collect();
+    crate::dbt_cloud::job_names::resolve_job_names(
+        &accounts,
+        &mut pipelines,
+        &std::collections::BTreeMap::new(),
+    )
+    .await
+    .map_err(|p| anyhow::anyhow!("job names could not be resolved:\n  {}", p.join("\n  ")))?;
     let settings = RuntimeSettings {
         engine: EngineConfig {
             poll_interval: Duration::from_secs(2),
@@ -93,7 +111,8 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         ..RuntimeSettings::default()
     };
     let daemon = Daemon::new(settings, pipelines.clone(), store, client, clock.clone())
-        .context("starting the daemon")?;
+        .context("starting the daemon")?
+        .with_accounts(accounts);
     let daemon_shutdown = CancellationToken::new();
     let (handle, task) = crate::runtime::spawn(daemon, daemon_shutdown.clone());
 
@@ -160,7 +179,7 @@ fn print_banner(
             .as_ref()
             .and_then(|s| crate::model::schedule::Schedule::new(s).ok())
             .and_then(|s| s.next_after(now))
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .map(|t| crate::humanize::when(t, crate::humanize::zone_of(p)))
             .unwrap_or_else(|| "not scheduled".into());
         println!(
             "  pipeline   {:<16} {} steps, next scheduled tick {next}",
@@ -223,6 +242,7 @@ fn render(t: &Transition, now: DateTime<Utc>) -> Option<String> {
         TransitionKind::PipelineRunSucceeded => ("✔", "PIPELINE RUN SUCCEEDED".to_string()),
         TransitionKind::PipelineRunFailed => ("✖", format!("PIPELINE RUN FAILED: {}", t.detail)),
         TransitionKind::PipelineRunCancelled => ("■", "pipeline run cancelled".to_string()),
+        TransitionKind::PipelineRunLate => ("⏰", format!("LATE: {}", t.detail)),
         TransitionKind::TickSkipped | TransitionKind::TicksMissed => ("·", t.detail.clone()),
         TransitionKind::StepTriggering => ("▶", t.detail.clone()),
         TransitionKind::StepTriggered => (

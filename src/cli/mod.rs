@@ -6,14 +6,17 @@ pub mod api_client;
 pub mod backfill;
 pub mod bench;
 pub(crate) mod common;
+pub mod daemon;
 pub mod demo;
+pub mod emulator;
 pub mod graph;
-pub mod run;
+mod run_ha;
 pub mod schedule;
 pub mod schema;
 pub mod status;
 pub mod store;
 pub mod validate;
+pub mod validate_online;
 pub mod why;
 
 use clap::{Parser, Subcommand};
@@ -41,11 +44,11 @@ pub enum Command {
     /// Print the JSON Schema (draft-07) of the pipeline file format.
     Schema,
     /// Run the scheduler daemon.
-    Run(run::RunArgs),
+    Run(daemon::RunArgs),
     /// Run the daemon against the built-in dbt Cloud emulator with the example pipelines.
     Demo(demo::DemoArgs),
     /// Serve a faithful local dbt Cloud API from a scenario file.
-    Emulator(crate::emulator::cli::EmulatorArgs),
+    Emulator(emulator::EmulatorArgs),
     /// Pipelines and their latest runs, from the running daemon (one pipeline in detail).
     #[command(after_help = api_client::EXIT_CODES_HELP)]
     Status(status::StatusArgs),
@@ -93,7 +96,7 @@ pub fn main() -> ExitCode {
         Command::Graph(args) => graph::run(&args),
         Command::Schedule(args) => schedule::run(&args),
         Command::Schema => schema::run(),
-        Command::Run(args) => run::run(&args),
+        Command::Run(args) => daemon::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Emulator(args) => args.execute(),
         Command::Status(args) => status::status(&args),

@@ -85,10 +85,29 @@ fn origin(origin: &RunOrigin) -> String {
 }
 
 fn state_name(s: &RunSummary) -> String {
-    serde_json::to_value(s.state)
+    let state = serde_json::to_value(s.state)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    match lateness(s) {
+        Some(late) => format!("{state} {late}"),
+        None => state,
+    }
+}
+
+/// The run's mark against its deadline: `LATE` while a late run is not done, how late once done.
+fn lateness(s: &RunSummary) -> Option<String> {
+    let deadline = s.deadline?;
+    match s.finished_at {
+        None => s.late_since.map(|_| "LATE".to_string()),
+        Some(end) if end > deadline => Some(format!(
+            "(late by {})",
+            humantime::format_duration(std::time::Duration::from_secs(
+                (end - deadline).num_seconds().max(0) as u64
+            ))
+        )),
+        Some(_) => None,
+    }
 }
 
 fn failure(s: &RunSummary) -> String {
@@ -159,7 +178,16 @@ async fn one_pipeline(api: &ApiClient, name: &str, json: bool) -> Result<(), Fai
             .next_fire_times
             .iter()
             .take(3)
-            .map(|t| when(Some(*t)))
+            .map(|t| {
+                match pipeline
+                    .timezone
+                    .as_deref()
+                    .map(str::parse::<chrono_tz::Tz>)
+                {
+                    Some(Ok(zone)) => crate::humanize::when(*t, zone),
+                    _ => when(Some(*t)),
+                }
+            })
             .collect();
         println!("next      {}", next.join(", "));
     }
@@ -174,6 +202,9 @@ async fn one_pipeline(api: &ApiClient, name: &str, json: bool) -> Result<(), Fai
         state_name(s),
         origin(&s.origin)
     );
+    if let Some(deadline) = s.deadline {
+        println!("deadline  {}", when(Some(deadline)));
+    }
     let mut rows = vec![vec![
         "STEP".to_string(),
         "STATE".into(),
@@ -210,7 +241,7 @@ async fn one_pipeline(api: &ApiClient, name: &str, json: bool) -> Result<(), Fai
         };
         let Some(details) = &a.details else {
             if step.state == "failed" {
-                if let Some(m) = &a.message {
+                if let Some(m) = a.reason.as_ref().or(a.message.as_ref()) {
                     println!("\n{} failed: {m}", step.name);
                 }
             }

@@ -17,11 +17,16 @@ pub enum OutputFormat {
 pub struct ValidateArgs {
     /// Pipeline files or directories (default: the config's pipelines_dir, else `pipelines/`).
     pub paths: Vec<PathBuf>,
-    /// The daemon config, for its `pipelines_dir`.
+    /// The daemon config, for its `pipelines_dir` and its accounts (a step's `account:` must
+    /// name one).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub format: OutputFormat,
+    /// Also look every step's job (by id or by name) up in its dbt Cloud account and say what
+    /// was found (needs `--config`).
+    #[arg(long, requires = "config")]
+    pub online: bool,
 }
 
 pub fn run(args: &ValidateArgs) -> ExitCode {
@@ -36,11 +41,44 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
     } else {
         args.paths.clone()
     };
-    let result = config::load_pipelines(&paths);
+    let mut result = config::load_pipelines(&paths);
+    let mut online = None;
+    // With the daemon config, each step's `account:` must name one of its accounts.
+    if let (Some(path), Ok(pipelines)) = (args.config.as_deref(), &result) {
+        match config::daemon::DaemonConfig::load(path) {
+            Ok(daemon) => {
+                if let Err(d) = config::accounts::check_accounts(pipelines, &daemon.account_names())
+                {
+                    result = Err(d);
+                } else if args.online {
+                    let checks = super::common::runtime().map(|rt| {
+                        rt.block_on(super::validate_online::check_jobs(&daemon, pipelines))
+                    });
+                    match checks {
+                        Ok(Ok(checks)) => online = Some(checks),
+                        Ok(Err(e)) => {
+                            Failure::Message(format!("{e:#}")).report();
+                            return ExitCode::from(EXIT_PROBLEMS);
+                        }
+                        Err(code) => return code,
+                    }
+                }
+            }
+            Err(e) => {
+                Failure::Message(e.to_string()).report();
+                return ExitCode::from(EXIT_PROBLEMS);
+            }
+        }
+    }
+    let online_ok = online.as_ref().is_none_or(|c| c.iter().all(|c| c.ok));
     match (args.format, &result) {
         (OutputFormat::Json, Ok(pipelines)) => {
             let names: Vec<&str> = pipelines.iter().map(|p| p.name.0.as_str()).collect();
-            let report = serde_json::json!({ "ok": true, "pipelines": names, "diagnostics": [] });
+            let mut report =
+                serde_json::json!({ "ok": online_ok, "pipelines": names, "diagnostics": [] });
+            if let Some(checks) = &online {
+                report["jobs"] = serde_json::json!(checks);
+            }
             println!("{report:#}");
         }
         (OutputFormat::Json, Err(diagnostics)) => {
@@ -52,6 +90,16 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
                 println!("ok: {} ({})", p.name, p.source.display());
             }
             println!("{} pipeline(s) valid", pipelines.len());
+            for c in online.iter().flatten() {
+                let mark = if c.ok { "found" } else { "PROBLEM" };
+                println!(
+                    "{mark}: {} step {} (account {}): {}",
+                    c.pipeline, c.step, c.account, c.found
+                );
+            }
+            if !online_ok {
+                eprintln!("error: some jobs are not what the pipelines expect in dbt Cloud");
+            }
         }
         (OutputFormat::Text, Err(diagnostics)) => {
             Failure::Diagnostics(diagnostics.clone()).report();
@@ -62,7 +110,7 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
             );
         }
     }
-    if result.is_ok() {
+    if result.is_ok() && online_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_PROBLEMS)

@@ -1,10 +1,14 @@
-//! The daemon's own config file (`config.example.yaml` documents every key): dbt Cloud access,
-//! directories, HTTP listener, polling and limits. Unknown keys are errors; the API token is never
+//! The daemon's own config file (`config.example.yaml` documents every key): dbt Cloud access
+//! (`dbt_cloud:` is the account named `default`, `accounts:` names more), directories, HTTP
+//! listener, polling and limits. Unknown keys are errors; the API token is never
 //! written inline, only named (an environment variable or a file).
 
-use crate::ids::AccountId;
+use super::account_block::{account_config, RawDbtCloud};
+use super::store::{RawStore, StoreConfig};
+use crate::ids::{AccountId, AccountName};
 use crate::secret::Secret;
 use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -94,6 +98,9 @@ pub struct DbtCloudConfig {
     pub requests_per_minute: u32,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// The HMAC secret of this account's webhook subscription (accounts under `accounts:`; the
+    /// `default` account's is in `webhooks:`).
+    pub webhook_secret: Option<SecretSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +108,9 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Bearer token the control API requires, when set.
     pub token: Option<SecretSource>,
+    /// The URL other nodes and the CLI reach this node's API at (shown by standbys as the
+    /// leader's address); `listen` when absent.
+    pub advertise: Option<Url>,
 }
 
 /// The dbt Cloud webhook receiver (`POST /webhooks/dbt-cloud`), on when the section is present.
@@ -135,6 +145,8 @@ pub enum NotificationEvent {
     Retry,
     /// Schedule ticks were missed (found later than the on-time grace, e.g. after downtime).
     Missed,
+    /// A pipeline run was not done by its pipeline's `deadline` (once per run).
+    Late,
 }
 
 /// Where a notification target's URL comes from. A Slack webhook URL is a secret: keep it in an
@@ -180,7 +192,10 @@ impl NotificationTarget {
 pub struct DaemonConfig {
     /// The file it was loaded from.
     pub source: PathBuf,
+    /// The account named `default` (the `dbt_cloud:` block, or `accounts.default`).
     pub dbt_cloud: DbtCloudConfig,
+    /// The other accounts, by name.
+    pub accounts: BTreeMap<AccountName, DbtCloudConfig>,
     pub state_dir: PathBuf,
     pub pipelines_dir: PathBuf,
     pub http: HttpConfig,
@@ -196,9 +211,13 @@ pub struct DaemonConfig {
     pub notifications: Vec<NotificationTarget>,
     /// Timing histograms per (pipeline, step) rather than per pipeline (`metrics.step_histograms`).
     pub metrics_step_histograms: bool,
+    /// Where state lives: `state_dir` (default) or a shared PostgreSQL with leadership.
+    pub store: StoreConfig,
+    /// This node's name among nodes sharing a database (default: the host name).
+    pub node_name: String,
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text: Option<String> = Option::deserialize(d)?;
     text.map(|t| {
         humantime::parse_duration(&t).map_err(|e| {
@@ -210,26 +229,13 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
     .transpose()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDbtCloud {
-    base_url: String,
-    account_id: i64,
-    token_env: Option<String>,
-    token_file: Option<PathBuf>,
-    requests_per_minute: Option<u32>,
-    #[serde(default, deserialize_with = "duration")]
-    request_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "duration")]
-    connect_timeout: Option<Duration>,
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<SocketAddr>,
     token_env: Option<String>,
     token_file: Option<PathBuf>,
+    advertise: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -267,7 +273,9 @@ fn default_notification_events() -> Vec<NotificationEvent> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDaemon {
-    dbt_cloud: RawDbtCloud,
+    dbt_cloud: Option<RawDbtCloud>,
+    #[serde(default)]
+    accounts: BTreeMap<String, RawDbtCloud>,
     state_dir: PathBuf,
     pipelines_dir: Option<PathBuf>,
     #[serde(default)]
@@ -287,9 +295,11 @@ struct RawDaemon {
     notifications: Vec<RawNotification>,
     #[serde(default)]
     metrics: RawMetrics,
+    store: Option<RawStore>,
+    node_name: Option<String>,
 }
 
-fn secret_source(
+pub(super) fn secret_source(
     env: Option<String>,
     file: Option<PathBuf>,
     base: &Path,
@@ -341,35 +351,53 @@ impl DaemonConfig {
         } else {
             base
         };
-        let token = secret_source(
-            raw.dbt_cloud.token_env,
-            raw.dbt_cloud.token_file,
-            base,
-            "dbt_cloud",
-        )
-        .map_err(&invalid)?
-        .ok_or_else(|| {
-            invalid(
-                "`dbt_cloud` needs `token_env` or `token_file` (the token is never inline)".into(),
-            )
-        })?;
-        let base_url = Url::parse(&raw.dbt_cloud.base_url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .ok_or_else(|| {
-                invalid(format!(
-                    "`dbt_cloud.base_url` must be an http(s) URL, found `{}`",
-                    raw.dbt_cloud.base_url
+        let mut accounts = BTreeMap::new();
+        for (name, account) in raw.accounts {
+            if !crate::config::fields::valid_name(&name) {
+                return Err(invalid(format!(
+                    "invalid account name `{name}` under `accounts` (letters, digits, `_`, `-`, `.`)"
+                )));
+            }
+            let section = format!("accounts.{name}");
+            let config = account_config(account, base, &section, true).map_err(&invalid)?;
+            accounts.insert(AccountName(name), config);
+        }
+        let dbt_cloud = match (raw.dbt_cloud, accounts.remove(&AccountName::default())) {
+            (Some(_), Some(_)) => return Err(invalid(
+                "both `dbt_cloud` and `accounts.default` describe the account `default`; keep one"
+                    .into(),
+            )),
+            (Some(block), None) => {
+                account_config(block, base, "dbt_cloud", false).map_err(&invalid)?
+            }
+            (None, Some(default)) => default,
+            (None, None) => {
+                return Err(invalid(
+                    "no dbt Cloud account: add a `dbt_cloud` block (the account `default`)".into(),
                 ))
-            })?;
+            }
+        };
         let http_token = secret_source(raw.http.token_env, raw.http.token_file, base, "http")
             .map_err(&invalid)?;
-        let requests_per_minute = raw.dbt_cloud.requests_per_minute.unwrap_or(1000);
-        if requests_per_minute == 0 {
-            return Err(invalid(
-                "`dbt_cloud.requests_per_minute` must be at least 1".into(),
-            ));
-        }
+        let advertise = raw
+            .http
+            .advertise
+            .map(|text| {
+                Url::parse(&text)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https"))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "`http.advertise` must be an http(s) URL, found `{text}`"
+                        ))
+                    })
+            })
+            .transpose()?;
+        let store = match raw.store {
+            Some(store) => store.lower(base).map_err(&invalid)?,
+            None => StoreConfig::Local,
+        };
+        let node_name = super::store::node_name(raw.node_name).map_err(&invalid)?;
         let max_in_flight = raw.max_in_flight.unwrap_or(50);
         if max_in_flight == 0 {
             return Err(invalid("`max_in_flight` must be at least 1".into()));
@@ -430,7 +458,7 @@ impl DaemonConfig {
             };
             if n.on.is_empty() {
                 return Err(invalid(format!(
-                    "`{name}`: `on` lists no event (failure, success, retry, missed)"
+                    "`{name}`: `on` lists no event (failure, success, retry, missed, late)"
                 )));
             }
             let mut on = n.on;
@@ -445,20 +473,8 @@ impl DaemonConfig {
         }
         Ok(DaemonConfig {
             source: path.to_path_buf(),
-            dbt_cloud: DbtCloudConfig {
-                base_url,
-                account_id: AccountId(raw.dbt_cloud.account_id),
-                token,
-                requests_per_minute,
-                request_timeout: raw
-                    .dbt_cloud
-                    .request_timeout
-                    .unwrap_or(Duration::from_secs(30)),
-                connect_timeout: raw
-                    .dbt_cloud
-                    .connect_timeout
-                    .unwrap_or(Duration::from_secs(10)),
-            },
+            dbt_cloud,
+            accounts,
             state_dir: base.join(raw.state_dir),
             pipelines_dir: base.join(raw.pipelines_dir.unwrap_or_else(|| "pipelines".into())),
             http: HttpConfig {
@@ -467,6 +483,7 @@ impl DaemonConfig {
                     .listen
                     .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8377))),
                 token: http_token,
+                advertise,
             },
             poll_interval,
             log_format: raw.log_format,
@@ -479,12 +496,28 @@ impl DaemonConfig {
             webhooks,
             notifications,
             metrics_step_histograms: raw.metrics.step_histograms,
+            store,
+            node_name,
         })
     }
 
     /// The dbt Cloud API token.
     pub fn resolve_token(&self) -> Result<Secret, ConfigError> {
         self.dbt_cloud.token.resolve()
+    }
+
+    /// The names of every account, `default` included.
+    pub fn account_names(&self) -> std::collections::BTreeSet<AccountName> {
+        std::iter::once(AccountName::default())
+            .chain(self.accounts.keys().cloned())
+            .collect()
+    }
+
+    /// Every account by name, `default` first.
+    pub fn all_accounts(&self) -> Vec<(AccountName, &DbtCloudConfig)> {
+        std::iter::once((AccountName::default(), &self.dbt_cloud))
+            .chain(self.accounts.iter().map(|(n, c)| (n.clone(), c)))
+            .collect()
     }
 
     /// The webhook receiver's HMAC secret, when webhooks are on.
@@ -575,6 +608,9 @@ mod tests {
                     if rest.starts_with("webhooks:")
                         || rest.starts_with("notifications:")
                         || rest.starts_with("metrics:")
+                        || rest.starts_with("accounts:")
+                        || rest.starts_with("store:")
+                        || rest.starts_with("node_name:")
                         || rest.starts_with("  ") =>
                 {
                     format!("{rest}\n")
@@ -590,6 +626,18 @@ mod tests {
         assert_eq!(c.notifications.len(), 2);
         assert_eq!(c.notifications[0].format, NotificationFormat::Slack);
         assert!(!c.metrics_step_histograms);
+        let emea = &c.accounts[&AccountName("emea".into())];
+        assert_eq!(emea.base_url.as_str(), "https://emea.dbt.com/");
+        assert_eq!(
+            emea.webhook_secret,
+            Some(SecretSource::Env("DBT_CLOUD_EMEA_WEBHOOK_SECRET".into()))
+        );
+        assert_eq!(c.node_name, "baton-a");
+        let super::StoreConfig::Postgres(pg) = &c.store else {
+            panic!("{:?}", c.store)
+        };
+        assert_eq!(pg.url, SecretSource::Env("BATON_DATABASE_URL".into()));
+        assert_eq!(pg.lease, Duration::from_secs(10));
     }
 
     #[test]

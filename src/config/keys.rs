@@ -11,6 +11,7 @@ pub const PIPELINE: &[&str] = &[
     "defaults",
     "steps",
     "backfill",
+    "deadline",
 ];
 pub const SCHEDULE: &[&str] = &["cron", "timezone", "catchup"];
 pub const DEFAULTS: &[&str] = &["retry", "timeout", "queue_timeout"];
@@ -23,7 +24,11 @@ pub const RETRY: &[&str] = &[
     "on_cancel",
 ];
 pub const STEP: &[&str] = &[
+    "account",
     "job_id",
+    "job_name",
+    "project_id",
+    "environment_id",
     "depends_on",
     "overrides",
     "retry",

@@ -7,9 +7,9 @@ pub use super::fields::did_you_mean;
 use super::fields::{valid_name, Entries, Lowerer, NAME_HINT};
 use super::keys;
 use super::yaml::{Node, Span};
-use crate::ids::JobId;
+use crate::ids::{AccountName, EnvironmentId, JobId, ProjectId};
 use crate::model::pipeline::{
-    CatchupPolicy, ConcurrencyPolicy, OverrideValue, Overrides, Pipeline, PipelineName,
+    CatchupPolicy, ConcurrencyPolicy, JobRef, OverrideValue, Overrides, Pipeline, PipelineName,
     RetryPolicy, RollingBackfill, ScheduleSpec, Step, StepName, Template,
 };
 use crate::model::template::{self, override_type, OverrideType};
@@ -79,6 +79,8 @@ pub(super) struct RawStep<'n> {
     pub(super) retry: PartialRetry,
     pub(super) timeout: Option<Duration>,
     pub(super) queue_timeout: Option<Duration>,
+    pub(super) account: Option<String>,
+    pub(super) job_ref: Option<JobRef>,
 }
 
 impl Lowerer<'_, '_> {
@@ -172,13 +174,55 @@ impl Lowerer<'_, '_> {
     ) -> Option<RawStep<'n>> {
         let what = format!("step `{name}`");
         let e = self.mapping(node, &what, keys::STEP)?;
-        let job_id = match Self::present(&e, "job_id") {
-            None => {
+        let job_name = self.string(&e, "job_name", &what);
+        let project_id = self.positive_int(&e, "project_id", &what).map(ProjectId);
+        let environment_id = self
+            .positive_int(&e, "environment_id", &what)
+            .map(EnvironmentId);
+        let job_id = match (Self::present(&e, "job_id"), &job_name) {
+            (None, None) => {
                 self.missing(key.span, "job_id", &what);
                 None
             }
-            Some(_) => self.positive_int(&e, "job_id", &what).map(JobId),
+            (None, Some(_)) => Some(JobId(0)),
+            (Some(_), Some((_, span))) => {
+                self.error(
+                    *span,
+                    format!("{what} sets both `job_id` and `job_name`"),
+                    Some("name the job one way: its id, or its exact name".into()),
+                );
+                None
+            }
+            (Some(_), None) => {
+                for key in ["project_id", "environment_id"] {
+                    if let Some(node) = Self::present(&e, key) {
+                        self.error(
+                            node.span,
+                            format!(
+                                "`{key}` in {what} narrows a `job_name`; this step has a `job_id`"
+                            ),
+                            Some(format!("remove `{key}`, or name the job with `job_name`")),
+                        );
+                    }
+                }
+                self.positive_int(&e, "job_id", &what).map(JobId)
+            }
         };
+        let job_ref = job_name.map(|(name, _)| JobRef {
+            name,
+            project_id,
+            environment_id,
+        });
+        let account = self.string(&e, "account", &what).map(|(a, span)| {
+            if !valid_name(&a) {
+                self.error(
+                    span,
+                    format!("invalid account name `{a}` in {what}"),
+                    Some(NAME_HINT.into()),
+                );
+            }
+            a
+        });
         let mut depends_on = Vec::new();
         if let Some(list) = Self::present(&e, "depends_on") {
             match list.as_sequence() {
@@ -239,6 +283,8 @@ impl Lowerer<'_, '_> {
             queue_timeout: self
                 .duration(&e, "queue_timeout", &what, false)
                 .or(defaults.queue_timeout),
+            account,
+            job_ref,
         })
     }
 
@@ -367,6 +413,7 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
         )
         .unwrap_or_default();
     let suspended = l.boolean(&e, "suspended", "the pipeline").unwrap_or(false);
+    let deadline = l.duration(&e, "deadline", "the pipeline", false);
     let cause = l.string(&e, "cause", "the pipeline");
     let defaults = Lowerer::present(&e, "defaults")
         .map(|n| l.defaults(n))
@@ -405,6 +452,8 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
             retry: raw.retry.policy(),
             timeout: raw.timeout,
             queue_timeout: raw.queue_timeout,
+            account: raw.account.map(AccountName).unwrap_or_default(),
+            job_ref: raw.job_ref,
         });
     }
     Some(Lowered {
@@ -418,6 +467,7 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
             cause: cause.map(|(c, _)| Template(c)),
             steps: ordered,
             backfill,
+            deadline,
         },
         name_span,
     })

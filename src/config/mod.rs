@@ -1,6 +1,8 @@
 //! Configuration files: pipeline YAML (a spanned YAML tree, lowered by hand into validated
 //! `model::pipeline::Pipeline`s with every problem reported) and the daemon's own config.
 
+pub mod account_block;
+pub mod accounts;
 mod checks;
 pub mod daemon;
 pub mod diagnostic;
@@ -8,6 +10,7 @@ pub mod fields;
 pub mod keys;
 pub mod lower;
 pub mod raw;
+pub mod store;
 pub mod yaml;
 
 pub use diagnostic::{Diagnostic, Diagnostics};

@@ -29,6 +29,10 @@ pub struct RawPipeline {
     pub steps: BTreeMap<String, RawStep>,
     /// Rolling re-run of recent logical dates on a schedule of its own.
     pub backfill: Option<RawBackfill>,
+    /// How long after its logical date a run must have succeeded (`2h`, `90m`). A run not done by
+    /// then is late: a `late` notification, a metric, a mark in the status. Backfill runs get it
+    /// only when the backfill asks (`--deadline`).
+    pub deadline: Option<String>,
 }
 
 /// A 5-field cron expression in an IANA time zone.
@@ -91,10 +95,24 @@ pub struct RawRetry {
 /// One dbt Cloud job in the DAG.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("anyOf" = [{"required": ["job_id"]}, {"required": ["job_name"]}]))]
 pub struct RawStep {
-    /// The dbt Cloud job id.
+    /// The dbt Cloud account of the job, by the name the daemon config gives it (`dbt_cloud:` is
+    /// `default`, the default; others are under `accounts:`).
+    pub account: Option<String>,
+    /// The dbt Cloud job id (or give `job_name`).
     #[schemars(range(min = 1))]
-    pub job_id: i64,
+    pub job_id: Option<i64>,
+    /// The dbt Cloud job by its exact name, instead of `job_id`: resolved through the jobs list at
+    /// start-up and on reload (exactly one job must carry it), so a job recreated under a new id
+    /// is picked up.
+    pub job_name: Option<String>,
+    /// With `job_name`: only jobs of this project.
+    #[schemars(range(min = 1))]
+    pub project_id: Option<i64>,
+    /// With `job_name`: only jobs of this environment.
+    #[schemars(range(min = 1))]
+    pub environment_id: Option<i64>,
     /// Steps that must succeed before this one starts.
     pub depends_on: Option<Vec<String>>,
     /// Trigger overrides; strings are templates.

@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod client;
 pub mod error;
+pub mod job_names;
 pub mod time;
 pub mod wire;
 

@@ -97,6 +97,10 @@ pub(super) fn list_jobs(shared: &Shared, q: &QueryPairs, account: i64) -> Reply 
     };
     let project = number("project_id", &mut errors);
     let environment = number("environment_id", &mut errors);
+    let name_contains = q
+        .last("name__icontains")
+        .filter(|s| !s.is_empty())
+        .map(str::to_lowercase);
     let order_by = q
         .last("order_by")
         .filter(|s| !s.is_empty())
@@ -122,6 +126,9 @@ pub(super) fn list_jobs(shared: &Shared, q: &QueryPairs, account: i64) -> Reply 
     if let Some(e) = environment {
         echo.insert("environment_id".into(), json!(e));
     }
+    if let Some(n) = &name_contains {
+        echo.insert("name__icontains".into(), json!(n));
+    }
     shared.with_world(|world, _| {
         let mut jobs: Vec<_> = world
             .scenario
@@ -129,6 +136,11 @@ pub(super) fn list_jobs(shared: &Shared, q: &QueryPairs, account: i64) -> Reply 
             .iter()
             .filter(|j| project.is_none_or(|p| p == render::project_id(world, j).0))
             .filter(|j| environment.is_none_or(|e| e == render::environment_id(world, j).0))
+            .filter(|j| {
+                name_contains
+                    .as_ref()
+                    .is_none_or(|n| j.name.to_lowercase().contains(n))
+            })
             .collect();
         match order_by.trim_start_matches('-') {
             "name" => jobs.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id))),

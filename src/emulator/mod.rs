@@ -17,7 +17,6 @@
 //! `GET /_emulator/runs`.
 
 mod artifacts;
-pub mod cli;
 pub mod faults;
 mod handlers;
 mod lifecycle;
@@ -253,6 +252,13 @@ impl EmulatorHandle {
     pub fn set_outcome(&self, job: JobId, outcome: Outcome) -> anyhow::Result<()> {
         self.shared
             .with_world(|world, _| world.set_outcome(job, outcome))
+            .map_err(|e| anyhow::anyhow!("job {job}: {e}"))
+    }
+
+    /// Gives a job a new id (the old one is gone), as recreating it in dbt Cloud does.
+    pub fn recreate_job(&self, job: JobId, new_id: JobId) -> anyhow::Result<()> {
+        self.shared
+            .with_world(|world, _| world.recreate_job(job, new_id))
             .map_err(|e| anyhow::anyhow!("job {job}: {e}"))
     }
 

@@ -75,13 +75,21 @@ impl World {
 
     /// Replaces how a job's later runs end.
     pub fn set_outcome(&mut self, job: JobId, outcome: Outcome) -> Result<(), WorldError> {
-        let spec = self
-            .scenario
+        self.job_mut(job)?.outcome = outcome;
+        Ok(())
+    }
+
+    fn job_mut(&mut self, job: JobId) -> Result<&mut super::scenario::JobSpec, WorldError> {
+        self.scenario
             .jobs
             .iter_mut()
             .find(|j| j.id == job)
-            .ok_or(WorldError::UnknownJob)?;
-        spec.outcome = outcome;
+            .ok_or(WorldError::UnknownJob)
+    }
+
+    /// Gives the job a new id, as a job deleted and created again (by Terraform, say) gets one.
+    pub fn recreate_job(&mut self, job: JobId, new_id: JobId) -> Result<(), WorldError> {
+        self.job_mut(job)?.id = new_id;
         Ok(())
     }
 

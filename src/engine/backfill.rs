@@ -6,64 +6,18 @@
 use super::event::{Plan, TransitionKind};
 use super::state::{AttemptKey, PipelineRunId, PipelineRunState, RunOrigin};
 use super::{earliest, to_chrono, Engine};
-use crate::dbt_cloud::wire::TriggerRequest;
-use crate::ids::JobId;
-use crate::model::pipeline::{Pipeline, PipelineName, StepName};
+use crate::model::pipeline::{Pipeline, PipelineName};
 use crate::model::template::{render_cause, render_overrides, TemplateContext};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::time::Duration;
+
+pub use super::event::{BackfillError, PreviewDate, PreviewTrigger};
+pub use super::state::{
+    Backfill, BackfillDate, BackfillId, BackfillSpec, BackfillState, Reprocess,
+};
 
 /// Most logical dates one backfill may hold.
 pub const MAX_DATES: usize = 1000;
-
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct BackfillId(pub String);
-
-impl fmt::Display for BackfillId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// What to do with a date that already has a pipeline run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reprocess {
-    /// Leave it: the date is skipped.
-    #[default]
-    None,
-    /// Run it again when its run failed or was cancelled.
-    Failed,
-    /// Run it again whatever became of it (unless a run of it is active).
-    All,
-}
-
-/// What an operator (or a rolling backfill) asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackfillSpec {
-    pub pipeline: PipelineName,
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
-    /// One date per `every` from `from`; absent: the pipeline's fire times in `[from, to]`.
-    #[serde(default, with = "humantime_serde_opt")]
-    pub every: Option<Duration>,
-    pub max_active: u32,
-    #[serde(default)]
-    pub reprocess: Reprocess,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BackfillState {
-    Running,
-    Succeeded,
-    /// Every date ran; some did not succeed.
-    Failed,
-    Cancelled,
-}
 
 impl BackfillState {
     pub fn is_terminal(self) -> bool {
@@ -78,59 +32,6 @@ impl BackfillState {
             Self::Cancelled => "cancelled",
         }
     }
-}
-
-/// One logical date of a backfill.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackfillDate {
-    pub logical_date: DateTime<Utc>,
-    /// The pipeline run it uses (absent when skipped).
-    pub run: Option<PipelineRunId>,
-    /// Why the date does not run.
-    pub skipped: Option<String>,
-    /// Its pipeline run was created.
-    pub started: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Backfill {
-    pub id: BackfillId,
-    pub spec: BackfillSpec,
-    /// Created by the pipeline's rolling `backfill:` section rather than by an operator.
-    pub rolling: bool,
-    pub state: BackfillState,
-    pub created_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub dates: Vec<BackfillDate>,
-}
-
-/// A backfill request the engine refuses, with what to change.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BackfillError {
-    #[error("no pipeline named `{0}` is loaded")]
-    UnknownPipeline(PipelineName),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("a backfill with id `{0}` exists already")]
-    Exists(BackfillId),
-}
-
-/// One date as a dry run shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PreviewDate {
-    pub logical_date: DateTime<Utc>,
-    pub run: Option<PipelineRunId>,
-    pub skipped: Option<String>,
-    /// The first attempt's trigger body of each step, rendered for this date.
-    pub triggers: Vec<PreviewTrigger>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PreviewTrigger {
-    pub step: StepName,
-    pub job_id: JobId,
-    pub body: Option<TriggerRequest>,
-    pub error: Option<String>,
 }
 
 impl Engine {
@@ -331,7 +232,7 @@ impl Engine {
                 started: false,
             })
             .collect();
-        self.transitions.push(super::event::Transition {
+        self.outbox.transitions.push(super::event::Transition {
             at: now,
             pipeline: spec.pipeline.clone(),
             run: None,
@@ -357,7 +258,7 @@ impl Engine {
                 dates,
             },
         );
-        self.dirty_backfills.insert(id);
+        self.outbox.backfills.insert(id);
         Ok(())
     }
 
@@ -377,7 +278,7 @@ impl Engine {
             .filter(|d| d.started)
             .filter_map(|d| d.run.clone())
             .collect();
-        self.dirty_backfills.insert(id.clone());
+        self.outbox.backfills.insert(id.clone());
         for run in runs {
             self.cancel_pipeline_run(&run, super::state::CancelReason::Operator, now);
         }
@@ -385,7 +286,8 @@ impl Engine {
 
     /// Pipeline runs of a backfill that are not over.
     pub(super) fn backfill_active_runs(&self, id: &BackfillId) -> usize {
-        self.active
+        self.index
+            .active
             .iter()
             .filter_map(|r| self.state.runs.get(r))
             .filter(|r| matches!(&r.origin, RunOrigin::Backfill { backfill } if backfill == &id.0))
@@ -394,7 +296,8 @@ impl Engine {
 
     /// Pipeline runs of a backfill that are running (not queued).
     pub(super) fn backfill_running_runs(&self, id: &str) -> usize {
-        self.active
+        self.index
+            .active
             .iter()
             .filter_map(|r| self.state.runs.get(r))
             .filter(|r| r.state == PipelineRunState::Running)
@@ -457,7 +360,7 @@ impl Engine {
                             Some("a pipeline run with this id exists already".into());
                     }
                 }
-                self.dirty_backfills.insert(id.clone());
+                self.outbox.backfills.insert(id.clone());
                 if admitted.is_some() {
                     active += 1;
                 }
@@ -498,8 +401,8 @@ impl Engine {
             };
             b.finished_at = Some(now);
         }
-        self.dirty_backfills.insert(id.clone());
-        self.transitions.push(super::event::Transition {
+        self.outbox.backfills.insert(id.clone());
+        self.outbox.transitions.push(super::event::Transition {
             at: now,
             pipeline,
             run: None,
@@ -566,6 +469,7 @@ impl Engine {
             every: Some(rb.every),
             max_active: rb.max_active,
             reprocess: Reprocess::All,
+            deadline: false,
         };
         if let Err(e) = self.create_backfill(id, spec, true, now) {
             tracing::warn!(pipeline = %name, error = %e, "rolling backfill not started");
@@ -576,26 +480,4 @@ impl Engine {
 /// The schedule cursor key of a pipeline's rolling backfill (beside the pipeline's own cursor).
 pub fn rolling_cursor(name: &PipelineName) -> PipelineName {
     PipelineName(format!("{}~rolling", name.0))
-}
-
-/// `every` as a humantime string ("1day") in JSON.
-mod humantime_serde_opt {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text: Option<String> = Option::deserialize(d)?;
-        text.map(|t| {
-            humantime::parse_duration(&t)
-                .map_err(|e| serde::de::Error::custom(format!("bad duration `{t}`: {e}")))
-        })
-        .transpose()
-    }
 }

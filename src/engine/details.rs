@@ -7,7 +7,10 @@ use super::event::{Action, Plan};
 use super::state::{AttemptOutcome, AttemptRef};
 use super::{earliest, Engine};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+
+pub use super::event::DetailsFetch;
+pub use super::state::{FailureDetails, NodeFailure};
 
 /// Most failed nodes kept per attempt.
 pub const MAX_FAILURES: usize = 20;
@@ -19,31 +22,6 @@ pub const MAX_LOG_TAIL_CHARS: usize = 2000;
 pub const MAX_FETCHES: u32 = 5;
 /// Time between two fetches while the artifact is missing: five fetches span a minute.
 pub const REFETCH_AFTER_SECS: i64 = 15;
-
-/// One model, test, seed or snapshot that failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeFailure {
-    pub unique_id: String,
-    /// `error` (a model that failed), `fail` (a test that failed), ...
-    pub status: String,
-    pub message: Option<String>,
-}
-
-/// What is known about why a dbt Cloud run ended in error.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FailureDetails {
-    /// The name of the run step that failed (e.g. "Invoke dbt with `dbt build`").
-    pub failed_step: Option<String>,
-    /// The end of that step's log.
-    pub log_tail: Option<String>,
-    pub failures: Vec<NodeFailure>,
-    /// Failed nodes beyond `MAX_FAILURES`, counted but not kept.
-    pub more_failures: usize,
-    /// The run wrote no `run_results.json` (or it was not uploaded within the wait).
-    pub run_results_missing: bool,
-    /// A problem fetching the details, for the operator.
-    pub note: Option<String>,
-}
 
 impl FailureDetails {
     /// Builds the details from a run's steps and its `run_results.json` (None: 404).
@@ -140,14 +118,6 @@ fn tail(text: &str, max: usize) -> String {
     format!("…{}", &text[start..])
 }
 
-/// What a fetch came to.
-#[derive(Debug, Clone)]
-pub enum DetailsFetch {
-    Fetched(FailureDetails),
-    /// dbt Cloud could not be asked; try again later.
-    Failed(String),
-}
-
 /// A fetch wanted for an attempt: when, and how many were made.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct DetailsDue {
@@ -158,7 +128,7 @@ pub(super) struct DetailsDue {
 impl Engine {
     /// Called when an attempt ends: an error is worth explaining.
     pub(super) fn want_details(&mut self, at: &AttemptRef, now: DateTime<Utc>) {
-        self.details_due.insert(
+        self.due.details.insert(
             at.clone(),
             DetailsDue {
                 at: now,
@@ -193,7 +163,8 @@ impl Engine {
 
     pub(super) fn plan_details(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
         let due: Vec<AttemptRef> = self
-            .details_due
+            .due
+            .details
             .iter()
             .filter(|(at, _)| !self.in_flight.details.contains(*at))
             .filter_map(|(at, due)| {
@@ -214,7 +185,7 @@ impl Engine {
                 .and_then(|s| s.attempts.iter().find(|a| a.number == at.number))
                 .and_then(|a| a.run_id);
             let Some(run) = run else {
-                self.details_due.remove(&at);
+                self.due.details.remove(&at);
                 continue;
             };
             self.in_flight.details.insert(at.clone());
@@ -225,7 +196,7 @@ impl Engine {
 
     pub(super) fn on_details(&mut self, at: AttemptRef, fetch: DetailsFetch, now: DateTime<Utc>) {
         self.in_flight.details.remove(&at);
-        let Some(due) = self.details_due.get_mut(&at) else {
+        let Some(due) = self.due.details.get_mut(&at) else {
             return;
         };
         due.fetches += 1;
@@ -248,7 +219,7 @@ impl Engine {
         if retry {
             due.at = again;
         } else {
-            self.details_due.remove(&at);
+            self.due.details.remove(&at);
         }
         if let Some(details) = details {
             if let Some(attempt) = self.attempt_mut(&at) {

@@ -22,14 +22,14 @@ impl Engine {
     ) -> bool {
         let mut ended = false;
         let candidates = if full {
-            self.active.ids()
+            self.index.active.ids()
         } else {
-            &self.touched
+            &self.passes.changed
         };
         if candidates.is_empty() {
             return false;
         }
-        let mut in_flight = self.in_flight_attempts();
+        let mut in_flight = self.in_flight_by_account();
         let mut running: Vec<(DateTime<Utc>, PipelineRunId)> = candidates
             .iter()
             .filter_map(|id| self.state.runs.get(id))
@@ -79,7 +79,9 @@ impl Engine {
                                 "an upstream step failed",
                             );
                         } else if upstream.iter().all(|s| *s == StepState::Succeeded) {
-                            if in_flight < self.config.max_in_flight {
+                            let used = in_flight.entry(step.account.clone()).or_default();
+                            if *used < self.config.max_in_flight {
+                                *used += 1;
                                 self.start_attempt(
                                     &id,
                                     &step.name,
@@ -87,17 +89,20 @@ impl Engine {
                                     now,
                                     plan,
                                 );
-                                in_flight += 1;
                             } else {
-                                self.blocked_by_cap = true;
+                                self.passes.blocked_by_cap = true;
+                                self.passes.blocked_accounts.insert(step.account.clone());
                             }
                         }
                     }
                     StepState::WaitingRetry { until } => {
                         if until > now {
                             plan.wake_at = earliest(plan.wake_at, until);
-                        } else if in_flight >= self.config.max_in_flight {
-                            self.blocked_by_cap = true;
+                        } else if in_flight.get(&step.account).copied().unwrap_or(0)
+                            >= self.config.max_in_flight
+                        {
+                            self.passes.blocked_by_cap = true;
+                            self.passes.blocked_accounts.insert(step.account.clone());
                         } else {
                             let previous = state.current();
                             let kind = match previous {
@@ -113,7 +118,7 @@ impl Engine {
                                 _ => AttemptKind::Trigger,
                             };
                             self.start_attempt(&id, &step.name, kind, now, plan);
-                            in_flight += 1;
+                            *in_flight.entry(step.account.clone()).or_default() += 1;
                         }
                     }
                     _ => {}
@@ -271,16 +276,18 @@ impl Engine {
         if message.is_some() {
             attempt.message = message.clone();
         }
+        // A person reads the transition: baton's own timeout says so, not only dbt Cloud's words.
+        let reason = crate::humanize::step_attempt_reason(attempt, def.step(&at.step));
         let explain = outcome == AttemptOutcome::Error && attempt.run_id.is_some();
         if let Some(id) = attempt.run_id {
-            self.by_dbt_run.remove(&id);
-            self.polls.remove(id);
+            self.index.by_dbt_run.remove(&id);
+            self.due.polls.remove(id);
         }
         self.mark_changed(at.run.clone());
         if explain {
             self.want_details(at, now);
         }
-        let detail = message.unwrap_or_default();
+        let detail = reason.or(message).unwrap_or_default();
         let Some(step) = def.step(&at.step) else {
             return;
         };
@@ -304,11 +311,12 @@ impl Engine {
                 at,
                 TransitionKind::StepRetryScheduled,
                 format!(
-                    "attempt {} ended {}; attempt {} of {} at {until}",
+                    "attempt {} ended {}; attempt {} of {} at {}",
                     at.number,
                     outcome.name(),
                     at.number + 1,
-                    policy.attempts
+                    policy.attempts,
+                    crate::humanize::when(until, crate::humanize::zone_of(&def))
                 ),
             );
             self.set_step_state(
@@ -323,7 +331,14 @@ impl Engine {
                 now,
                 at,
                 TransitionKind::StepFailed,
-                format!("attempt {} ended {}: {detail}", at.number, outcome.name()),
+                match outcome {
+                    // dbt Cloud's own words follow the class.
+                    AttemptOutcome::Error | AttemptOutcome::Rejected => {
+                        format!("attempt {} ended {}: {detail}", at.number, outcome.name())
+                    }
+                    // The reason already says how it ended (`timed out after 2s; ...`).
+                    _ => format!("attempt {}: {detail}", at.number),
+                },
             );
             self.set_step_state(&at.run, &at.step, StepState::Failed, now, "");
         }
@@ -392,14 +407,22 @@ impl Engine {
             .map(|(n, s)| format!("{n} {}", s.state.name()))
             .collect();
         let pipeline = run.pipeline().clone();
-        self.active.remove(id, &pipeline);
+        self.index.active.remove(id, &pipeline);
         self.mark_changed(id.clone());
         let kind = match state {
             PipelineRunState::Succeeded => TransitionKind::PipelineRunSucceeded,
             PipelineRunState::Cancelled => TransitionKind::PipelineRunCancelled,
             _ => TransitionKind::PipelineRunFailed,
         };
-        self.note_id(now, id, kind, failed.join(", "));
+        let mut detail = failed.join(", ");
+        if let Some(late) = self.finishing_against_deadline(id, now) {
+            detail = if detail.is_empty() {
+                late
+            } else {
+                format!("{detail}; {late}")
+            };
+        }
+        self.note_id(now, id, kind, detail);
         true
     }
 

@@ -1,12 +1,15 @@
 //! The engine's vocabulary with the outside world: events it is fed, actions it asks for, and the
 //! transitions it reports for logs and metrics.
 
-use super::backfill::{BackfillError, BackfillId, BackfillState, PreviewDate, Reprocess};
-use super::state::{AttemptKey, AttemptRef, PipelineRunId, PipelineRunState, Write};
+use super::state::{
+    AttemptKey, AttemptRef, BackfillId, BackfillState, FailureDetails, PipelineRunId,
+    PipelineRunState, Reprocess, Write,
+};
 use crate::dbt_cloud::wire::{Run, TriggerRequest};
 use crate::ids::{JobId, RunId};
-use crate::model::pipeline::PipelineName;
+use crate::model::pipeline::{PipelineName, StepName};
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use std::time::Duration;
 
 /// Everything that can change the scheduler's state. The runtime loop feeds these in one at a time.
@@ -47,7 +50,7 @@ pub enum Event {
     /// What was learnt about why an attempt's run failed.
     FailureDetails {
         attempt: AttemptRef,
-        fetch: super::details::DetailsFetch,
+        fetch: DetailsFetch,
     },
 }
 
@@ -126,6 +129,8 @@ pub struct BackfillRequest {
     pub every: Option<Duration>,
     pub max_active: u32,
     pub reprocess: Reprocess,
+    /// Whether the pipeline's `deadline` applies to these runs.
+    pub deadline: bool,
 }
 
 /// What an operator request came to.
@@ -244,6 +249,8 @@ pub enum TransitionKind {
     PipelineRunSucceeded,
     PipelineRunFailed,
     PipelineRunCancelled,
+    /// The run's deadline passed before it succeeded (once per run).
+    PipelineRunLate,
     TickSkipped,
     TicksMissed,
     StepTriggering,
@@ -271,6 +278,7 @@ impl TransitionKind {
             Self::PipelineRunSucceeded => "pipeline_run_succeeded",
             Self::PipelineRunFailed => "pipeline_run_failed",
             Self::PipelineRunCancelled => "pipeline_run_cancelled",
+            Self::PipelineRunLate => "pipeline_run_late",
             Self::TickSkipped => "tick_skipped",
             Self::TicksMissed => "ticks_missed",
             Self::StepTriggering => "step_triggering",
@@ -341,4 +349,41 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// The next instant at which time alone changes something. `None`: only an event will.
     pub wake_at: Option<DateTime<Utc>>,
+}
+
+/// A backfill request the engine refuses, with what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackfillError {
+    #[error("no pipeline named `{0}` is loaded")]
+    UnknownPipeline(PipelineName),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a backfill with id `{0}` exists already")]
+    Exists(BackfillId),
+}
+
+/// One date as a dry run shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreviewDate {
+    pub logical_date: DateTime<Utc>,
+    pub run: Option<PipelineRunId>,
+    pub skipped: Option<String>,
+    /// The first attempt's trigger body of each step, rendered for this date.
+    pub triggers: Vec<PreviewTrigger>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PreviewTrigger {
+    pub step: StepName,
+    pub job_id: JobId,
+    pub body: Option<TriggerRequest>,
+    pub error: Option<String>,
+}
+
+/// What a fetch came to.
+#[derive(Debug, Clone)]
+pub enum DetailsFetch {
+    Fetched(FailureDetails),
+    /// dbt Cloud could not be asked; try again later.
+    Failed(String),
 }

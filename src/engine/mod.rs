@@ -3,8 +3,12 @@
 //! all as one `Output`. No IO and no clock reads: the runtime passes `now` in, makes the output's
 //! writes durable, then carries out its actions, then sends its replies.
 
+mod accounts;
 mod active;
 pub mod backfill;
+#[cfg(test)]
+mod check;
+pub mod deadline;
 pub mod details;
 mod dispatch;
 pub mod event;
@@ -29,18 +33,28 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Most rounds of the start-queued-runs-then-dispatch passes in one plan: a run that ends during
+/// dispatch (every step skipped or upstream-failed) may free its pipeline or backfill for another,
+/// and each round starts what the last one freed. Bounded so that one plan stays short; a later
+/// plan starts whatever is left.
+const DISPATCH_ROUNDS: usize = 8;
+/// How often the dispatch and attempt passes look at every active run, not only the changed ones:
+/// a safety net for a time-based reason the incremental passes might miss.
+const FULL_PASS_EVERY: chrono::Duration = chrono::Duration::minutes(1);
 /// How often finished runs past `history_retention` are looked for.
 const PRUNE_EVERY: chrono::Duration = chrono::Duration::hours(1);
 /// Runs deleted in one pass at the most: one small transaction, never a long stall of the loop.
 const PRUNE_BATCH: usize = 1000;
 /// When a pass left runs behind, the next comes this soon.
 const PRUNE_AGAIN_AFTER: chrono::Duration = chrono::Duration::minutes(1);
+/// How often finished runs past the memory window leave memory.
+const ARCHIVE_EVERY: chrono::Duration = chrono::Duration::minutes(1);
 
 /// Tunables of the engine, from the daemon's config.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub poll_interval: Duration,
-    /// Cap on attempts in flight (triggering or running) for the account.
+    /// Cap on attempts in flight (triggering or running) for each account.
     pub max_in_flight: usize,
     /// Most missed ticks run per pipeline under `catchup: all`.
     pub catchup_max: usize,
@@ -56,6 +70,10 @@ pub struct EngineConfig {
     /// Poll each run around its expected end, learned from its job's recent durations (off when
     /// webhooks say when a run ends: polling is then only the fallback).
     pub predict_polls: bool,
+    /// After a takeover from another leader: attempts it left `triggering` are reconciled (and
+    /// re-sent when dbt Cloud has no run with their key) only this long after start, when no
+    /// request it sent can still land. Zero for a single node, whose requests died with it.
+    pub takeover_hold: Duration,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +87,7 @@ impl Default for EngineConfig {
             memory_window: Duration::from_secs(600),
             on_time_grace: Duration::from_secs(60),
             predict_polls: true,
+            takeover_hold: Duration::ZERO,
         }
     }
 }
@@ -93,44 +112,74 @@ struct InFlight {
     poll: bool,
 }
 
+/// Where to find things fast; derived from `state`, rebuilt at start-up.
+#[derive(Debug, Default)]
+struct Indices {
+    /// Pipeline runs not yet terminal, indexed by pipeline.
+    active: active::ActiveRuns,
+    /// Which attempt watches which dbt Cloud run.
+    by_dbt_run: HashMap<RunId, AttemptRef>,
+    /// Each scheduled pipeline's next tick, so a plan does not look at every pipeline.
+    ticks: ticks::TickCache,
+    /// Runs whose deadline is still ahead of a verdict, by deadline.
+    deadlines: deadline::DeadlineQueue,
+}
+
+/// Calls to dbt Cloud to make later (not persisted: a restart derives them again).
+#[derive(Debug, Default)]
+struct Due {
+    /// When each watched dbt Cloud run is next looked at.
+    polls: predict::PollSchedule,
+    /// When a cancel that failed may be sent again.
+    cancel_retry: HashMap<AttemptRef, DateTime<Utc>>,
+    /// Failure details to fetch (a restart asks again for those still missing).
+    details: BTreeMap<AttemptRef, details::DetailsDue>,
+}
+
+/// What this step changed, for its `Output`: the records to write and the transitions to report.
+#[derive(Debug, Default)]
+struct Outbox {
+    /// Pipeline runs whose record changed.
+    runs: BTreeSet<PipelineRunId>,
+    cursors: BTreeSet<PipelineName>,
+    backfills: BTreeSet<backfill::BackfillId>,
+    deleted_runs: Vec<PipelineRunId>,
+    archived_runs: Vec<PipelineRun>,
+    transitions: Vec<Transition>,
+}
+
+/// Bookkeeping of the planning passes: what they must look at, and when they last looked at all.
+#[derive(Debug, Default)]
+struct Passes {
+    /// Runs changed since their last dispatch and attempt pass: a plan looks only at these,
+    /// unless a full pass is due (see `full_pass_due`). Not the same set as `Outbox::runs`: a
+    /// run written is not necessarily one to look at again, nor the other way round.
+    changed: BTreeSet<PipelineRunId>,
+    /// The earliest time-based reason (a retry's time, a timeout, a re-send, a cancel retry) seen
+    /// by the passes: a full pass runs when it comes.
+    wake_at: Option<DateTime<Utc>>,
+    last_full: Option<DateTime<Utc>>,
+    /// A ready step waited for room under `max_in_flight`: a full pass runs when room frees.
+    blocked_by_cap: bool,
+    /// The accounts whose cap held a ready step back.
+    blocked_accounts: BTreeSet<crate::ids::AccountName>,
+    last_prune: Option<DateTime<Utc>>,
+    last_archive: Option<DateTime<Utc>>,
+}
+
 /// The scheduler state machine.
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
     pipelines: BTreeMap<PipelineName, Loaded>,
     state: State,
-    /// Pipeline runs not yet terminal, indexed by pipeline.
-    active: active::ActiveRuns,
-    /// Which attempt watches which dbt Cloud run.
-    by_dbt_run: HashMap<RunId, AttemptRef>,
-    in_flight: InFlight,
-    /// When each watched dbt Cloud run is next looked at.
-    polls: predict::PollSchedule,
-    /// Each job's recent run durations, which place those looks.
+    index: Indices,
+    /// Each job's recent run durations, which place the looks at its runs.
     durations: predict::Durations,
-    /// Each scheduled pipeline's next tick, so a plan does not look at every pipeline.
-    ticks: ticks::TickCache,
-    /// When a cancel that failed may be sent again.
-    cancel_retry: HashMap<AttemptRef, DateTime<Utc>>,
-    last_prune: Option<DateTime<Utc>>,
-    last_archive: Option<DateTime<Utc>>,
-    /// Failure details to fetch (not persisted: a restart asks again for those still missing).
-    details_due: BTreeMap<AttemptRef, details::DetailsDue>,
-    dirty_runs: BTreeSet<PipelineRunId>,
-    /// Runs changed since their last dispatch and attempt pass: a plan looks only at these,
-    /// unless a full pass is due (see `full_pass_due`).
-    touched: BTreeSet<PipelineRunId>,
-    /// The earliest time-based reason (a retry's time, a timeout, a re-send, a cancel retry) seen
-    /// by the passes: a full pass runs when it comes.
-    passes_wake_at: Option<DateTime<Utc>>,
-    last_full_pass: Option<DateTime<Utc>>,
-    /// A ready step waited for room under `max_in_flight`: a full pass runs when room frees.
-    blocked_by_cap: bool,
-    dirty_cursors: BTreeSet<PipelineName>,
-    dirty_backfills: BTreeSet<backfill::BackfillId>,
-    deleted_runs: Vec<PipelineRunId>,
-    archived_runs: Vec<PipelineRun>,
-    transitions: Vec<Transition>,
+    in_flight: InFlight,
+    due: Due,
+    outbox: Outbox,
+    passes: Passes,
 }
 
 /// A pipeline definition the engine could not use.
@@ -154,26 +203,12 @@ impl Engine {
             config,
             pipelines: BTreeMap::new(),
             state,
-            active: active::ActiveRuns::default(),
-            by_dbt_run: HashMap::new(),
-            in_flight: InFlight::default(),
-            polls: predict::PollSchedule::default(),
+            index: Indices::default(),
             durations: predict::Durations::default(),
-            ticks: ticks::TickCache::default(),
-            cancel_retry: HashMap::new(),
-            last_prune: None,
-            last_archive: None,
-            details_due: BTreeMap::new(),
-            dirty_runs: BTreeSet::new(),
-            touched: BTreeSet::new(),
-            passes_wake_at: None,
-            last_full_pass: None,
-            blocked_by_cap: false,
-            dirty_cursors: BTreeSet::new(),
-            dirty_backfills: BTreeSet::new(),
-            deleted_runs: Vec::new(),
-            archived_runs: Vec::new(),
-            transitions: Vec::new(),
+            in_flight: InFlight::default(),
+            due: Due::default(),
+            outbox: Outbox::default(),
+            passes: Passes::default(),
         };
         engine.set_pipelines(pipelines)?;
         // Records read back grew their vectors push by push: give the spare room back.
@@ -187,8 +222,12 @@ impl Engine {
         for run in engine.state.runs.values() {
             if !run.state.is_terminal() {
                 let queued = run.state == state::PipelineRunState::Queued;
-                engine.active.insert(run.id.clone(), run.pipeline(), queued);
+                engine
+                    .index
+                    .active
+                    .insert(run.id.clone(), run.pipeline(), queued);
             }
+            engine.index.deadlines.watch(run);
             for (step, step_run) in &run.steps {
                 for attempt in &step_run.attempts {
                     let at = AttemptRef {
@@ -198,9 +237,9 @@ impl Engine {
                     };
                     if let Some(id) = attempt.run_id {
                         if attempt.phase != AttemptPhase::Finished {
-                            engine.by_dbt_run.insert(id, at.clone());
+                            engine.index.by_dbt_run.insert(id, at.clone());
                             // Every run in flight is looked at once at start-up.
-                            engine.polls.set(id, now);
+                            engine.due.polls.set(id, now);
                         }
                     }
                     if let (Some(ms), Some(end)) = (attempt.run_duration_ms, attempt.finished_at) {
@@ -220,9 +259,10 @@ impl Engine {
                 .durations
                 .record(job, chrono::Duration::milliseconds(ms));
         }
+        let reconcile_at = now + to_chrono(engine.config.takeover_hold);
         for at in to_reconcile {
             if let Some(attempt) = engine.attempt_mut(&at) {
-                attempt.reconcile_at = Some(now);
+                attempt.reconcile_at = Some(reconcile_at);
             }
             engine.mark_changed(at.run);
         }
@@ -259,7 +299,7 @@ impl Engine {
             );
         }
         self.pipelines = loaded;
-        self.ticks.reset(self.pipelines.keys().cloned());
+        self.index.ticks.reset(self.pipelines.keys().cloned());
         Ok(())
     }
 
@@ -288,12 +328,18 @@ impl Engine {
     pub fn next_tick(&self, name: &PipelineName, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let loaded = self.pipelines.get(name)?;
         let schedule = loaded.schedule.as_ref()?;
+        // The tick the scheduler waits for, when still ahead, is the answer without a cron search
+        // (the status page asks for every pipeline's).
+        if let Some(next) = self.index.ticks.get(name).filter(|next| *next > now) {
+            return Some(next);
+        }
         schedule.next_after(now)
     }
 
     /// Number of attempts triggering or running in dbt Cloud.
     pub fn in_flight_attempts(&self) -> usize {
-        self.active
+        self.index
+            .active
             .iter()
             .filter_map(|id| self.state.runs.get(id))
             .flat_map(|run| run.steps.values())
@@ -315,7 +361,7 @@ impl Engine {
             _ => None,
         };
         if let Some(run) = answered {
-            self.touched.insert(run);
+            self.passes.changed.insert(run);
         }
         match event {
             Event::Tick => {}
@@ -349,8 +395,8 @@ impl Engine {
                 tracing::warn!(%attempt, error = %message, "cancel failed; trying again at the next poll tick");
             }
             Event::RunHint { run } => {
-                if self.by_dbt_run.contains_key(&run) {
-                    self.polls.set(run, now);
+                if self.index.by_dbt_run.contains_key(&run) {
+                    self.due.polls.set(run, now);
                 }
             }
             Event::Operator(request) => self.on_operator(request, now),
@@ -375,7 +421,7 @@ impl Engine {
         Output {
             writes: self.take_writes(),
             actions: plan.actions,
-            transitions: std::mem::take(&mut self.transitions),
+            transitions: std::mem::take(&mut self.outbox.transitions),
             replies,
             wake_at: plan.wake_at,
         }
@@ -389,25 +435,26 @@ impl Engine {
         let full = self.full_pass_due(now);
         let wake_before_passes = plan.wake_at.take();
         // A run that ends during dispatch may free its pipeline (or its backfill) for another.
-        for _ in 0..8 {
+        for _ in 0..DISPATCH_ROUNDS {
             self.plan_backfills(now);
             self.plan_queued_runs(now);
             if !self.plan_dispatch(now, &mut plan, full) {
                 break;
             }
         }
-        let dispatched = std::mem::take(&mut self.touched);
+        let dispatched = std::mem::take(&mut self.passes.changed);
         self.plan_attempts(now, &mut plan, full, &dispatched);
-        self.passes_wake_at = if full {
+        self.passes.wake_at = if full {
             plan.wake_at
         } else {
-            sooner(self.passes_wake_at, plan.wake_at)
+            sooner(self.passes.wake_at, plan.wake_at)
         };
-        plan.wake_at = sooner(wake_before_passes, self.passes_wake_at);
-        if !self.touched.is_empty() {
+        plan.wake_at = sooner(wake_before_passes, self.passes.wake_at);
+        if !self.passes.changed.is_empty() {
             // The attempt pass changed runs the dispatch pass has not seen yet.
             plan.wake_at = Some(now);
         }
+        self.plan_deadlines(now, &mut plan);
         self.plan_poll(now, &mut plan);
         self.plan_details(now, &mut plan);
         self.prune(now);
@@ -418,8 +465,11 @@ impl Engine {
     /// Records that a run changed: it is written at the end of this step and looked at by the
     /// next dispatch and attempt passes.
     fn mark_changed(&mut self, id: PipelineRunId) {
-        self.touched.insert(id.clone());
-        self.dirty_runs.insert(id);
+        if let Some(run) = self.state.runs.get(&id) {
+            self.index.deadlines.watch(run);
+        }
+        self.passes.changed.insert(id.clone());
+        self.outbox.runs.insert(id);
     }
 
     /// Whether the dispatch and attempt passes must look at every active run rather than only the
@@ -427,37 +477,46 @@ impl Engine {
     /// `max_in_flight`, and once a minute as a safety net.
     fn full_pass_due(&mut self, now: DateTime<Utc>) -> bool {
         let due = self
-            .last_full_pass
-            .is_none_or(|t| now - t >= chrono::Duration::minutes(1))
-            || self.passes_wake_at.is_some_and(|t| t <= now)
-            || (self.blocked_by_cap && self.in_flight_attempts() < self.config.max_in_flight);
+            .passes
+            .last_full
+            .is_none_or(|t| now - t >= FULL_PASS_EVERY)
+            || self.passes.wake_at.is_some_and(|t| t <= now)
+            || (self.passes.blocked_by_cap && self.blocked_account_has_room());
         if due {
-            self.last_full_pass = Some(now);
-            self.blocked_by_cap = false;
+            self.passes.last_full = Some(now);
+            self.passes.blocked_by_cap = false;
+            self.passes.blocked_accounts.clear();
         }
         due
     }
 
     /// The changes to make durable, in order, since the last step.
+    /// The transitions reported since the last step (for the engine's own tests, which drive
+    /// `apply` and `plan` apart).
+    #[cfg(test)]
+    fn take_transitions(&mut self) -> Vec<Transition> {
+        std::mem::take(&mut self.outbox.transitions)
+    }
+
     fn take_writes(&mut self) -> Vec<Write> {
         let mut writes = Vec::new();
-        for id in std::mem::take(&mut self.deleted_runs) {
+        for id in std::mem::take(&mut self.outbox.deleted_runs) {
             writes.push(Write::DeleteRun(id));
         }
-        for run in std::mem::take(&mut self.archived_runs) {
+        for run in std::mem::take(&mut self.outbox.archived_runs) {
             writes.push(Write::Archive(Box::new(run)));
         }
-        for id in std::mem::take(&mut self.dirty_runs) {
+        for id in std::mem::take(&mut self.outbox.runs) {
             if let Some(run) = self.state.runs.get(&id) {
                 writes.push(Write::Run(Box::new(run.clone())));
             }
         }
-        for name in std::mem::take(&mut self.dirty_cursors) {
+        for name in std::mem::take(&mut self.outbox.cursors) {
             if let Some(cursor) = self.state.cursors.get(&name) {
                 writes.push(Write::Cursor(name, cursor.clone()));
             }
         }
-        for id in std::mem::take(&mut self.dirty_backfills) {
+        for id in std::mem::take(&mut self.outbox.backfills) {
             if let Some(backfill) = self.state.backfills.get(&id) {
                 writes.push(Write::Backfill(Box::new(backfill.clone())));
             }
@@ -503,7 +562,8 @@ impl Engine {
         what: TransitionKind,
         detail: String,
     ) {
-        self.transitions
+        self.outbox
+            .transitions
             .push(run_transition(now, run, what, detail));
     }
 
@@ -516,7 +576,8 @@ impl Engine {
         detail: String,
     ) {
         if let Some(run) = self.state.runs.get(id) {
-            self.transitions
+            self.outbox
+                .transitions
                 .push(run_transition(now, run, what, detail));
         }
     }
@@ -535,7 +596,7 @@ impl Engine {
             .steps
             .get(&at.step)
             .and_then(|s| s.attempts.iter().find(|a| a.number == at.number));
-        self.transitions.push(Transition {
+        self.outbox.transitions.push(Transition {
             at: now,
             pipeline: run.pipeline().clone(),
             run: Some(run.id.clone()),
@@ -552,10 +613,14 @@ impl Engine {
     /// most `PRUNE_BATCH` a pass so that a long history is deleted in small transactions; a pass
     /// that left some behind comes back a minute later instead of an hour.
     fn prune(&mut self, now: DateTime<Utc>) {
-        if self.last_prune.is_some_and(|t| now - t < PRUNE_EVERY) {
+        if self
+            .passes
+            .last_prune
+            .is_some_and(|t| now - t < PRUNE_EVERY)
+        {
             return;
         }
-        self.last_prune = Some(now);
+        self.passes.last_prune = Some(now);
         let Ok(retention) = chrono::Duration::from_std(self.config.history_retention) else {
             return;
         };
@@ -576,13 +641,13 @@ impl Engine {
             .take(PRUNE_BATCH + 1)
             .collect();
         if old.len() > PRUNE_BATCH {
-            self.last_prune = Some(now - PRUNE_EVERY + PRUNE_AGAIN_AFTER);
+            self.passes.last_prune = Some(now - PRUNE_EVERY + PRUNE_AGAIN_AFTER);
         }
         for id in old.into_iter().take(PRUNE_BATCH) {
             self.state.runs.remove(&id);
             self.state.archived.remove(&id);
-            self.dirty_runs.remove(&id);
-            self.deleted_runs.push(id);
+            self.outbox.runs.remove(&id);
+            self.outbox.deleted_runs.push(id);
         }
     }
 
@@ -591,12 +656,13 @@ impl Engine {
     /// is not over.
     fn archive(&mut self, now: DateTime<Utc>) {
         if self
+            .passes
             .last_archive
-            .is_some_and(|t| now - t < chrono::Duration::minutes(1))
+            .is_some_and(|t| now - t < ARCHIVE_EVERY)
         {
             return;
         }
-        self.last_archive = Some(now);
+        self.passes.last_archive = Some(now);
         let cutoff = now - to_chrono(self.config.memory_window);
         let held: BTreeSet<&PipelineRunId> = self
             .state
@@ -604,7 +670,7 @@ impl Engine {
             .values()
             .filter(|b| b.finished_at.is_none())
             .flat_map(|b| b.dates.iter().filter_map(|d| d.run.as_ref()))
-            .chain(self.details_due.keys().map(|at| &at.run))
+            .chain(self.due.details.keys().map(|at| &at.run))
             .chain(self.in_flight.details.iter().map(|at| &at.run))
             .collect();
         let leaving: Vec<PipelineRunId> = self
@@ -619,7 +685,7 @@ impl Engine {
             let Some(run) = self.state.runs.remove(&id) else {
                 continue;
             };
-            self.dirty_runs.remove(&id);
+            self.outbox.runs.remove(&id);
             let finished_at = run.finished_at.unwrap_or(run.created_at);
             if run.state == state::PipelineRunState::Succeeded {
                 let last = self
@@ -636,7 +702,7 @@ impl Engine {
                     finished_at,
                 },
             );
-            self.archived_runs.push(run);
+            self.outbox.archived_runs.push(run);
         }
     }
 
@@ -649,7 +715,7 @@ impl Engine {
     /// Takes an archived run back into memory.
     pub fn recall(&mut self, run: PipelineRun) {
         if self.state.archived.remove(&run.id).is_some() {
-            self.touched.insert(run.id.clone());
+            self.passes.changed.insert(run.id.clone());
             self.state.runs.insert(run.id.clone(), run);
         }
     }

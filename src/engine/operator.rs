@@ -97,7 +97,7 @@ impl Engine {
             OperatorRequest::Resume { pipeline } => {
                 self.known_pipeline(&pipeline)?;
                 // Ticks that passed while paused were declined on purpose, not missed.
-                self.ticks.forget(&pipeline);
+                self.index.ticks.forget(&pipeline);
                 let cursor = self.cursor_mut(&pipeline);
                 cursor.paused = false;
                 cursor.last_tick = Some(now);
@@ -196,6 +196,7 @@ impl Engine {
             // The run id is new, so only the concurrency policy `skip` declines it.
             None => {
                 let active = self
+                    .index
                     .active
                     .iter()
                     .filter_map(|id| self.state.runs.get(id))
@@ -226,7 +227,7 @@ impl Engine {
         run.finished_at = None;
         run.cancel_reason = None;
         let pipeline = run.pipeline().clone();
-        self.active.insert(id.clone(), &pipeline, true);
+        self.index.active.insert(id.clone(), &pipeline, true);
         self.mark_changed(id.clone());
         Ok(Outcome::RunRetried(id))
     }
@@ -241,6 +242,7 @@ impl Engine {
             every: request.every,
             max_active: request.max_active,
             reprocess: request.reprocess,
+            deadline: request.deadline,
         })
     }
 }
@@ -248,7 +250,7 @@ impl Engine {
 impl Engine {
     /// Cancels every active pipeline run (shutdown with `on_shutdown: cancel`).
     pub fn cancel_everything(&mut self, reason: CancelReason, now: DateTime<Utc>) {
-        let active: Vec<_> = self.active.iter().cloned().collect();
+        let active: Vec<_> = self.index.active.iter().cloned().collect();
         for id in active {
             self.cancel_pipeline_run(&id, reason, now);
         }

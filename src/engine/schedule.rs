@@ -15,7 +15,7 @@ impl Engine {
     pub(super) fn plan_schedules(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
         // Only pipelines whose next tick is due (or not yet known) need work; a pipeline that is
         // paused, suspended or unscheduled leaves the cache until a resume or reload.
-        for name in self.ticks.take_due(now) {
+        for name in self.index.ticks.take_due(now) {
             let Some(loaded) = self.pipelines.get(&name) else {
                 continue;
             };
@@ -32,9 +32,9 @@ impl Engine {
             let Some(last_tick) = cursor.last_tick else {
                 // First sight of this pipeline: its schedule starts now, nothing before is "missed".
                 cursor.last_tick = Some(now);
-                self.dirty_cursors.insert(name.clone());
+                self.outbox.cursors.insert(name.clone());
                 if let Some(next) = schedule.next_after(now) {
-                    self.ticks.set(&name, next);
+                    self.index.ticks.set(&name, next);
                 }
                 continue;
             };
@@ -55,7 +55,7 @@ impl Engine {
                         CatchupPolicy::Latest => vec![newest],
                         CatchupPolicy::All => newest_ticks(&schedule, last_tick, now, limit),
                     };
-                    self.transitions.push(super::event::Transition {
+                    self.outbox.transitions.push(super::event::Transition {
                         at: now,
                         pipeline: name.clone(),
                         run: None,
@@ -84,7 +84,7 @@ impl Engine {
                 if let Some(cursor) = self.state.cursors.get_mut(&name) {
                     cursor.last_tick = Some(newest_seen);
                 }
-                self.dirty_cursors.insert(name.clone());
+                self.outbox.cursors.insert(name.clone());
             }
             let after = self
                 .state
@@ -94,10 +94,10 @@ impl Engine {
                 .unwrap_or(now)
                 .max(now);
             if let Some(next) = schedule.next_after(after) {
-                self.ticks.set(&name, next);
+                self.index.ticks.set(&name, next);
             }
         }
-        if let Some(next) = self.ticks.earliest() {
+        if let Some(next) = self.index.ticks.earliest() {
             plan.wake_at = earliest(plan.wake_at, next);
         }
     }
@@ -129,6 +129,7 @@ impl Engine {
             return None;
         }
         let active_regular: Vec<PipelineRunId> = self
+            .index
             .active
             .of_pipeline(&def.name)
             .iter()
@@ -144,7 +145,7 @@ impl Engine {
         if !active_regular.is_empty() && !backfill && !catchup {
             match def.concurrency {
                 ConcurrencyPolicy::Skip => {
-                    self.transitions.push(super::event::Transition {
+                    self.outbox.transitions.push(super::event::Transition {
                         at: now,
                         pipeline: def.name.clone(),
                         run: Some(id),
@@ -173,6 +174,7 @@ impl Engine {
             .iter()
             .map(|s| (s.name.clone(), StepRun::new()))
             .collect::<BTreeMap<_, _>>();
+        let deadline = self.deadline_of(def, logical_date, &origin);
         let run = PipelineRun {
             id: id.clone(),
             definition: def.clone(),
@@ -185,6 +187,8 @@ impl Engine {
             finished_at: None,
             cancel_reason: None,
             steps,
+            deadline,
+            late_since: None,
         };
         self.note(
             now,
@@ -198,7 +202,7 @@ impl Engine {
             },
         );
         self.state.runs.insert(id.clone(), run);
-        self.active.insert(id.clone(), &def.name, true);
+        self.index.active.insert(id.clone(), &def.name, true);
         self.mark_changed(id.clone());
         Some(id)
     }
@@ -206,15 +210,20 @@ impl Engine {
     /// Starts queued runs whose pipeline has no other regular run running (oldest first).
     /// Backfill runs start beside the regular schedule, under their backfill's `max_active`.
     pub(super) fn plan_queued_runs(&mut self, now: DateTime<Utc>) {
-        let (queued, moved_on): (Vec<PipelineRunId>, Vec<PipelineRunId>) =
-            self.active.maybe_queued().iter().cloned().partition(|id| {
+        let (queued, moved_on): (Vec<PipelineRunId>, Vec<PipelineRunId>) = self
+            .index
+            .active
+            .maybe_queued()
+            .iter()
+            .cloned()
+            .partition(|id| {
                 self.state
                     .runs
                     .get(id)
                     .is_some_and(|r| r.state == PipelineRunState::Queued)
             });
         for id in &moved_on {
-            self.active.not_queued(id);
+            self.index.active.not_queued(id);
         }
         let mut started: Vec<PipelineName> = Vec::new();
         let mut order: Vec<(DateTime<Utc>, PipelineRunId)> = queued
@@ -230,11 +239,16 @@ impl Engine {
             let backfill = run.is_backfill();
             let blocked = !backfill
                 && (started.contains(&pipeline)
-                    || self.active.of_pipeline(&pipeline).iter().any(|other| {
-                        self.state.runs.get(other).is_some_and(|o| {
-                            !o.is_backfill() && o.state == PipelineRunState::Running
-                        })
-                    }));
+                    || self
+                        .index
+                        .active
+                        .of_pipeline(&pipeline)
+                        .iter()
+                        .any(|other| {
+                            self.state.runs.get(other).is_some_and(|o| {
+                                !o.is_backfill() && o.state == PipelineRunState::Running
+                            })
+                        }));
             let backfill_full = match &run.origin {
                 RunOrigin::Backfill { backfill } => {
                     self.backfill_running_runs(backfill) >= self.backfill_limit(backfill)
@@ -248,7 +262,7 @@ impl Engine {
                 run.state = PipelineRunState::Running;
                 run.started_at = Some(now);
             }
-            self.active.not_queued(&id);
+            self.index.active.not_queued(&id);
             self.mark_changed(id.clone());
             self.note_id(now, &id, TransitionKind::PipelineRunStarted, String::new());
             if !backfill {
@@ -259,7 +273,7 @@ impl Engine {
 
     /// Records that a pipeline was seen at `tick` without running it (used by pause/resume).
     pub(super) fn cursor_mut(&mut self, name: &PipelineName) -> &mut ScheduleCursor {
-        self.dirty_cursors.insert(name.clone());
+        self.outbox.cursors.insert(name.clone());
         self.state.cursors.entry(name.clone()).or_default()
     }
 }

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Identifies one pipeline run: the pipeline and its logical time, which together are unique.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -132,6 +133,14 @@ pub struct PipelineRun {
     /// Set when an operator or the concurrency policy cancels the run.
     pub cancel_reason: Option<CancelReason>,
     pub steps: BTreeMap<StepName, StepRun>,
+    /// When the run must have succeeded by (the pipeline's `deadline` after the logical date; a
+    /// backfill run only when its backfill asked). Absent in records written before deadlines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
+    /// When the engine found the run late and announced it: set once, persisted, so a restart
+    /// does not announce it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_since: Option<DateTime<Utc>>,
 }
 
 impl PipelineRun {
@@ -327,7 +336,7 @@ pub struct Attempt {
     pub message: Option<String>,
     /// Why the run failed, fetched after it ended in error (absent in records written before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub details: Option<super::details::FailureDetails>,
+    pub details: Option<FailureDetails>,
     /// How long the run took by dbt Cloud's own timestamps (created to finished), kept for a
     /// success: the job's duration history that predicted polling learns from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -365,7 +374,7 @@ pub struct State {
     /// Per pipeline, when its newest archived successful run finished.
     pub archived_last_success: BTreeMap<PipelineName, DateTime<Utc>>,
     pub cursors: BTreeMap<PipelineName, ScheduleCursor>,
-    pub backfills: BTreeMap<super::backfill::BackfillId, super::backfill::Backfill>,
+    pub backfills: BTreeMap<BackfillId, Backfill>,
 }
 
 impl State {
@@ -391,7 +400,133 @@ pub enum Write {
     /// Forgets a run, in memory or archived.
     DeleteRun(PipelineRunId),
     Cursor(PipelineName, ScheduleCursor),
-    Backfill(Box<super::backfill::Backfill>),
+    Backfill(Box<Backfill>),
+}
+
+// Why a run failed: the persisted part (behaviour in `details.rs`).
+
+/// One model, test, seed or snapshot that failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFailure {
+    pub unique_id: String,
+    /// `error` (a model that failed), `fail` (a test that failed), ...
+    pub status: String,
+    pub message: Option<String>,
+}
+
+/// What is known about why a dbt Cloud run ended in error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureDetails {
+    /// The name of the run step that failed (e.g. "Invoke dbt with `dbt build`").
+    pub failed_step: Option<String>,
+    /// The end of that step's log.
+    pub log_tail: Option<String>,
+    pub failures: Vec<NodeFailure>,
+    /// Failed nodes beyond `details::MAX_FAILURES`, counted but not kept.
+    pub more_failures: usize,
+    /// The run wrote no `run_results.json` (or it was not uploaded within the wait).
+    pub run_results_missing: bool,
+    /// A problem fetching the details, for the operator.
+    pub note: Option<String>,
+}
+
+// Backfills: the persisted part (behaviour in `backfill.rs`).
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BackfillId(pub String);
+
+impl fmt::Display for BackfillId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What to do with a date that already has a pipeline run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reprocess {
+    /// Leave it: the date is skipped.
+    #[default]
+    None,
+    /// Run it again when its run failed or was cancelled.
+    Failed,
+    /// Run it again whatever became of it (unless a run of it is active).
+    All,
+}
+
+/// What an operator (or a rolling backfill) asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillSpec {
+    pub pipeline: PipelineName,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// One date per `every` from `from`; absent: the pipeline's fire times in `[from, to]`.
+    #[serde(default, with = "humantime_serde_opt")]
+    pub every: Option<Duration>,
+    pub max_active: u32,
+    #[serde(default)]
+    pub reprocess: Reprocess,
+    /// Whether the pipeline's `deadline` applies to these runs (a past date is late by definition,
+    /// so only when asked: `--deadline`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deadline: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackfillState {
+    Running,
+    Succeeded,
+    /// Every date ran; some did not succeed.
+    Failed,
+    Cancelled,
+}
+
+/// One logical date of a backfill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillDate {
+    pub logical_date: DateTime<Utc>,
+    /// The pipeline run it uses (absent when skipped).
+    pub run: Option<PipelineRunId>,
+    /// Why the date does not run.
+    pub skipped: Option<String>,
+    /// Its pipeline run was created.
+    pub started: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backfill {
+    pub id: BackfillId,
+    pub spec: BackfillSpec,
+    /// Created by the pipeline's rolling `backfill:` section rather than by an operator.
+    pub rolling: bool,
+    pub state: BackfillState,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub dates: Vec<BackfillDate>,
+}
+
+/// `every` as a humantime string ("1day") in JSON.
+mod humantime_serde_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| {
+            humantime::parse_duration(&t)
+                .map_err(|e| serde::de::Error::custom(format!("bad duration `{t}`: {e}")))
+        })
+        .transpose()
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ fn step(name: &str, job: i64, deps: &[&str]) -> Step {
         retry: RetryPolicy::default(),
         timeout: None,
         queue_timeout: None,
+        account: Default::default(),
+        job_ref: None,
     }
 }
 
@@ -42,6 +44,7 @@ fn pipeline(name: &str, cron: &str, steps: Vec<Step>) -> Pipeline {
         suspended: false,
         cause: None,
         backfill: None,
+        deadline: None,
         steps,
     }
 }
@@ -347,6 +350,25 @@ fn a_restart_reconciles_every_triggering_attempt_instead_of_sending() {
             | super::state::Write::Backfill(_) => {}
         }
     }
+    // A new leader taking over holds off until no request of the old one can still land.
+    let takeover = EngineConfig {
+        takeover_hold: std::time::Duration::from_secs(30),
+        ..EngineConfig::default()
+    };
+    let mut leader = Engine::new(
+        takeover,
+        vec![p.clone()],
+        state.clone(),
+        t("2026-03-01T02:00:05Z"),
+    )
+    .unwrap();
+    assert!(leader.plan(t("2026-03-01T02:00:34Z")).actions.is_empty());
+    let held = leader.plan(t("2026-03-01T02:00:35Z"));
+    assert!(
+        matches!(&held.actions[..], [Action::Reconcile { .. }]),
+        "{:?}",
+        held.actions
+    );
     let mut engine = Engine::new(
         EngineConfig::default(),
         vec![p],

@@ -48,6 +48,11 @@ impl TickCache {
         due
     }
 
+    /// A pipeline's next tick as last worked out (None: not known yet, or taken as due).
+    pub fn get(&self, name: &PipelineName) -> Option<DateTime<Utc>> {
+        self.by_pipeline.get(name).copied()
+    }
+
     /// The earliest tick still ahead.
     pub fn earliest(&self) -> Option<DateTime<Utc>> {
         self.queue.first().map(|(at, _)| *at)

@@ -116,17 +116,17 @@ impl Engine {
         a.reconcile_at = None;
         a.resend_at = None;
         a.message = None;
-        self.by_dbt_run.insert(run.id, at.clone());
+        self.index.by_dbt_run.insert(run.id, at.clone());
         self.mark_changed(at.run.clone());
         let next = self.next_look(run.id, now);
-        self.polls.set(run.id, next);
+        self.due.polls.set(run.id, next);
         self.note_attempt(now, at, what, format!("dbt Cloud run {}", run.id));
         self.on_run_seen(run, now);
     }
 
     /// Applies a run's status as dbt Cloud reports it.
     pub(super) fn on_run_seen(&mut self, run: &Run, now: DateTime<Utc>) {
-        let Some(at) = self.by_dbt_run.get(&run.id).cloned() else {
+        let Some(at) = self.index.by_dbt_run.get(&run.id).cloned() else {
             return;
         };
         // A backfill run queued in dbt Cloud behind another run baton watches (its siblings: dbt
@@ -137,10 +137,12 @@ impl Engine {
             .runs
             .get(&at.run)
             .is_some_and(|r| r.is_backfill())
-            && run
-                .blocked_by
-                .iter()
-                .any(|b| self.by_dbt_run.get(b).is_some_and(|o| o.run != at.run));
+            && run.blocked_by.iter().any(|b| {
+                self.index
+                    .by_dbt_run
+                    .get(b)
+                    .is_some_and(|o| o.run != at.run)
+            });
         let Some(a) = self.attempt_mut(&at) else {
             return;
         };
@@ -217,7 +219,11 @@ impl Engine {
         changed: &BTreeSet<PipelineRunId>,
     ) {
         let mut refs = Vec::new();
-        let candidates = if full { self.active.ids() } else { changed };
+        let candidates = if full {
+            self.index.active.ids()
+        } else {
+            changed
+        };
         for id in candidates {
             let Some(run) = self.state.runs.get(id) else {
                 continue;
@@ -237,74 +243,32 @@ impl Engine {
         }
     }
 
+    /// One attempt in flight, by phase: a trigger waits for its answer, is reconciled or sent
+    /// again; an active run is held to its timeouts and, once cancelled, to its cancel.
     fn plan_attempt(&mut self, at: &AttemptRef, now: DateTime<Utc>, plan: &mut Plan) {
         let busy = self.in_flight.triggers.contains(at)
             || self.in_flight.reconciles.contains(at)
             || self.in_flight.cancels.contains(at);
-        let Some(run) = self.state.runs.get(&at.run) else {
-            return;
-        };
-        let def = run.definition.clone();
-        let Some(step) = def.step(&at.step) else {
-            return;
-        };
-        let poll_interval = to_chrono(self.config.poll_interval);
         let Some(a) = self.attempt_mut(at) else {
             return;
         };
         match a.phase {
             AttemptPhase::Finished => {}
+            // A call about it is outstanding: its answer decides what comes next.
+            AttemptPhase::Triggering if busy => {}
             AttemptPhase::Triggering => {
-                if busy {
-                    return;
-                }
-                if let Some(when) = a.reconcile_at {
-                    if when > now {
-                        plan.wake_at = earliest(plan.wake_at, when);
-                        return;
-                    }
-                    let action = Action::Reconcile {
-                        attempt: at.clone(),
-                        job: a.job_id,
-                        key: a.key.clone(),
-                        rerun_of: match a.kind {
-                            super::state::AttemptKind::RerunFrom { failed_run } => Some(failed_run),
-                            super::state::AttemptKind::Trigger => None,
-                        },
-                    };
-                    self.in_flight.reconciles.insert(at.clone());
-                    plan.actions.push(action);
-                } else if let Some(when) = a.resend_at {
-                    if when > now {
-                        plan.wake_at = earliest(plan.wake_at, when);
-                        return;
-                    }
-                    if a.cancel.is_some() {
-                        // Nothing was created and nobody wants it any more.
-                        self.finish_attempt(at, AttemptOutcome::CancelledByBaton, None, now);
-                        return;
-                    }
-                    a.resend_at = None;
-                    a.sends += 1;
-                    let action = Action::Trigger {
-                        attempt: at.clone(),
-                        job: a.job_id,
-                        request: Box::new(a.request.clone()),
-                        rerun_of: match a.kind {
-                            super::state::AttemptKind::RerunFrom { failed_run } => Some(failed_run),
-                            super::state::AttemptKind::Trigger => None,
-                        },
-                    };
-                    let sends = a.sends;
-                    self.mark_changed(at.run.clone());
-                    self.in_flight.triggers.insert(at.clone());
-                    plan.actions.push(action);
-                    self.note_attempt(
-                        now,
-                        at,
-                        TransitionKind::TriggerResent,
-                        format!("send {sends}: no run carries the key"),
-                    );
+                // A search for the key comes first; a re-send only once none is wanted.
+                let (when, reconcile) = match (a.reconcile_at, a.resend_at) {
+                    (Some(when), _) => (when, true),
+                    (None, Some(when)) => (when, false),
+                    (None, None) => return,
+                };
+                if when > now {
+                    plan.wake_at = earliest(plan.wake_at, when);
+                } else if reconcile {
+                    self.plan_reconcile(at, plan);
+                } else {
+                    self.plan_resend(at, now, plan);
                 }
             }
             AttemptPhase::Active => {
@@ -312,61 +276,10 @@ impl Engine {
                     return;
                 };
                 if a.cancel.is_none() {
-                    let started = a.accepted_at.unwrap_or(a.created_at);
-                    let mut reason = None;
-                    if let Some(limit) = step.timeout {
-                        let deadline = started + to_chrono(limit);
-                        if deadline <= now {
-                            reason = Some(CancelReason::Timeout);
-                        } else {
-                            plan.wake_at = earliest(plan.wake_at, deadline);
-                        }
-                    }
-                    if let (Some(limit), Some(since), true) = (
-                        step.queue_timeout,
-                        a.queued_since,
-                        a.status.is_some_and(|s| s.is_queued()),
-                    ) {
-                        let deadline = since + to_chrono(limit);
-                        if deadline <= now {
-                            reason = reason.or(Some(CancelReason::QueueTimeout));
-                        } else {
-                            plan.wake_at = earliest(plan.wake_at, deadline);
-                        }
-                    }
-                    if let Some(reason) = reason {
-                        a.cancel = Some(CancelRequest {
-                            reason,
-                            requested_at: now,
-                            acknowledged: false,
-                        });
-                        self.mark_changed(at.run.clone());
-                        self.note_attempt(
-                            now,
-                            at,
-                            TransitionKind::CancelRequested,
-                            format!("{reason:?} exceeded; cancelling run {run_id}"),
-                        );
-                    }
+                    self.enforce_timeouts(at, run_id, now, plan);
                 }
-                let Some(a) = self.attempt_mut(at) else {
-                    return;
-                };
-                if let Some(cancel) = &a.cancel {
-                    if cancel.acknowledged || busy {
-                        return;
-                    }
-                    let retry_at = self.cancel_retry.get(at).copied();
-                    if retry_at.is_some_and(|t| t > now) {
-                        plan.wake_at = earliest(plan.wake_at, retry_at.unwrap_or(now));
-                        return;
-                    }
-                    self.cancel_retry.insert(at.clone(), now + poll_interval);
-                    self.in_flight.cancels.insert(at.clone());
-                    plan.actions.push(Action::Cancel {
-                        attempt: at.clone(),
-                        run: run_id,
-                    });
+                if !busy {
+                    self.plan_cancel(at, run_id, now, plan);
                 }
             }
         }
@@ -393,7 +306,11 @@ impl Engine {
     /// When to look next at a watched run after a look at `now`.
     fn next_look(&self, run: RunId, now: DateTime<Utc>) -> DateTime<Utc> {
         let interval = to_chrono(self.config.poll_interval);
-        let attempt = self.by_dbt_run.get(&run).and_then(|at| self.attempt(at));
+        let attempt = self
+            .index
+            .by_dbt_run
+            .get(&run)
+            .and_then(|at| self.attempt(at));
         let Some(a) = attempt else {
             return now + interval;
         };
@@ -410,30 +327,161 @@ impl Engine {
         )
     }
 
+    /// Searches the job's runs for the attempt's key (its `reconcile_at` has come).
+    fn plan_reconcile(&mut self, at: &AttemptRef, plan: &mut Plan) {
+        let Some(a) = self.attempt_mut(at) else {
+            return;
+        };
+        let action = Action::Reconcile {
+            attempt: at.clone(),
+            job: a.job_id,
+            key: a.key.clone(),
+            rerun_of: rerun_of(&a.kind),
+        };
+        self.in_flight.reconciles.insert(at.clone());
+        plan.actions.push(action);
+    }
+
+    /// Sends a trigger again (its `resend_at` has come: nothing was created), unless the attempt
+    /// was cancelled meanwhile.
+    fn plan_resend(&mut self, at: &AttemptRef, now: DateTime<Utc>, plan: &mut Plan) {
+        let Some(a) = self.attempt_mut(at) else {
+            return;
+        };
+        if a.cancel.is_some() {
+            // Nothing was created and nobody wants it any more.
+            self.finish_attempt(at, AttemptOutcome::CancelledByBaton, None, now);
+            return;
+        }
+        a.resend_at = None;
+        a.sends += 1;
+        let action = Action::Trigger {
+            attempt: at.clone(),
+            job: a.job_id,
+            request: Box::new(a.request.clone()),
+            rerun_of: rerun_of(&a.kind),
+        };
+        let sends = a.sends;
+        self.mark_changed(at.run.clone());
+        self.in_flight.triggers.insert(at.clone());
+        plan.actions.push(action);
+        self.note_attempt(
+            now,
+            at,
+            TransitionKind::TriggerResent,
+            format!("send {sends}: no run carries the key"),
+        );
+    }
+
+    /// Asks for a cancel when the step's `timeout` (whole attempt) or `queue_timeout` (time in
+    /// dbt Cloud's queue) has passed; otherwise wakes when the sooner one will.
+    fn enforce_timeouts(
+        &mut self,
+        at: &AttemptRef,
+        run_id: RunId,
+        now: DateTime<Utc>,
+        plan: &mut Plan,
+    ) {
+        let Some(run) = self.state.runs.get(&at.run) else {
+            return;
+        };
+        let def = run.definition.clone();
+        let Some(step) = def.step(&at.step) else {
+            return;
+        };
+        let Some(a) = self.attempt_mut(at) else {
+            return;
+        };
+        let started = a.accepted_at.unwrap_or(a.created_at);
+        let mut reason = None;
+        if let Some(limit) = step.timeout {
+            let deadline = started + to_chrono(limit);
+            if deadline <= now {
+                reason = Some(CancelReason::Timeout);
+            } else {
+                plan.wake_at = earliest(plan.wake_at, deadline);
+            }
+        }
+        if let (Some(limit), Some(since), true) = (
+            step.queue_timeout,
+            a.queued_since,
+            a.status.is_some_and(|s| s.is_queued()),
+        ) {
+            let deadline = since + to_chrono(limit);
+            if deadline <= now {
+                reason = reason.or(Some(CancelReason::QueueTimeout));
+            } else {
+                plan.wake_at = earliest(plan.wake_at, deadline);
+            }
+        }
+        if let Some(reason) = reason {
+            a.cancel = Some(CancelRequest {
+                reason,
+                requested_at: now,
+                acknowledged: false,
+            });
+            self.mark_changed(at.run.clone());
+            self.note_attempt(
+                now,
+                at,
+                TransitionKind::CancelRequested,
+                format!("{reason:?} exceeded; cancelling run {run_id}"),
+            );
+        }
+    }
+
+    /// Sends the cancel an attempt asks for until dbt Cloud acknowledges it, once per poll
+    /// interval.
+    fn plan_cancel(&mut self, at: &AttemptRef, run_id: RunId, now: DateTime<Utc>, plan: &mut Plan) {
+        let poll_interval = to_chrono(self.config.poll_interval);
+        let Some(a) = self.attempt_mut(at) else {
+            return;
+        };
+        if a.cancel.as_ref().is_none_or(|c| c.acknowledged) {
+            return;
+        }
+        let retry_at = self.due.cancel_retry.get(at).copied();
+        if retry_at.is_some_and(|t| t > now) {
+            plan.wake_at = earliest(plan.wake_at, retry_at.unwrap_or(now));
+            return;
+        }
+        self.due
+            .cancel_retry
+            .insert(at.clone(), now + poll_interval);
+        self.in_flight.cancels.insert(at.clone());
+        plan.actions.push(Action::Cancel {
+            attempt: at.clone(),
+            run: run_id,
+        });
+    }
+
     /// Looks at the runs that are due (each on its own schedule, see `predict`) in one batched
     /// request, filled up with the runs due soonest after them; one poll at a time.
     pub(super) fn plan_poll(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
         if self.in_flight.poll {
             return;
         }
-        let Some(due) = self.polls.next() else {
+        let Some(due) = self.due.polls.next() else {
             return;
         };
         if due > now {
             plan.wake_at = earliest(plan.wake_at, due);
             return;
         }
-        let mut runs = self.polls.batch(now, POLL_PAGE);
+        let mut runs = self.due.polls.batch(now, POLL_PAGE);
         // A run no longer watched (its attempt finished) leaves the schedule here at the latest.
-        for run in runs.iter().filter(|r| !self.by_dbt_run.contains_key(r)) {
-            self.polls.remove(*run);
+        for run in runs
+            .iter()
+            .filter(|r| !self.index.by_dbt_run.contains_key(r))
+        {
+            self.due.polls.remove(*run);
         }
-        runs.retain(|r| self.by_dbt_run.contains_key(r));
+        runs.retain(|r| self.index.by_dbt_run.contains_key(r));
         for &run in &runs {
             let next = self.next_look(run, now);
-            self.polls.set(run, next);
+            self.due.polls.set(run, next);
         }
-        if let Some(next) = self.polls.next() {
+        if let Some(next) = self.due.polls.next() {
             plan.wake_at = earliest(plan.wake_at, next);
         }
         if runs.is_empty() {
@@ -441,5 +489,13 @@ impl Engine {
         }
         self.in_flight.poll = true;
         plan.actions.push(Action::Poll { runs });
+    }
+}
+
+/// The failed run a rerun-from-failure attempt resumes, if it is one.
+fn rerun_of(kind: &super::state::AttemptKind) -> Option<RunId> {
+    match kind {
+        super::state::AttemptKind::RerunFrom { failed_run } => Some(*failed_run),
+        super::state::AttemptKind::Trigger => None,
     }
 }

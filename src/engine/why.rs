@@ -1,12 +1,19 @@
 //! "Why is this not running?": one sentence, and a machine-readable reason, for a pipeline or one
-//! of its steps, read from the engine's state (pure, like the rest of the engine).
+//! of its steps, read from the engine's state (pure, like the rest of the engine). Deciding is
+//! apart from wording: `classify` finds the `Wait` and the facts it rests on, `sentence` words it.
 
-use super::state::{AttemptPhase, PipelineRun, PipelineRunState, RunOrigin, StepState};
+use super::state::{
+    Attempt, AttemptPhase, CancelReason, PipelineRun, PipelineRunId, PipelineRunState, RunOrigin,
+    StepState,
+};
 use super::Engine;
 use crate::dbt_cloud::wire::RunStatus;
+use crate::ids::AccountName;
 use crate::model::pipeline::{ConcurrencyPolicy, PipelineName, StepName};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::Serialize;
+use std::path::Path;
 
 /// What a pipeline or step is waiting for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -69,8 +76,274 @@ pub enum WhyError {
     },
 }
 
+/// An instant a person reads: to the second, in UTC.
 fn at(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+    crate::humanize::utc(t)
+}
+
+/// What a pipeline or step waits for, with the facts its sentence names.
+#[derive(Debug, Clone, PartialEq)]
+enum Wait<'a> {
+    Suspended {
+        source: &'a Path,
+    },
+    Paused,
+    Schedule {
+        next: DateTime<Utc>,
+        zone: Tz,
+    },
+    Unscheduled,
+    BackfillLimit {
+        run: &'a PipelineRunId,
+        backfill: &'a str,
+        running: usize,
+    },
+    ConcurrencyLimit {
+        run: &'a PipelineRunId,
+        blocker: Option<&'a PipelineRunId>,
+        policy: &'static str,
+    },
+    RunFinishing {
+        run: &'a PipelineRunId,
+    },
+    StepNotInRun {
+        run: &'a PipelineRunId,
+        step: StepName,
+    },
+    /// The run is past its deadline (`late_since` set): said first, then what it waits for.
+    Late {
+        run: &'a PipelineRun,
+        now: DateTime<Utc>,
+        then: Box<Wait<'a>>,
+    },
+    /// The remaining cases are about one step of `run`.
+    Step {
+        run: &'a PipelineRunId,
+        step: StepName,
+        wait: StepWait<'a>,
+    },
+}
+
+/// What one step of an active run waits for.
+#[derive(Debug, Clone, PartialEq)]
+enum StepWait<'a> {
+    Upstream {
+        /// Each upstream step not succeeded, with its state.
+        waiting_on: Vec<(StepName, &'static str)>,
+    },
+    /// The step's account has `in_flight` attempts in flight, at its cap.
+    InFlightCap {
+        in_flight: usize,
+        cap: usize,
+        account: AccountName,
+    },
+    RetryBackoff {
+        until: DateTime<Utc>,
+        /// The last attempt's number and how it ended.
+        last: Option<(u32, &'static str)>,
+        wait: std::time::Duration,
+    },
+    Starting,
+    Cancelling {
+        attempt: &'a Attempt,
+        reason: CancelReason,
+        requested_at: DateTime<Utc>,
+    },
+    RequestBudget {
+        attempt: &'a Attempt,
+        again: DateTime<Utc>,
+    },
+    Triggering {
+        attempt: &'a Attempt,
+    },
+    DbtCloudQueue {
+        attempt: &'a Attempt,
+    },
+    Running {
+        attempt: &'a Attempt,
+    },
+    Over {
+        state: &'static str,
+        errored: bool,
+    },
+}
+
+impl Wait<'_> {
+    fn reason(&self) -> WhyReason {
+        match self {
+            Wait::Suspended { .. } => WhyReason::Suspended,
+            Wait::Paused => WhyReason::Paused,
+            Wait::Schedule { .. } => WhyReason::Schedule,
+            Wait::Unscheduled => WhyReason::Unscheduled,
+            Wait::BackfillLimit { .. } => WhyReason::BackfillLimit,
+            Wait::ConcurrencyLimit { .. } => WhyReason::ConcurrencyLimit,
+            Wait::RunFinishing { .. } | Wait::StepNotInRun { .. } => WhyReason::Finished,
+            Wait::Late { then, .. } => then.reason(),
+            Wait::Step { wait, .. } => match wait {
+                StepWait::Upstream { .. } => WhyReason::Upstream,
+                StepWait::InFlightCap { .. } => WhyReason::InFlightCap,
+                StepWait::RetryBackoff { .. } => WhyReason::RetryBackoff,
+                StepWait::Starting | StepWait::Triggering { .. } => WhyReason::Triggering,
+                StepWait::Cancelling { .. } => WhyReason::Cancelling,
+                StepWait::RequestBudget { .. } => WhyReason::RequestBudget,
+                StepWait::DbtCloudQueue { .. } => WhyReason::DbtCloudQueue,
+                StepWait::Running { .. } => WhyReason::Running,
+                StepWait::Over { .. } => WhyReason::Finished,
+            },
+        }
+    }
+
+    /// When the wait ends, when known.
+    fn until(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Wait::Schedule { next, .. } => Some(*next),
+            Wait::Late { then, .. } => then.until(),
+            Wait::Step {
+                wait: StepWait::RetryBackoff { until, .. },
+                ..
+            } => Some(*until),
+            Wait::Step {
+                wait: StepWait::RequestBudget { again, .. },
+                ..
+            } => Some(*again),
+            _ => None,
+        }
+    }
+
+    /// The sentence an operator reads.
+    fn sentence(&self, pipeline: &PipelineName) -> String {
+        match self {
+            Wait::Suspended { source } => format!(
+                "`{pipeline}` is suspended in its file ({}); remove `suspended: true` and reload to schedule it again",
+                source.display()
+            ),
+            Wait::Paused => format!(
+                "`{pipeline}` is paused by an operator; `baton resume {pipeline}` schedules it again"
+            ),
+            Wait::Schedule { next, zone } => format!(
+                "`{pipeline}` has no active run and waits for its schedule: next run at {}",
+                crate::humanize::when(*next, *zone),
+            ),
+            Wait::Unscheduled => format!(
+                "`{pipeline}` has no schedule and no active run; it runs when triggered (`baton trigger {pipeline}`)"
+            ),
+            Wait::BackfillLimit {
+                run,
+                backfill,
+                running,
+            } => format!(
+                "run {run} waits for room under backfill {backfill}'s max_active ({running} of its runs are running)"
+            ),
+            Wait::ConcurrencyLimit {
+                run,
+                blocker: Some(blocker),
+                policy,
+            } => format!(
+                "run {run} is queued behind the previous run {blocker} which is still active (concurrency: {policy})"
+            ),
+            Wait::ConcurrencyLimit { run, blocker: None, .. } => {
+                format!("run {run} is queued and starts at the next plan")
+            }
+            Wait::RunFinishing { run } => format!("run {run} is finishing: every step is over"),
+            Wait::StepNotInRun { run, step } => format!("step {step} is not part of run {run}"),
+            Wait::Step { run, step, wait } => step_sentence(run, step, wait),
+            Wait::Late { run, now, then } => match super::deadline::late_sentence(run, *now) {
+                Some(late) => format!("{late}. {}", then.sentence(pipeline)),
+                None => then.sentence(pipeline),
+            },
+        }
+    }
+}
+
+fn step_sentence(run: &PipelineRunId, name: &StepName, wait: &StepWait<'_>) -> String {
+    let dbt_run = |a: &Attempt| a.run_id.map_or("?".into(), |r| r.to_string());
+    match wait {
+        StepWait::Upstream { waiting_on } => {
+            let waiting_on: Vec<String> = waiting_on
+                .iter()
+                .map(|(step, state)| format!("{step} ({state})"))
+                .collect();
+            format!(
+                "step {name} of run {run} waits for its upstream {}",
+                waiting_on.join(", ")
+            )
+        }
+        StepWait::InFlightCap {
+            in_flight,
+            cap,
+            account,
+        } => format!(
+            "step {name} of run {run} is ready but the cap on attempts in flight of account `{account}` is reached ({in_flight} of {cap})"
+        ),
+        StepWait::RetryBackoff { until, last, wait } => {
+            let last = last.map_or(String::new(), |(number, outcome)| {
+                format!(" (attempt {number} ended {outcome})")
+            });
+            format!(
+                "step {name} of run {run} waits for its retry backoff{last}: the next attempt starts at {} (in {})",
+                at(*until),
+                humantime::format_duration(*wait)
+            )
+        }
+        StepWait::Starting => format!("step {name} of run {run} is starting"),
+        StepWait::Cancelling {
+            attempt,
+            reason,
+            requested_at,
+        } => format!(
+            "step {name} of run {run}: baton asked dbt Cloud to cancel run {} ({}) at {} and waits for it to confirm (status 30)",
+            dbt_run(attempt),
+            crate::humanize::cancel_reason(*reason),
+            at(*requested_at)
+        ),
+        StepWait::RequestBudget { attempt, again } => format!(
+            "step {name} of run {run}: dbt Cloud did not take the trigger ({}); baton sends it again at {} (the account's request budget or a connection problem)",
+            attempt.message.as_deref().unwrap_or("refused"),
+            at(*again)
+        ),
+        StepWait::Triggering { attempt } => format!(
+            "step {name} of run {run} is being triggered (job {}, attempt {}): waiting for dbt Cloud to answer{}",
+            attempt.job_id,
+            attempt.number,
+            if attempt.reconcile_at.is_some() {
+                ", then checking whether the run was created"
+            } else {
+                ""
+            }
+        ),
+        StepWait::DbtCloudQueue { attempt } => {
+            let run_id = dbt_run(attempt);
+            let since = attempt
+                .queued_since
+                .map_or(String::new(), |t| format!(" since {}", at(t)));
+            if attempt.blocked_by.is_empty() {
+                format!(
+                    "step {name} of run {run}: dbt Cloud run {run_id} is in dbt Cloud's queue{since} (waiting for a run slot)"
+                )
+            } else {
+                let by: Vec<String> = attempt.blocked_by.iter().map(|r| r.to_string()).collect();
+                format!(
+                    "step {name} of run {run}: dbt Cloud run {run_id} is queued{since} behind run {} of the same job (blocked_by; dbt Cloud runs one run of a job at a time)",
+                    by.join(", ")
+                )
+            }
+        }
+        StepWait::Running { attempt } => format!(
+            "step {name} of run {run} is running in dbt Cloud as run {}{}",
+            dbt_run(attempt),
+            attempt
+                .running_since
+                .map_or(String::new(), |t| format!(" since {}", at(t)))
+        ),
+        StepWait::Over { state, errored } => format!(
+            "step {name} of run {run} is over: {state}{}",
+            if *errored {
+                " (its last dbt Cloud run ended in error)"
+            } else {
+                ""
+            }
+        ),
+    }
 }
 
 impl Engine {
@@ -81,6 +354,39 @@ impl Engine {
         step: Option<&StepName>,
         now: DateTime<Utc>,
     ) -> Result<Why, WhyError> {
+        let (wait, attempt) = self.classify(pipeline, step, now)?;
+        let what = match &wait {
+            Wait::Late { then, .. } => then.as_ref(),
+            other => other,
+        };
+        let (run, step_name) = match what {
+            Wait::BackfillLimit { run, .. }
+            | Wait::ConcurrencyLimit { run, .. }
+            | Wait::RunFinishing { run } => (Some(*run), step.cloned()),
+            Wait::StepNotInRun { run, .. } => (Some(*run), step.cloned()),
+            Wait::Step { run, step, .. } => (Some(*run), Some(step.clone())),
+            _ => (None, step.cloned()),
+        };
+        Ok(Why {
+            reason: wait.reason(),
+            sentence: wait.sentence(pipeline),
+            pipeline: pipeline.clone(),
+            run: run.map(|r| r.0.clone()),
+            step: step_name,
+            until: wait.until(),
+            dbt_run: attempt.and_then(|a| a.run_id).map(|r| r.0),
+            href: attempt.and_then(|a| a.href.clone()),
+        })
+    }
+
+    /// What the pipeline (or its step) waits for, and the step's current attempt when a step is
+    /// concerned.
+    fn classify<'a>(
+        &'a self,
+        pipeline: &PipelineName,
+        step: Option<&StepName>,
+        now: DateTime<Utc>,
+    ) -> Result<(Wait<'a>, Option<&'a Attempt>), WhyError> {
         let loaded = self
             .pipelines
             .get(pipeline)
@@ -93,19 +399,10 @@ impl Engine {
                 });
             }
         }
-        let base = Why {
-            reason: WhyReason::Finished,
-            sentence: String::new(),
-            pipeline: pipeline.clone(),
-            run: None,
-            step: step.cloned(),
-            until: None,
-            dbt_run: None,
-            href: None,
-        };
         // The newest regular run is the one an operator asks about (a queued one names the run
         // that holds it back); backfill runs only when no regular run is active.
         let mut active: Vec<&PipelineRun> = self
+            .index
             .active
             .iter()
             .filter_map(|id| self.state.runs.get(id))
@@ -113,73 +410,52 @@ impl Engine {
             .collect();
         active.sort_by_key(|r| (r.is_backfill(), std::cmp::Reverse(r.logical_date)));
         if let Some(run) = active.first() {
-            return Ok(self.why_run(run, step, now, base));
+            let (wait, attempt) = self.classify_run(run, step, now);
+            // A late run says so first, with every step it still waits for.
+            if run.late_since.is_some() {
+                let then = Box::new(wait);
+                return Ok((Wait::Late { run, now, then }, attempt));
+            }
+            return Ok((wait, attempt));
         }
-        if loaded.def.suspended {
-            return Ok(Why {
-                reason: WhyReason::Suspended,
-                sentence: format!(
-                    "`{pipeline}` is suspended in its file ({}); remove `suspended: true` and reload to schedule it again",
-                    loaded.def.source.display()
-                ),
-                ..base
-            });
-        }
-        if self.state.cursors.get(pipeline).is_some_and(|c| c.paused) {
-            return Ok(Why {
-                reason: WhyReason::Paused,
-                sentence: format!(
-                    "`{pipeline}` is paused by an operator; `baton resume {pipeline}` schedules it again"
-                ),
-                ..base
-            });
-        }
-        match self.next_tick(pipeline, now) {
-            Some(next) => Ok(Why {
-                reason: WhyReason::Schedule,
-                sentence: format!(
-                    "`{pipeline}` has no active run and waits for its schedule: next run at {} ({} in {})",
-                    at(next),
-                    next.with_timezone(&self.pipelines[pipeline].schedule.as_ref().map_or(chrono_tz::UTC, |s| s.timezone())).format("%Y-%m-%d %H:%M"),
-                    self.pipelines[pipeline].schedule.as_ref().map_or(chrono_tz::UTC, |s| s.timezone()),
-                ),
-                until: Some(next),
-                ..base
-            }),
-            None => Ok(Why {
-                reason: WhyReason::Unscheduled,
-                sentence: format!(
-                    "`{pipeline}` has no schedule and no active run; it runs when triggered (`baton trigger {pipeline}`)"
-                ),
-                ..base
-            }),
-        }
+        let wait = if loaded.def.suspended {
+            Wait::Suspended {
+                source: &loaded.def.source,
+            }
+        } else if self.state.cursors.get(pipeline).is_some_and(|c| c.paused) {
+            Wait::Paused
+        } else {
+            match self.next_tick(pipeline, now) {
+                Some(next) => Wait::Schedule {
+                    next,
+                    zone: loaded
+                        .schedule
+                        .as_ref()
+                        .map_or(chrono_tz::UTC, |s| s.timezone()),
+                },
+                None => Wait::Unscheduled,
+            }
+        };
+        Ok((wait, None))
     }
 
-    fn why_run(
-        &self,
-        run: &PipelineRun,
+    fn classify_run<'a>(
+        &'a self,
+        run: &'a PipelineRun,
         step: Option<&StepName>,
         now: DateTime<Utc>,
-        base: Why,
-    ) -> Why {
-        let base = Why {
-            run: Some(run.id.0.clone()),
-            ..base
-        };
+    ) -> (Wait<'a>, Option<&'a Attempt>) {
         if run.state == PipelineRunState::Queued {
             if let RunOrigin::Backfill { backfill } = &run.origin {
-                return Why {
-                    reason: WhyReason::BackfillLimit,
-                    sentence: format!(
-                        "run {} waits for room under backfill {backfill}'s max_active ({} of its runs are running)",
-                        run.id,
-                        self.backfill_running_runs(backfill)
-                    ),
-                    ..base
+                let wait = Wait::BackfillLimit {
+                    run: &run.id,
+                    backfill,
+                    running: self.backfill_running_runs(backfill),
                 };
+                return (wait, None);
             }
             let blocker = self
+                .index
                 .active
                 .iter()
                 .filter_map(|id| self.state.runs.get(id))
@@ -193,17 +469,12 @@ impl Engine {
                 ConcurrencyPolicy::Queue => "queue",
                 ConcurrencyPolicy::CancelRunning => "cancel_running",
             };
-            return Why {
-                reason: WhyReason::ConcurrencyLimit,
-                sentence: match blocker {
-                    Some(b) => format!(
-                        "run {} is queued behind the previous run {} which is still active (concurrency: {policy})",
-                        run.id, b.id
-                    ),
-                    None => format!("run {} is queued and starts at the next plan", run.id),
-                },
-                ..base
+            let wait = Wait::ConcurrencyLimit {
+                run: &run.id,
+                blocker: blocker.map(|b| &b.id),
+                policy,
             };
+            return (wait, None);
         }
         // The step asked for, else the first step (in DAG order) that is not over.
         let def = &run.definition;
@@ -227,188 +498,89 @@ impl Engine {
                 .map(|s| s.name.clone()),
         };
         let Some(name) = chosen else {
-            return Why {
-                reason: WhyReason::Finished,
-                sentence: format!("run {} is finishing: every step is over", run.id),
-                ..base
-            };
+            return (Wait::RunFinishing { run: &run.id }, None);
         };
         let Some(step_run) = run.steps.get(&name) else {
-            return Why {
-                reason: WhyReason::Finished,
-                sentence: format!("step {name} is not part of run {}", run.id),
-                ..base
-            };
-        };
-        let base = Why {
-            step: Some(name.clone()),
-            ..base
+            return (
+                Wait::StepNotInRun {
+                    run: &run.id,
+                    step: name,
+                },
+                None,
+            );
         };
         let attempt = step_run.current();
-        let base = Why {
-            dbt_run: attempt.and_then(|a| a.run_id).map(|r| r.0),
-            href: attempt.and_then(|a| a.href.clone()),
-            ..base
-        };
-        match step_run.state {
+        let wait = match step_run.state {
             StepState::Pending => {
-                let waiting_on: Vec<String> = def
+                let waiting_on: Vec<(StepName, &'static str)> = def
                     .step(&name)
                     .map(|s| s.depends_on.clone())
                     .unwrap_or_default()
                     .into_iter()
                     .filter_map(|u| {
-                        run.steps
+                        let state = run
+                            .steps
                             .get(&u)
-                            .filter(|s| s.state != StepState::Succeeded)
-                            .map(|s| format!("{u} ({})", s.state.name()))
+                            .filter(|s| s.state != StepState::Succeeded)?
+                            .state
+                            .name();
+                        Some((u, state))
                     })
                     .collect();
-                if !waiting_on.is_empty() {
-                    return Why {
-                        reason: WhyReason::Upstream,
-                        sentence: format!(
-                            "step {name} of run {} waits for its upstream {}",
-                            run.id,
-                            waiting_on.join(", ")
-                        ),
-                        ..base
-                    };
-                }
-                let in_flight = self.in_flight_attempts();
-                Why {
-                    reason: WhyReason::InFlightCap,
-                    sentence: format!(
-                        "step {name} of run {} is ready but the account's cap on attempts in flight is reached ({in_flight} of {})",
-                        run.id, self.config.max_in_flight
-                    ),
-                    ..base
-                }
-            }
-            StepState::WaitingRetry { until } => {
-                let last = attempt.map_or(String::new(), |a| {
-                    format!(
-                        " (attempt {} ended {})",
-                        a.number,
-                        a.outcome.map_or("?", |o| o.name())
-                    )
-                });
-                let wait = humantime::format_duration((until - now).to_std().unwrap_or_default());
-                Why {
-                    reason: WhyReason::RetryBackoff,
-                    sentence: format!(
-                        "step {name} of run {} waits for its retry backoff{last}: the next attempt starts at {} (in {wait})",
-                        run.id,
-                        at(until)
-                    ),
-                    until: Some(until),
-                    ..base
-                }
-            }
-            StepState::Running => {
-                let Some(a) = attempt else {
-                    return Why {
-                        reason: WhyReason::Triggering,
-                        sentence: format!("step {name} of run {} is starting", run.id),
-                        ..base
-                    };
-                };
-                if let Some(cancel) = &a.cancel {
-                    return Why {
-                        reason: WhyReason::Cancelling,
-                        sentence: format!(
-                            "step {name} of run {}: baton asked dbt Cloud to cancel run {} ({:?}) at {} and waits for it to confirm (status 30)",
-                            run.id,
-                            a.run_id.map_or("?".into(), |r| r.to_string()),
-                            cancel.reason,
-                            at(cancel.requested_at)
-                        ),
-                        ..base
-                    };
-                }
-                if let (AttemptPhase::Triggering, Some(again)) = (a.phase, a.resend_at) {
-                    return Why {
-                        reason: WhyReason::RequestBudget,
-                        sentence: format!(
-                            "step {name} of run {}: dbt Cloud did not take the trigger ({}); baton sends it again at {} (the account's request budget or a connection problem)",
-                            run.id,
-                            a.message.as_deref().unwrap_or("refused"),
-                            at(again)
-                        ),
-                        until: Some(again),
-                        ..base
-                    };
-                }
-                if a.phase == AttemptPhase::Triggering {
-                    return Why {
-                        reason: WhyReason::Triggering,
-                        sentence: format!(
-                            "step {name} of run {} is being triggered (job {}, attempt {}): waiting for dbt Cloud to answer{}",
-                            run.id,
-                            a.job_id,
-                            a.number,
-                            if a.reconcile_at.is_some() {
-                                ", then checking whether the run was created"
-                            } else {
-                                ""
-                            }
-                        ),
-                        ..base
-                    };
-                }
-                let run_id = a.run_id.map_or("?".into(), |r| r.to_string());
-                match a.status {
-                    Some(s) if s.is_queued() => {
-                        let since = a
-                            .queued_since
-                            .map_or(String::new(), |t| format!(" since {}", at(t)));
-                        let sentence = if a.blocked_by.is_empty() {
-                            format!(
-                                "step {name} of run {}: dbt Cloud run {run_id} is in dbt Cloud's queue{since} (waiting for a run slot)",
-                                run.id
-                            )
-                        } else {
-                            let by: Vec<String> =
-                                a.blocked_by.iter().map(|r| r.to_string()).collect();
-                            format!(
-                                "step {name} of run {}: dbt Cloud run {run_id} is queued{since} behind run {} of the same job (blocked_by; dbt Cloud runs one run of a job at a time)",
-                                run.id,
-                                by.join(", ")
-                            )
-                        };
-                        Why {
-                            reason: WhyReason::DbtCloudQueue,
-                            sentence,
-                            ..base
-                        }
+                if waiting_on.is_empty() {
+                    let account = def
+                        .step(&name)
+                        .map(|s| s.account.clone())
+                        .unwrap_or_default();
+                    StepWait::InFlightCap {
+                        in_flight: self
+                            .in_flight_by_account()
+                            .get(&account)
+                            .copied()
+                            .unwrap_or(0),
+                        cap: self.config.max_in_flight,
+                        account,
                     }
-                    _ => Why {
-                        reason: WhyReason::Running,
-                        sentence: format!(
-                            "step {name} of run {} is running in dbt Cloud as run {run_id}{}",
-                            run.id,
-                            a.running_since
-                                .map_or(String::new(), |t| format!(" since {}", at(t)))
-                        ),
-                        ..base
-                    },
+                } else {
+                    StepWait::Upstream { waiting_on }
                 }
             }
-            done => Why {
-                reason: WhyReason::Finished,
-                sentence: format!(
-                    "step {name} of run {} is over: {}{}",
-                    run.id,
-                    done.name(),
-                    attempt
-                        .and_then(|a| a.status)
-                        .filter(|s| *s == RunStatus::Error)
-                        .map_or(String::new(), |_| {
-                            " (its last dbt Cloud run ended in error)".into()
-                        })
-                ),
-                ..base
+            StepState::WaitingRetry { until } => StepWait::RetryBackoff {
+                until,
+                last: attempt.map(|a| (a.number, a.outcome.map_or("?", |o| o.name()))),
+                wait: (until - now).to_std().unwrap_or_default(),
             },
-        }
+            StepState::Running => match attempt {
+                None => StepWait::Starting,
+                Some(a) => attempt_wait(a),
+            },
+            done => StepWait::Over {
+                state: done.name(),
+                errored: attempt.and_then(|a| a.status) == Some(RunStatus::Error),
+            },
+        };
+        let wait = Wait::Step {
+            run: &run.id,
+            step: name,
+            wait,
+        };
+        (wait, attempt)
+    }
+}
+
+/// What a running step's current attempt waits for.
+fn attempt_wait(a: &Attempt) -> StepWait<'_> {
+    if let Some(cancel) = &a.cancel {
+        return StepWait::Cancelling {
+            attempt: a,
+            reason: cancel.reason,
+            requested_at: cancel.requested_at,
+        };
+    }
+    match (a.phase, a.resend_at) {
+        (AttemptPhase::Triggering, Some(again)) => StepWait::RequestBudget { attempt: a, again },
+        (AttemptPhase::Triggering, None) => StepWait::Triggering { attempt: a },
+        _ if a.status.is_some_and(|s| s.is_queued()) => StepWait::DbtCloudQueue { attempt: a },
+        _ => StepWait::Running { attempt: a },
     }
 }

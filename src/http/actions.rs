@@ -195,6 +195,9 @@ pub(super) struct BackfillBody {
     every: Option<String>,
     max_active: Option<u32>,
     reprocess: Option<Reprocess>,
+    /// Give these runs the pipeline's `deadline` (a past date is late by definition).
+    #[serde(default)]
+    deadline: bool,
     #[serde(default)]
     dry_run: bool,
 }
@@ -224,6 +227,7 @@ pub(super) async fn create_backfill(
         every,
         max_active: body.max_active.unwrap_or(DEFAULT_MAX_ACTIVE),
         reprocess: body.reprocess.unwrap_or_default(),
+        deadline: body.deadline,
     };
     let request = if body.dry_run {
         OperatorRequest::PreviewBackfill { id, request }

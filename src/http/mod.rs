@@ -9,7 +9,8 @@
 //! - `GET /healthz` (process up), `GET /readyz` (loop answering, dbt Cloud answered within 30 s);
 //! - `GET /api/v1/pipelines`, `GET /api/v1/pipelines/{name}` (definition, next fire times,
 //!   paused/suspended, last runs), `GET /api/v1/pipelines/{name}/runs?limit=N` (steps, attempts,
-//!   dbt Cloud run ids and links, failure details), `GET /api/v1/pipelines/{name}/why?step=S`;
+//!   dbt Cloud run ids and links, failure details), `GET /api/v1/pipelines/{name}/why?step=S`,
+//!   `GET /api/v1/pipelines/{name}/trends` (each step's durations, median, slowest runs);
 //! - `GET /api/v1/runs/{id}`; `POST /api/v1/runs/{id}/cancel`, `POST /api/v1/runs/{id}/retry`;
 //! - `POST /api/v1/pipelines/{name}/trigger` (`{"logical_date": "2026-03-01"}` optional),
 //!   `POST .../pause`, `POST .../resume`;
@@ -92,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/pipelines/{name}", get(reads::pipeline))
         .route("/pipelines/{name}/runs", get(reads::pipeline_runs))
         .route("/pipelines/{name}/why", get(reads::why))
+        .route("/pipelines/{name}/trends", get(reads::trends))
         .route("/pipelines/{name}/trigger", post(actions::trigger))
         .route("/pipelines/{name}/pause", post(actions::pause))
         .route("/pipelines/{name}/resume", post(actions::resume))

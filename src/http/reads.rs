@@ -211,3 +211,30 @@ pub(super) async fn why(
     }
     Ok(Json(why))
 }
+
+/// `GET /api/v1/pipelines/{name}/trends`: each step's durations over the runs kept, with the
+/// median and the slowest runs (the numbers of the pipeline page's trend charts).
+pub(super) async fn trends(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::ops::run_history::Trends>, HttpError> {
+    let key = PipelineName(name.clone());
+    let snapshot = state
+        .handle
+        .inspect(move |engine, now| crate::ops::pipeline_page::Snapshot::read(engine, &key, now))
+        .await?
+        .ok_or_else(|| unknown_pipeline(&name))?;
+    let history = state.handle.history().clone();
+    let trends = tokio::task::spawn_blocking(move || {
+        let (snapshot, runs) = snapshot.with_history(&history);
+        crate::ops::run_history::Trends::build(&snapshot.definition, &runs)
+    })
+    .await
+    .map_err(|_| {
+        HttpError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "the trends could not be computed",
+        )
+    })?;
+    Ok(Json(trends))
+}

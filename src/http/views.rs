@@ -51,6 +51,12 @@ pub struct RunSummary {
     /// Why it failed, in one line, with the dbt Cloud link.
     pub failure: Option<String>,
     pub failure_href: Option<String>,
+    /// When the run must have succeeded by (its pipeline's `deadline`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
+    /// When baton found the run late (its deadline passed before it was done).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +88,9 @@ pub struct AttemptView {
     pub status: Option<i64>,
     pub outcome: Option<String>,
     pub message: Option<String>,
+    /// Why the attempt ended, in words (baton's own timeouts and cancels say so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub blocked_by: Vec<i64>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -274,7 +283,10 @@ pub fn run_summary(run: &PipelineRun) -> RunSummary {
             .as_ref()
             .map(|d| d.summary())
             .filter(|s| !s.is_empty())
-            .or_else(|| a.message.clone())
+            .or_else(|| {
+                let step = failure_step_def(run);
+                crate::humanize::step_attempt_reason(a, step)
+            })
             .unwrap_or_else(|| a.outcome.map_or("failed", |o| o.name()).to_string());
         format!("{}: {why}", failure_step.clone().unwrap_or_default())
     });
@@ -290,7 +302,17 @@ pub fn run_summary(run: &PipelineRun) -> RunSummary {
         cancel_reason: run.cancel_reason,
         failure,
         failure_href: failed_attempt.and_then(|a| a.href.clone()),
+        deadline: run.deadline,
+        late_since: run.late_since,
     }
+}
+
+fn failure_step_def(run: &PipelineRun) -> Option<&crate::model::pipeline::Step> {
+    run.definition.steps.iter().find(|s| {
+        run.steps
+            .get(&s.name)
+            .is_some_and(|r| r.state == StepState::Failed)
+    })
 }
 
 pub fn run_view(run: &PipelineRun) -> RunView {
@@ -308,7 +330,11 @@ pub fn run_view(run: &PipelineRun) -> RunView {
                 StepState::WaitingRetry { until } => Some(until),
                 _ => None,
             },
-            attempts: s.attempts.iter().map(attempt_view).collect(),
+            attempts: s
+                .attempts
+                .iter()
+                .map(|a| attempt_view(a, Some(def)))
+                .collect(),
         })
         .collect();
     RunView {
@@ -317,8 +343,9 @@ pub fn run_view(run: &PipelineRun) -> RunView {
     }
 }
 
-fn attempt_view(a: &Attempt) -> AttemptView {
+fn attempt_view(a: &Attempt, step: Option<&crate::model::pipeline::Step>) -> AttemptView {
     AttemptView {
+        reason: crate::humanize::step_attempt_reason(a, step),
         number: a.number,
         kind: a.kind.clone(),
         phase: format!("{:?}", a.phase).to_lowercase(),

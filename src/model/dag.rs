@@ -116,7 +116,7 @@ pub fn topological_order<'a>(deps: &DependsOn<'a>) -> Option<Vec<&'a str>> {
 pub fn render_text(pipeline: &Pipeline) -> String {
     let mut out = format!("{}\n", pipeline.name);
     for step in &pipeline.steps {
-        out.push_str(&format!("  {} (job {})", step.name, step.job_id.0));
+        out.push_str(&format!("  {} (job {})", step.name, step.job_label()));
         if !step.depends_on.is_empty() {
             let ups: Vec<String> = step.depends_on.iter().map(|s| s.0.clone()).collect();
             out.push_str(&format!(" <- {}", ups.join(", ")));
@@ -137,7 +137,7 @@ pub fn render_dot(pipeline: &Pipeline) -> String {
         out.push_str(&format!(
             "  {} [label={}];\n",
             quoted(&step.name.0),
-            quoted(&format!("{}\\njob {}", step.name, step.job_id.0))
+            quoted(&format!("{}\\njob {}", step.name, step.job_label()))
         ));
     }
     for step in &pipeline.steps {
@@ -168,7 +168,7 @@ pub fn render_mermaid(pipeline: &Pipeline) -> String {
             "  {}[\"{}<br/>job {}\"]\n",
             id(&step.name.0),
             step.name.0.replace('"', "#quot;"),
-            step.job_id.0
+            step.job_label().replace('"', "#quot;")
         ));
     }
     for step in &pipeline.steps {

@@ -1,7 +1,7 @@
 //! The validated pipeline: name, schedule, concurrency policy, steps in topological order, and each
 //! step's job, overrides and policies.
 
-use crate::ids::JobId;
+use crate::ids::{AccountName, EnvironmentId, JobId, ProjectId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -110,11 +110,26 @@ pub enum OverrideValue {
 /// value of the right type (checked at validation).
 pub type Overrides = BTreeMap<String, OverrideValue>;
 
+/// A job named instead of numbered: resolved to its id through dbt Cloud's jobs list (exactly one
+/// job of that exact name, within the project and environment when given).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct JobRef {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<ProjectId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_id: Option<EnvironmentId>,
+}
+
 /// One node of the DAG: a dbt Cloud job with its overrides and policies (defaults already applied).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     pub name: StepName,
+    /// The job's id: as written, or resolved from `job_ref` (0 until resolved).
     pub job_id: JobId,
+    /// The job by name, when the file names it (`job_name:`); absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_ref: Option<JobRef>,
     pub depends_on: Vec<StepName>,
     pub overrides: Overrides,
     pub retry: RetryPolicy,
@@ -122,6 +137,10 @@ pub struct Step {
     pub timeout: Option<Duration>,
     /// Limit on time spent in dbt Cloud status 1 or 2.
     pub queue_timeout: Option<Duration>,
+    /// The dbt Cloud account the job lives in (the daemon config names its accounts). Not
+    /// written when `default`, so the digests of older definitions do not change.
+    #[serde(default, skip_serializing_if = "AccountName::is_default")]
+    pub account: AccountName,
 }
 
 /// A pipeline's schedule: a 5-field cron expression in an IANA time zone.
@@ -150,6 +169,11 @@ pub struct Pipeline {
     /// validated; the backfill machinery consumes it). Absent in records stored before it existed.
     #[serde(default)]
     pub backfill: Option<RollingBackfill>,
+    /// How long after its logical date a run must have succeeded; a run not done by then is late
+    /// (`engine/deadline.rs`). Absent in records stored before it existed, and not written when
+    /// unset so the digests of older definitions do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Duration>,
 }
 
 /// "Every Saturday, re-run the last 7 days, one pipeline run per day": on each tick of `schedule`,
@@ -162,6 +186,17 @@ pub struct RollingBackfill {
     pub window: Duration,
     pub every: Duration,
     pub max_active: u32,
+}
+
+impl Step {
+    /// The job as people read it: its id, its name, or both once a name is resolved.
+    pub fn job_label(&self) -> String {
+        match &self.job_ref {
+            Some(job) if self.job_id.0 == 0 => format!("\"{}\"", job.name),
+            Some(job) => format!("{} \"{}\"", self.job_id, job.name),
+            None => self.job_id.to_string(),
+        }
+    }
 }
 
 impl Pipeline {

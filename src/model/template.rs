@@ -362,6 +362,7 @@ mod tests {
             cause: None,
             steps: vec![],
             backfill: None,
+            deadline: None,
         };
         let key = "k".repeat(40);
         let cause = render_cause(&pipeline, &ctx(), &key);

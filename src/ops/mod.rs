@@ -1,6 +1,7 @@
 //! Running baton as a production service: systemd readiness and watchdog (`systemd`), Prometheus
 //! metrics (`metrics`), the dbt Cloud webhook receiver (`webhook`), failure and success
-//! notifications (`notify`) and the read-only status page (`status_page`). Each part is
+//! notifications (`notify`) and the read-only status pages (`status_page` at `/`, `pipeline_page` at
+//! `/pipelines/{name}`, built from `run_history`'s views, drawn by `svg`, sharing `html`). Each part is
 //! self-contained: the HTTP server merges the routers, `serve()` spawns the tasks.
 //!
 //! How `serve()` puts them together, in order:
@@ -10,7 +11,7 @@
 //!    and, when `config.notifications` is not empty, `Notifier::new(targets, Default::default())?
 //!    .run(handle, token)` (targets from `notify::Target::from_config`). Both subscribe when
 //!    called, so nothing the first plan reports is lost.
-//! 2. Merge into the HTTP app: `status_page::router(handle)` (`/`), `metrics::router(metrics)`
+//! 2. Merge into the HTTP app: `status_page::router(handle)` (`/` and `/pipelines/{name}`), `metrics::router(metrics)`
 //!    (`/metrics`) and, when `config.webhooks` is set, `webhook::router_with_stats(secret, handle)`
 //!    (`/webhooks/dbt-cloud`, then `metrics.set_webhook_stats(stats)`). These three stay outside
 //!    the bearer-token layer: dbt Cloud signs its deliveries instead, and Prometheus scrapes
@@ -22,8 +23,13 @@
 //! 5. On SIGHUP: `reloading()`, reload, then `ready()` whatever the outcome. On SIGTERM/SIGINT:
 //!    `stopping()` before the loop drains.
 
+pub mod html;
 pub mod metrics;
 pub mod notify;
+pub mod pipeline_page;
+pub mod run_history;
+pub mod sample_history;
 pub mod status_page;
+pub mod svg;
 pub mod systemd;
 pub mod webhook;

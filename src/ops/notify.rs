@@ -1,5 +1,5 @@
-//! Notifications: on a pipeline run's failure (and, where a target asks, its success, a retry or
-//! missed schedule ticks) POST a generic JSON body or a Slack-compatible one to each configured
+//! Notifications: on a pipeline run's failure (and, where a target asks, its success, a retry,
+//! missed schedule ticks or a run late for its deadline) POST a generic JSON body or a Slack-compatible one to each configured
 //! target, with the pipeline, logical date, failed steps, their first error lines and links to
 //! dbt Cloud. Each target has its own delivery queue and task, never the scheduler loop: a target
 //! hears of events in the order they happened, a refused delivery is retried (with backoff)
@@ -108,6 +108,7 @@ fn event_name(event: NotificationEvent) -> &'static str {
         NotificationEvent::Success => "success",
         NotificationEvent::Retry => "retry",
         NotificationEvent::Missed => "missed",
+        NotificationEvent::Late => "late",
     }
 }
 
@@ -117,6 +118,7 @@ fn event_of(kind: TransitionKind) -> Option<NotificationEvent> {
         TransitionKind::PipelineRunSucceeded => Some(NotificationEvent::Success),
         TransitionKind::StepRetryScheduled => Some(NotificationEvent::Retry),
         TransitionKind::TicksMissed => Some(NotificationEvent::Missed),
+        TransitionKind::PipelineRunLate => Some(NotificationEvent::Late),
         _ => None,
     }
 }
@@ -152,6 +154,18 @@ fn step_reports(run: &PipelineRun, only: Option<&str>) -> Vec<StepReport> {
                 state: s.state.name(),
                 attempts: s.attempts.len(),
                 error: last.and_then(|a| {
+                    // baton's own timeouts and cancels say so, not only dbt Cloud's words.
+                    if matches!(
+                        a.outcome,
+                        Some(
+                            AttemptOutcome::TimedOut
+                                | AttemptOutcome::QueueTimedOut
+                                | AttemptOutcome::CancelledByBaton
+                        )
+                    ) {
+                        let step = run.definition.step(name);
+                        return crate::humanize::step_attempt_reason(a, step);
+                    }
                     let message = a.message.as_deref().map(first_lines).unwrap_or_default();
                     match (message.is_empty(), a.outcome) {
                         (false, _) => Some(message),
@@ -189,20 +203,29 @@ fn compose(engine: &Engine, t: &Transition, event: NotificationEvent) -> Notific
     let pipeline = t.pipeline.0.clone();
     let logical_date = run.map(in_zone);
     let steps = match (event, run) {
-        (NotificationEvent::Failure, Some(r)) => step_reports(r, None),
+        (NotificationEvent::Failure | NotificationEvent::Late, Some(r)) => step_reports(r, None),
         (NotificationEvent::Retry, Some(r)) => step_reports(r, t.step.as_deref()),
         _ => Vec::new(),
     };
     let when = logical_date.clone().unwrap_or_default();
+    let past_deadline = run
+        .and_then(crate::engine::deadline::finished_late_by)
+        .map(|by| format!(" ({by} after its deadline)"))
+        .unwrap_or_default();
     let summary = match event {
         NotificationEvent::Failure => {
             let failed: Vec<String> = steps
                 .iter()
                 .map(|s| format!("{} {}", s.step, s.state))
                 .collect();
-            format!("baton: {pipeline} failed for {when}: {}", failed.join(", "))
+            format!(
+                "baton: {pipeline} failed for {when}: {}{past_deadline}",
+                failed.join(", ")
+            )
         }
-        NotificationEvent::Success => format!("baton: {pipeline} succeeded for {when}"),
+        NotificationEvent::Success => {
+            format!("baton: {pipeline} succeeded for {when}{past_deadline}")
+        }
         NotificationEvent::Retry => format!(
             "baton: {pipeline} step {} retries for {when}: {}",
             t.step.as_deref().unwrap_or("?"),
@@ -211,6 +234,7 @@ fn compose(engine: &Engine, t: &Transition, event: NotificationEvent) -> Notific
         NotificationEvent::Missed => {
             format!("baton: {pipeline} missed schedule ticks: {}", t.detail)
         }
+        NotificationEvent::Late => format!("baton: {pipeline} is late for {when}: {}", t.detail),
     };
     Notification {
         event: event_name(event),

@@ -1,17 +1,27 @@
-//! The read-only status page at `GET /`: each pipeline's DAG with the state of its latest run, the
-//! runs in flight with links to dbt Cloud, recent failures with their messages and the next fire
-//! times. Plain HTML and CSS (no script), rendered from one `inspect` of the engine; every piece of
-//! text is escaped and only http(s) links become hrefs.
+//! The read-only status page at `GET /`: each pipeline's DAG with the state of its latest run (its
+//! name linking to its own page, marked when it failed or is late), the runs in flight with links
+//! to dbt Cloud, recent failures with their reasons and the next fire times. Plain HTML and CSS
+//! (no script), rendered from one `inspect` of the engine; every piece of text is escaped and only
+//! http(s) links become hrefs.
 
+use super::html::{link, time, Base, STYLE};
 use crate::engine::state::{PipelineRun, PipelineRunState, StepState};
 use crate::engine::Engine;
 use crate::runtime::DaemonHandle;
 use crate::store::HistoryReader;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
+
+pub use super::html::escape;
+
+/// Above this many pipelines the front page lists them in a compact table (name, marks, latest
+/// run, next fire) and leaves each DAG to the pipeline's own page: thousands of DAGs are neither
+/// readable nor quick to send.
+pub const FULL_DAGS_UP_TO: usize = 200;
 
 /// Failed pipeline runs listed, newest first.
 const RECENT_FAILURES: usize = 20;
@@ -40,7 +50,11 @@ pub struct PipelineView {
     pub next_fire: Option<(DateTime<Utc>, String)>,
     /// The latest run: its id and state.
     pub latest: Option<(String, &'static str)>,
-    /// Steps by depth in the DAG: roots first.
+    /// The latest run failed.
+    pub failed: bool,
+    /// The pipeline's latest run is late for its deadline (see `is_late`).
+    pub late: bool,
+    /// Steps by depth in the DAG: roots first (empty above `FULL_DAGS_UP_TO` pipelines).
     pub levels: Vec<Vec<StepView>>,
 }
 
@@ -72,14 +86,12 @@ pub struct StatusView {
     pub failures: Vec<FailureView>,
 }
 
-fn state_name(state: PipelineRunState) -> &'static str {
-    match state {
-        PipelineRunState::Queued => "queued",
-        PipelineRunState::Running => "running",
-        PipelineRunState::Succeeded => "succeeded",
-        PipelineRunState::Failed => "failed",
-        PipelineRunState::Cancelled => "cancelled",
-    }
+/// Whether a pipeline is late for its deadline, from its latest run: the one place the pages
+/// learn it. A run is late from its late mark on, and when it ended past its deadline unnoticed.
+pub fn is_late(latest_run: Option<&PipelineRun>) -> bool {
+    latest_run.is_some_and(|r| {
+        r.late_since.is_some() || crate::engine::deadline::finished_late_by(r).is_some()
+    })
 }
 
 impl StatusView {
@@ -102,6 +114,8 @@ impl StatusView {
                 Some((def.name.0.as_str(), run))
             })
             .collect();
+        // A compact list shows no DAG: the levels are not worked out.
+        let compact = engine.pipelines().nth(FULL_DAGS_UP_TO).is_some();
         let pipelines = engine
             .pipelines()
             .map(|def| {
@@ -110,7 +124,7 @@ impl StatusView {
                 let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
                 let mut levels: Vec<Vec<StepView>> = Vec::new();
                 // Steps come in topological order: every upstream's depth is known already.
-                for step in &def.steps {
+                for step in def.steps.iter().filter(|_| !compact) {
                     let d = step
                         .depends_on
                         .iter()
@@ -134,7 +148,7 @@ impl StatusView {
                 }
                 let next_fire = engine.next_tick(&def.name, now).map(|at| {
                     let local = def.schedule.as_ref().map_or_else(
-                        || at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                        || crate::humanize::utc(at),
                         |s| {
                             at.with_timezone(&s.timezone)
                                 .format("%Y-%m-%d %H:%M %Z")
@@ -157,7 +171,10 @@ impl StatusView {
                         .is_some_and(|c| c.paused),
                     suspended: def.suspended,
                     next_fire,
-                    latest: run.map(|r| (r.id.0.clone(), state_name(r.state))),
+                    latest: run
+                        .map(|r| (r.id.0.clone(), super::run_history::run_state_name(r.state))),
+                    failed: run.is_some_and(|r| r.state == PipelineRunState::Failed),
+                    late: is_late(run),
                     levels,
                 }
             })
@@ -201,7 +218,10 @@ impl StatusView {
                         (
                             name.0.clone(),
                             s.state.name(),
-                            last.and_then(|a| a.message.clone()),
+                            // In words: baton's own timeout says so, not only dbt Cloud's.
+                            last.and_then(|a| {
+                                crate::humanize::step_attempt_reason(a, r.definition.step(name))
+                            }),
                             last.and_then(|a| a.href.clone()),
                         )
                     })
@@ -217,57 +237,56 @@ impl StatusView {
     }
 }
 
-/// Escapes text for HTML content and double-quoted attributes.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
+/// One row per pipeline, failed and late ones first.
+fn compact_list(h: &mut String, view: &StatusView, base: &Base) {
+    let mut order: Vec<&PipelineView> = view.pipelines.iter().collect();
+    order.sort_by_key(|p| !(p.failed || p.late));
+    let _ = write!(
+        h,
+        "<p>{} pipelines: each DAG is on the pipeline's page.</p>\
+<table class=\"pipelines\"><tr><th>pipeline</th><th>latest run</th><th>next fire</th></tr>",
+        view.pipelines.len()
+    );
+    for p in order {
+        let name = escape(&p.name);
+        let _ = write!(
+            h,
+            "<tr data-pipeline=\"{name}\" data-failed=\"{}\" data-late=\"{}\"><td><a class=\"pipeline-link\" href=\"{}\">{name}</a>",
+            p.failed,
+            p.late,
+            base.pipeline(&p.name)
+        );
+        if p.failed {
+            h.push_str("<span class=\"mark failed\">failed</span>");
+        }
+        if p.late {
+            h.push_str("<span class=\"mark late\">late</span>");
+        }
+        if p.paused {
+            h.push_str(" paused");
+        }
+        match &p.latest {
+            Some((id, state)) => {
+                let _ = write!(
+                    h,
+                    "</td><td class=\"{state}\">{state} <code>{}</code></td>",
+                    escape(id)
+                );
+            }
+            None => h.push_str("</td><td>no run yet</td>"),
+        }
+        match &p.next_fire {
+            Some((_, local)) => {
+                let _ = write!(h, "<td>{}</td></tr>", escape(local));
+            }
+            None => h.push_str("<td>-</td></tr>"),
         }
     }
-    out
+    h.push_str("</table>");
 }
-
-/// A link when `href` is an http(s) URL, the text alone otherwise (no `javascript:` from data).
-fn link(href: Option<&str>, text: &str) -> String {
-    match href.and_then(|h| url::Url::parse(h).ok()) {
-        Some(url) if matches!(url.scheme(), "http" | "https") => format!(
-            "<a href=\"{}\" rel=\"noreferrer\">{}</a>",
-            escape(url.as_str()),
-            escape(text)
-        ),
-        _ => escape(text),
-    }
-}
-
-fn time(at: DateTime<Utc>) -> String {
-    format!(
-        "<time datetime=\"{0}\">{1}</time>",
-        at.to_rfc3339_opts(SecondsFormat::Secs, true),
-        at.format("%Y-%m-%d %H:%M:%S UTC")
-    )
-}
-
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}\
-h1{font-size:1.4rem}h2{font-size:1.15rem;margin-top:2rem}\
-section.pipeline{border:1px solid #ccc;border-radius:6px;padding:.6rem 1rem;margin:1rem 0}\
-.dag{display:flex;gap:1.5rem;align-items:flex-start;overflow-x:auto}\
-.level{display:flex;flex-direction:column;gap:.5rem}\
-.step{border:1px solid #999;border-radius:4px;padding:.3rem .6rem;min-width:9rem;background:#f6f6f6}\
-.step small{display:block;color:#555}\
-.succeeded{background:#dff3df;border-color:#3a3}.failed,.upstream_failed{background:#fbdede;border-color:#c33}\
-.running{background:#ddeeff;border-color:#36c}.waiting_retry{background:#fff2cc;border-color:#c90}\
-.cancelled{background:#eee;border-color:#777}\
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top}\
-pre{margin:0;white-space:pre-wrap;max-width:60rem}";
 
 /// The whole page.
-pub fn render(view: &StatusView) -> String {
+pub fn render(view: &StatusView, base: &Base) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
@@ -281,58 +300,78 @@ pub fn render(view: &StatusView) -> String {
         "<h2 id=\"pipelines\">Pipelines ({})</h2>",
         view.pipelines.len()
     );
-    for p in &view.pipelines {
-        let _ = write!(
-            h,
-            "<section class=\"pipeline\" id=\"pipeline-{0}\" data-pipeline=\"{0}\"><h3>{0}</h3>",
-            escape(&p.name)
-        );
-        if let Some(d) = &p.description {
-            let _ = write!(h, "<p>{}</p>", escape(d));
-        }
-        let _ = write!(h, "<p class=\"schedule\">");
-        match &p.schedule {
-            Some((cron, tz)) => {
-                let _ = write!(
-                    h,
-                    "Schedule <code>{}</code> in {}. ",
-                    escape(cron),
-                    escape(tz)
-                );
-            }
-            None => h.push_str("No schedule (manual and backfill runs only). "),
-        }
-        if p.suspended {
-            h.push_str("<strong>Suspended.</strong> ");
-        }
-        if p.paused {
-            h.push_str("<strong>Paused.</strong> ");
-        }
-        if let Some((at, local)) = &p.next_fire {
+    let failed = view.pipelines.iter().filter(|p| p.failed).count();
+    let late = view.pipelines.iter().filter(|p| p.late).count();
+    let _ = write!(
+        h,
+        "<p class=\"summary\">{failed} failed, {late} late. Each name leads to the pipeline's page: its run history, a Gantt of each run and duration trends.</p>"
+    );
+    if view.pipelines.len() > FULL_DAGS_UP_TO {
+        compact_list(&mut h, view, base);
+    } else {
+        for p in &view.pipelines {
             let _ = write!(
-                h,
-                "Next fire: <span class=\"next-fire\">{}</span> ({}).",
-                time(*at),
-                escape(local)
-            );
-        }
-        h.push_str("</p><p class=\"latest\">");
-        match &p.latest {
-            Some((id, state)) => {
+            h,
+            "<section class=\"pipeline\" id=\"pipeline-{0}\" data-pipeline=\"{0}\" data-failed=\"{2}\" data-late=\"{3}\">\
+<h3><a class=\"pipeline-link\" href=\"{1}\">{0}</a>",
+            escape(&p.name),
+            base.pipeline(&p.name),
+            p.failed,
+            p.late
+        );
+            if p.failed {
+                h.push_str("<span class=\"mark failed\">failed</span>");
+            }
+            if p.late {
+                h.push_str("<span class=\"mark late\">late</span>");
+            }
+            h.push_str("</h3>");
+            if let Some(d) = &p.description {
+                let _ = write!(h, "<p>{}</p>", escape(d));
+            }
+            let _ = write!(h, "<p class=\"schedule\">");
+            match &p.schedule {
+                Some((cron, tz)) => {
+                    let _ = write!(
+                        h,
+                        "Schedule <code>{}</code> in {}. ",
+                        escape(cron),
+                        escape(tz)
+                    );
+                }
+                None => h.push_str("No schedule (manual and backfill runs only). "),
+            }
+            if p.suspended {
+                h.push_str("<strong>Suspended.</strong> ");
+            }
+            if p.paused {
+                h.push_str("<strong>Paused.</strong> ");
+            }
+            if let Some((at, local)) = &p.next_fire {
                 let _ = write!(
                     h,
-                    "Latest run <code>{}</code>: <span class=\"{state}\">{state}</span>",
-                    escape(id)
+                    "Next fire: <span class=\"next-fire\">{}</span> ({}).",
+                    time(*at),
+                    escape(local)
                 );
             }
-            None => h.push_str("No run yet."),
-        }
-        h.push_str("</p><div class=\"dag\">");
-        for level in &p.levels {
-            h.push_str("<div class=\"level\">");
-            for s in level {
-                let state = s.state.unwrap_or("not_run");
-                let _ = write!(
+            h.push_str("</p><p class=\"latest\">");
+            match &p.latest {
+                Some((id, state)) => {
+                    let _ = write!(
+                        h,
+                        "Latest run <code>{}</code>: <span class=\"{state}\">{state}</span>",
+                        escape(id)
+                    );
+                }
+                None => h.push_str("No run yet."),
+            }
+            h.push_str("</p><div class=\"dag\">");
+            for level in &p.levels {
+                h.push_str("<div class=\"level\">");
+                for s in level {
+                    let state = s.state.unwrap_or("not_run");
+                    let _ = write!(
                     h,
                     "<div class=\"step {state}\" data-step=\"{0}\" data-state=\"{state}\"><strong>{1}</strong>\
 <small>job {2} · {state}",
@@ -340,19 +379,20 @@ pub fn render(view: &StatusView) -> String {
                     link(s.href.as_deref(), &s.name),
                     s.job_id
                 );
-                if s.attempts > 1 {
-                    let _ = write!(h, " · {} attempts", s.attempts);
-                }
-                h.push_str("</small>");
-                if !s.depends_on.is_empty() {
-                    let deps: Vec<String> = s.depends_on.iter().map(|d| escape(d)).collect();
-                    let _ = write!(h, "<small>after {}</small>", deps.join(", "));
+                    if s.attempts > 1 {
+                        let _ = write!(h, " · {} attempts", s.attempts);
+                    }
+                    h.push_str("</small>");
+                    if !s.depends_on.is_empty() {
+                        let deps: Vec<String> = s.depends_on.iter().map(|d| escape(d)).collect();
+                        let _ = write!(h, "<small>after {}</small>", deps.join(", "));
+                    }
+                    h.push_str("</div>");
                 }
                 h.push_str("</div>");
             }
-            h.push_str("</div>");
+            h.push_str("</div></section>");
         }
-        h.push_str("</div></section>");
     }
     let _ = write!(
         h,
@@ -407,18 +447,40 @@ pub fn render(view: &StatusView) -> String {
     h
 }
 
-/// `GET /`.
+/// `GET /`, and each pipeline's page at `GET /pipelines/{name}` (`pipeline_page`).
 pub fn router(handle: DaemonHandle) -> axum::Router {
-    axum::Router::new().route(
+    router_with_note(handle, Arc::new(String::new))
+}
+
+/// A line shown under the title, read at every request (an HA node's role and its leader).
+pub type Note = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// `GET /` (with `note` under the title) and the pipeline pages.
+pub fn router_with_note(handle: DaemonHandle, note: Note) -> axum::Router {
+    let pages = super::pipeline_page::router(handle.clone());
+    axum::Router::new().merge(pages).route(
         "/",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: HeaderMap| {
             let handle = handle.clone();
+            let note = note();
             async move {
                 let history = handle.history().clone();
                 let read =
                     move |engine: &Engine, now| StatusView::read(engine, now, Some(&history));
                 match handle.inspect(read).await {
-                    Ok(view) => Html(render(&view)).into_response(),
+                    Ok(view) => {
+                        let page = render(&view, &Base::from_headers(&headers, 0));
+                        let page = if note.is_empty() {
+                            page
+                        } else {
+                            page.replacen(
+                                "</h1>",
+                                &format!("</h1><p class=\"role\">{}</p>", escape(&note)),
+                                1,
+                            )
+                        };
+                        Html(page).into_response()
+                    }
                     Err(_) => (
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the scheduler loop is not running",
@@ -431,98 +493,5 @@ pub fn router(handle: DaemonHandle) -> axum::Router {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    fn view() -> StatusView {
-        let step =
-            |name: &str, deps: &[&str], state: Option<&'static str>, href: Option<&str>| StepView {
-                name: name.into(),
-                job_id: 7,
-                depends_on: deps.iter().map(|d| d.to_string()).collect(),
-                state,
-                attempts: 1,
-                href: href.map(str::to_string),
-            };
-        StatusView {
-            now: t("2026-01-05T10:00:00Z"),
-            pipelines: vec![PipelineView {
-                name: "<script>alert(1)</script>".into(),
-                description: Some("a & b \"quoted\"".into()),
-                schedule: Some(("0 2 * * *".into(), "Europe/Amsterdam".into())),
-                paused: true,
-                suspended: false,
-                next_fire: Some((t("2026-01-06T01:00:00Z"), "2026-01-06 02:00 CET".into())),
-                latest: Some(("x@2026-01-05T01:00:00Z".into(), "failed")),
-                levels: vec![
-                    vec![step(
-                        "staging",
-                        &[],
-                        Some("succeeded"),
-                        Some("https://cloud.getdbt.com/runs/1/"),
-                    )],
-                    vec![step(
-                        "marts'",
-                        &["staging"],
-                        Some("failed"),
-                        Some("javascript:alert(1)"),
-                    )],
-                ],
-            }],
-            in_flight: vec![InFlightView {
-                pipeline_run: "y@2026-01-05T09:00:00Z".into(),
-                step: "s".into(),
-                attempt: 2,
-                status: "Running".into(),
-                dbt_run_id: Some(42),
-                href: Some("https://cloud.getdbt.com/runs/42/".into()),
-                since: t("2026-01-05T09:00:00Z"),
-            }],
-            failures: vec![FailureView {
-                pipeline_run: "x@2026-01-05T01:00:00Z".into(),
-                finished_at: Some(t("2026-01-05T01:30:00Z")),
-                steps: vec![(
-                    "marts'".into(),
-                    "failed",
-                    Some("Database Error <relation>".into()),
-                    None,
-                )],
-            }],
-        }
-    }
-
-    #[test]
-    fn every_text_is_escaped_and_only_http_links_are_links() {
-        let html = render(&view());
-        assert!(!html.contains("<script>"), "{html}");
-        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-        assert!(html.contains("a &amp; b &quot;quoted&quot;"));
-        assert!(html.contains("marts&#39;"));
-        assert!(html.contains("Database Error &lt;relation&gt;"));
-        assert!(!html.contains("href=\"javascript"), "{html}");
-        assert!(html.contains(
-            "<a href=\"https://cloud.getdbt.com/runs/1/\" rel=\"noreferrer\">staging</a>"
-        ));
-        assert!(html
-            .contains("<a href=\"https://cloud.getdbt.com/runs/42/\" rel=\"noreferrer\">42</a>"));
-        assert!(html.contains("<strong>Paused.</strong>"));
-        assert!(html.contains("2026-01-06 02:00 CET"));
-        assert!(html.contains("Runs in flight (1)"));
-        assert!(html.contains("Recent failures (1)"));
-        assert!(!html.contains("<script"), "no script at all");
-    }
-
-    #[test]
-    fn the_dag_is_drawn_level_by_level() {
-        let html = render(&view());
-        let staging = html.find("data-step=\"staging\"").unwrap();
-        let marts = html.find("data-step=\"marts&#39;\"").unwrap();
-        assert!(staging < marts);
-        assert!(html.contains("data-state=\"failed\""));
-        assert!(html.contains("<small>after staging</small>"));
-    }
-}
+#[path = "status_page_tests.rs"]
+mod tests;

@@ -71,6 +71,21 @@ pub fn router_with_stats(
     secret: Secret,
     handle: DaemonHandle,
 ) -> (axum::Router, Arc<Mutex<WebhookStats>>) {
+    router_at(PATH, secret, handle)
+}
+
+/// Where the webhooks of the account `name` (one under `accounts:`) are posted: each account's
+/// subscription has its own secret.
+pub fn account_path(name: &crate::ids::AccountName) -> String {
+    format!("{PATH}/{name}")
+}
+
+/// A receiver at `path` with its own secret and counters.
+pub fn router_at(
+    path: &str,
+    secret: Secret,
+    handle: DaemonHandle,
+) -> (axum::Router, Arc<Mutex<WebhookStats>>) {
     let stats = Arc::new(Mutex::new(WebhookStats::default()));
     let receiver = Arc::new(Receiver {
         secret,
@@ -79,7 +94,7 @@ pub fn router_with_stats(
         stats: stats.clone(),
     });
     let router = axum::Router::new()
-        .route(PATH, post(receive))
+        .route(path, post(receive))
         .with_state(receiver);
     (router, stats)
 }

@@ -1,5 +1,5 @@
-//! Carries out the engine's actions against dbt Cloud and turns each answer into an event. Only
-//! here does the daemon talk to dbt Cloud.
+//! Carries out the engine's actions against dbt Cloud (each with its account's client) and turns
+//! each answer into an event. Only here does the daemon talk to dbt Cloud.
 
 use crate::dbt_cloud::client::{DbtCloudClient, ListRuns, Related};
 use crate::dbt_cloud::error::{ApiError, TriggerError};
@@ -87,6 +87,25 @@ pub async fn execute(client: &DbtCloudClient, action: Action) -> Event {
         Action::FetchFailureDetails { attempt, run } => Event::FailureDetails {
             attempt,
             fetch: fetch_failure_details(client, run).await,
+        },
+    }
+}
+
+/// The answer to an action for an account the daemon has no client for (a run in flight whose
+/// definition names an account since removed from the config): a definite refusal, never a guess.
+pub fn unroutable(action: Action, account: &crate::ids::AccountName) -> Event {
+    let message = format!("no dbt Cloud account `{account}` in the daemon config");
+    match action {
+        Action::Trigger { attempt, .. } => Event::Triggered {
+            attempt,
+            result: TriggerResult::Rejected { message },
+        },
+        Action::Reconcile { attempt, .. } => Event::ReconcileFailed { attempt, message },
+        Action::Poll { .. } => Event::PollFailed { message },
+        Action::Cancel { attempt, .. } => Event::CancelFailed { attempt, message },
+        Action::FetchFailureDetails { attempt, .. } => Event::FailureDetails {
+            attempt,
+            fetch: DetailsFetch::Failed(message),
         },
     }
 }

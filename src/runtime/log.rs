@@ -30,6 +30,7 @@ pub fn transition(t: &Transition) {
     match t.what {
         TransitionKind::StepFailed
         | TransitionKind::PipelineRunFailed
+        | TransitionKind::PipelineRunLate
         | TransitionKind::TriggerAmbiguous
         | TransitionKind::UnknownStatus
         | TransitionKind::TicksMissed => line!(warn),

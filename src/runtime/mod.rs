@@ -12,10 +12,12 @@ use crate::engine::event::{
 };
 use crate::engine::state::{CancelReason, PipelineRunId, Write};
 use crate::engine::{Engine, EngineConfig, LoadError};
+use crate::ids::AccountName;
 use crate::model::pipeline::Pipeline;
 use crate::store::{Durability, HistoryReader, Store};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -90,7 +92,13 @@ enum Message {
     Operate(OperatorRequest, Replier),
     /// New pipeline definitions (reload).
     Reload(Vec<Pipeline>, oneshot::Sender<Result<(), LoadError>>),
+    /// The job ids job names resolved to, to store (after a reload's resolution).
+    SaveResolvedJobs(ResolvedJobs, oneshot::Sender<Result<(), String>>),
+    /// An action not carried out: this node stopped leading before it was sent.
+    Skipped,
 }
+
+type ResolvedJobs = BTreeMap<String, crate::ids::JobId>;
 
 /// Talks to a running daemon loop.
 #[derive(Debug, Clone)]
@@ -108,6 +116,8 @@ impl std::fmt::Debug for Message {
             Self::Inspect(_) => f.write_str("Inspect"),
             Self::Operate(request, _) => write!(f, "Operate({request:?})"),
             Self::Reload(p, _) => write!(f, "Reload({} pipelines)", p.len()),
+            Self::SaveResolvedJobs(j, _) => write!(f, "SaveResolvedJobs({} jobs)", j.len()),
+            Self::Skipped => f.write_str("Skipped"),
         }
     }
 }
@@ -176,6 +186,18 @@ impl DaemonHandle {
         Ok(rx.await.map_err(|_| LoopStopped)??)
     }
 
+    /// Stores the job ids job names resolved to; the loop writes them (only it writes state).
+    pub async fn save_resolved_jobs(
+        &self,
+        jobs: ResolvedJobs,
+    ) -> Result<Result<(), String>, LoopStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.inbox
+            .send(Message::SaveResolvedJobs(jobs, tx))
+            .map_err(|_| LoopStopped)?;
+        rx.await.map_err(|_| LoopStopped)
+    }
+
     /// Reads archived runs (finished runs no longer in the engine's memory) from the store,
     /// outside the loop; only the loop writes.
     pub fn history(&self) -> &HistoryReader {
@@ -221,7 +243,8 @@ impl DaemonHandle {
 pub struct Daemon {
     engine: Engine,
     store: Store,
-    client: DbtCloudClient,
+    /// One client per dbt Cloud account (each with its own token and request budget).
+    clients: BTreeMap<AccountName, DbtCloudClient>,
     clock: SharedClock,
     settings: RuntimeSettings,
     inbox_rx: mpsc::UnboundedReceiver<Message>,
@@ -239,7 +262,35 @@ pub struct Daemon {
     /// Who waits for the answer to each operator request in `inputs`.
     repliers: BTreeMap<ReplyTo, Replier>,
     next_reply: u64,
+    /// Whether this node may act (it leads); absent for a single node.
+    gate: Option<ActingGate>,
 }
+
+/// Asked before every turn, action and shutdown: false once this node no longer leads (HA on
+/// PostgreSQL), so a deposed leader sends nothing more.
+#[derive(Clone)]
+pub struct ActingGate(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl ActingGate {
+    pub fn new(acting: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(acting))
+    }
+
+    pub fn acting(&self) -> bool {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for ActingGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ActingGate(acting: {})", self.acting())
+    }
+}
+
+/// The loop stopped because this node no longer leads: it sent nothing after noticing.
+#[derive(Debug, thiserror::Error)]
+#[error("this node is no longer the leader: it stopped acting")]
+pub struct NotLeader;
 
 impl Daemon {
     /// Loads the store and prepares the engine: attempts left triggering by a previous process are
@@ -265,7 +316,7 @@ impl Daemon {
         Ok(Self {
             engine,
             store,
-            client,
+            clients: BTreeMap::from([(AccountName::default(), client)]),
             clock,
             settings,
             inbox_rx,
@@ -279,7 +330,28 @@ impl Daemon {
             inputs: Vec::new(),
             repliers: BTreeMap::new(),
             next_reply: 0,
+            gate: None,
         })
+    }
+
+    /// Adds the clients of the accounts beside `default` (named by the daemon config's
+    /// `accounts:`); each step's calls go to the client of its account.
+    pub fn with_accounts(
+        mut self,
+        accounts: impl IntoIterator<Item = (AccountName, DbtCloudClient)>,
+    ) -> Self {
+        self.clients.extend(accounts);
+        self
+    }
+
+    /// Makes every turn and action wait on `gate` (a leader's term still running).
+    pub fn with_gate(mut self, gate: ActingGate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    fn may_act(&self) -> bool {
+        self.gate.as_ref().is_none_or(ActingGate::acting)
     }
 
     pub fn handle(&self) -> DaemonHandle {
@@ -315,6 +387,10 @@ impl Daemon {
     /// One engine step: make its writes durable, then carry out its actions, then answer the
     /// operator requests it took. Returns when to wake.
     fn turn(&mut self) -> anyhow::Result<Option<DateTime<Utc>>> {
+        if !self.may_act() {
+            // Deposed: not even a commit (it would be fenced anyway).
+            return Err(NotLeader.into());
+        }
         let now = self.clock.now();
         let inputs = std::mem::take(&mut self.inputs);
         // Operator requests are answered once applied, so what they changed is durable at once.
@@ -340,7 +416,11 @@ impl Daemon {
             || operator
             || writes
                 .iter()
-                .any(|w| !matches!(w, Write::Run(_) | Write::Archive(_)));
+                .any(|w| !matches!(w, Write::Run(_) | Write::Archive(_)))
+            // A late run is announced once: its mark is durable before the notice goes out.
+            || transitions
+                .iter()
+                .any(|t| t.what == crate::engine::event::TransitionKind::PipelineRunLate);
         let durability = if must_be_durable {
             Durability::Full
         } else {
@@ -352,18 +432,31 @@ impl Daemon {
             log::transition(&transition);
             let _ = self.transitions.send(transition);
         }
+        if !actions.is_empty() && !self.may_act() {
+            return Err(NotLeader.into());
+        }
         for action in actions {
             if self.draining && matches!(action, Action::Trigger { .. }) {
                 // Persisted as triggering; the next start reconciles it and sends it then.
                 continue;
             }
-            self.outstanding += 1;
-            let client = self.client.clone();
-            let inbox = self.inbox_tx.clone();
-            self.tasks.spawn(async move {
-                let answer = executor::execute(&client, action).await;
-                let _ = inbox.send(Message::Answer(answer));
-            });
+            for (account, action) in self.engine.route(action) {
+                self.outstanding += 1;
+                let client = self.clients.get(&account).cloned();
+                let inbox = self.inbox_tx.clone();
+                let gate = self.gate.clone();
+                self.tasks.spawn(async move {
+                    if gate.is_some_and(|gate| !gate.acting()) {
+                        let _ = inbox.send(Message::Skipped);
+                        return;
+                    }
+                    let answer = match client {
+                        Some(client) => executor::execute(&client, action).await,
+                        None => executor::unroutable(action, &account),
+                    };
+                    let _ = inbox.send(Message::Answer(answer));
+                });
+            }
         }
         for reply in replies {
             if let Some(replier) = self.repliers.remove(&reply.to) {
@@ -410,6 +503,14 @@ impl Daemon {
                 self.catch_up()?;
                 let _ = reply.send(self.engine.set_pipelines(pipelines));
             }
+            Message::SaveResolvedJobs(jobs, reply) => {
+                let result = self
+                    .store
+                    .save_resolved_jobs(&jobs)
+                    .map_err(|e| e.to_string());
+                let _ = reply.send(result);
+            }
+            Message::Skipped => self.outstanding = self.outstanding.saturating_sub(1),
         }
         Ok(())
     }
@@ -435,6 +536,10 @@ impl Daemon {
 
     async fn shut_down(mut self) -> anyhow::Result<()> {
         self.tasks.close();
+        if !self.may_act() {
+            // Deposed: no cancel, no write (the new leader owns both now).
+            return Err(NotLeader.into());
+        }
         self.draining = true;
         let grace = tokio::time::Instant::now() + self.settings.shutdown_grace;
         if self.settings.on_shutdown == OnShutdown::Cancel {

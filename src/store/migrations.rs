@@ -24,6 +24,13 @@ pub const SQLITE: &[Migration] = &[
     },
 ];
 
+/// PostgreSQL's migrations, oldest first.
+pub const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial",
+    sql: include_str!("migrations/postgres/0001_initial.sql"),
+}];
+
 /// The newest version in `migrations`.
 pub fn latest(migrations: &[Migration]) -> u32 {
     migrations.iter().map(|m| m.version).max().unwrap_or(0)
@@ -47,7 +54,7 @@ mod tests {
 
     #[test]
     fn migrations_are_numbered_from_one_without_gaps() {
-        for (i, m) in SQLITE.iter().enumerate() {
+        for (i, m) in SQLITE.iter().enumerate().chain(POSTGRES.iter().enumerate()) {
             assert_eq!(m.version as usize, i + 1, "{}", m.name);
         }
     }

@@ -6,6 +6,7 @@
 pub mod backend;
 mod history;
 pub mod migrations;
+pub mod postgres;
 mod records;
 pub mod sqlite;
 #[cfg(test)]
@@ -58,6 +59,12 @@ pub enum StoreError {
         found: u32,
         known: u32,
     },
+    /// A PostgreSQL store's writer is no longer the leader: the write changed nothing.
+    #[error(
+        "the state in {location} was not written: this node is no longer the leader (epoch \
+         {epoch} was deposed or its lease lapsed)"
+    )]
+    Fenced { location: String, epoch: i64 },
     #[error("writing the state in {location} failed: {message}")]
     Write { location: String, message: String },
     #[error(

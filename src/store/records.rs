@@ -25,6 +25,10 @@ struct RunRecordOut<'a> {
     finished_at: Option<DateTime<Utc>>,
     cancel_reason: &'a Option<CancelReason>,
     steps: &'a BTreeMap<StepName, StepRun>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deadline: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    late_since: Option<DateTime<Utc>>,
 }
 
 /// A run record as read: records of the sled era carried the definition inline; today's name it.
@@ -44,6 +48,11 @@ struct RunRecordIn {
     finished_at: Option<DateTime<Utc>>,
     cancel_reason: Option<CancelReason>,
     steps: BTreeMap<StepName, StepRun>,
+    /// Absent in records written before deadlines existed.
+    #[serde(default)]
+    deadline: Option<DateTime<Utc>>,
+    #[serde(default)]
+    late_since: Option<DateTime<Utc>>,
 }
 
 /// Definitions by digest, and the digest of each definition the engine shares between runs.
@@ -99,6 +108,8 @@ impl Definitions {
             finished_at: run.finished_at,
             cancel_reason: &run.cancel_reason,
             steps: &run.steps,
+            deadline: run.deadline,
+            late_since: run.late_since,
         })?;
         Ok(Encoded {
             record,
@@ -147,6 +158,8 @@ impl Definitions {
             finished_at,
             cancel_reason,
             steps,
+            deadline,
+            late_since,
             ..
         } = r;
         Ok(PipelineRun {
@@ -161,6 +174,8 @@ impl Definitions {
             finished_at,
             cancel_reason,
             steps,
+            deadline,
+            late_since,
         })
     }
 
@@ -212,6 +227,8 @@ pub(super) mod tests {
             finished_at: Some(at),
             cancel_reason: None,
             steps: BTreeMap::new(),
+            deadline: None,
+            late_since: None,
         }
     }
 

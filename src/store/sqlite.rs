@@ -20,11 +20,6 @@ const LOCK_FILE: &str = "baton.lock";
 /// Written once the schema is durable: a directory that has it but whose database holds no schema
 /// lost its database (deleted or replaced), and must not silently start over.
 const MARKER_FILE: &str = "baton-store";
-/// How long `open` waits for the lock before saying another daemon holds it: a process that has
-/// just exited, or a child forked by a process that held it and not yet exec'd, lets go within
-/// moments.
-const LOCK_WAIT: Duration = Duration::from_secs(2);
-const LOCK_RETRY: Duration = Duration::from_millis(20);
 /// How long a connection waits for another's lock (a backup, the reader) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pages handed back to the file system after a commit that deleted runs (4 KiB each): small
@@ -66,20 +61,14 @@ impl SqliteBackend {
             .write(true)
             .open(dir.join(LOCK_FILE))
             .map_err(|e| open_error(e.to_string()))?;
-        let asked = std::time::Instant::now();
-        loop {
-            match lock.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) if asked.elapsed() < LOCK_WAIT => {
-                    std::thread::sleep(LOCK_RETRY);
-                }
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(StoreError::Locked {
-                        location: dir.display().to_string(),
-                    })
-                }
-                Err(std::fs::TryLockError::Error(e)) => return Err(open_error(e.to_string())),
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    location: dir.display().to_string(),
+                })
             }
+            Err(std::fs::TryLockError::Error(e)) => return Err(open_error(e.to_string())),
         }
         let marker = dir.join(MARKER_FILE);
         let mut conn = Connection::open(&path).map_err(|e| classify(&location, e))?;
@@ -231,53 +220,45 @@ impl Backend for SqliteBackend {
     fn load(&self) -> Result<Loaded, StoreError> {
         let writer = self.writer();
         let conn = &writer.conn;
-        let err = |e| self.write_error(e);
-        let mut loaded = Loaded::default();
-        let mut definitions = conn
-            .prepare("SELECT digest, pipeline, definition FROM definitions")
-            .map_err(err)?;
-        loaded.definitions = definitions
-            .query_map([], |row| {
-                Ok(DefinitionRow {
-                    digest: row.get(0)?,
-                    pipeline: row.get(1)?,
-                    definition: row.get::<_, String>(2)?.into_bytes(),
-                })
+        let read = || -> rusqlite::Result<Loaded> {
+            Ok(Loaded {
+                definitions: rows(
+                    conn,
+                    "SELECT digest, pipeline, definition FROM definitions",
+                    |row| {
+                        Ok(DefinitionRow {
+                            digest: row.get(0)?,
+                            pipeline: row.get(1)?,
+                            definition: row.get::<_, String>(2)?.into_bytes(),
+                        })
+                    },
+                )?,
+                runs: rows(conn, "SELECT id, record FROM pipeline_runs", text_pair)?,
+                archived: rows(
+                    conn,
+                    "SELECT id, pipeline, state, finished_at FROM run_history \
+                     INDEXED BY run_history_by_pipeline",
+                    |row| {
+                        Ok(ArchivedRow {
+                            id: row.get(0)?,
+                            pipeline: row.get(1)?,
+                            state: row.get(2)?,
+                            finished_at: row.get(3)?,
+                        })
+                    },
+                )?,
+                cursors: rows(
+                    conn,
+                    "SELECT pipeline, cursor FROM schedule_cursors",
+                    text_pair,
+                )?,
+                backfills: rows(conn, "SELECT id, backfill FROM backfills", text_pair)?,
+                resolved_jobs: rows(conn, "SELECT reference, job_id FROM resolved_jobs", |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?,
             })
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        loaded.runs = pairs(conn, "SELECT id, record FROM pipeline_runs").map_err(err)?;
-        let mut archived = conn
-            .prepare(
-                "SELECT id, pipeline, state, finished_at FROM run_history \
-                 INDEXED BY run_history_by_pipeline",
-            )
-            .map_err(err)?;
-        loaded.archived = archived
-            .query_map([], |row| {
-                Ok(ArchivedRow {
-                    id: row.get(0)?,
-                    pipeline: row.get(1)?,
-                    state: row.get(2)?,
-                    finished_at: row.get(3)?,
-                })
-            })
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        loaded.cursors =
-            pairs(conn, "SELECT pipeline, cursor FROM schedule_cursors").map_err(err)?;
-        loaded.backfills = pairs(conn, "SELECT id, backfill FROM backfills").map_err(err)?;
-        let mut jobs = conn
-            .prepare("SELECT reference, job_id FROM resolved_jobs")
-            .map_err(err)?;
-        loaded.resolved_jobs = jobs
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
-        Ok(loaded)
+        };
+        read().map_err(|e| self.write_error(e))
     }
 
     fn apply(&self, batch: &Batch, durability: Durability) -> Result<(), StoreError> {
@@ -436,15 +417,19 @@ fn utf8(bytes: &[u8]) -> rusqlite::Result<&str> {
     std::str::from_utf8(bytes).map_err(rusqlite::Error::Utf8Error)
 }
 
-fn pairs(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<(String, Vec<u8>)>> {
+fn rows<T>(
+    conn: &Connection,
+    sql: &str,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
     let mut statement = conn.prepare(sql)?;
-    let rows = statement.query_map([], |row| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, String>(1)?.into_bytes(),
-        ))
-    })?;
+    let rows = statement.query_map([], map)?;
     rows.collect()
+}
+
+/// A key and a JSON text column, as bytes.
+fn text_pair(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, Vec<u8>)> {
+    Ok((row.get(0)?, row.get::<_, String>(1)?.into_bytes()))
 }
 
 /// `PRAGMA integrity_check` on its own read-only connection: empty when the database is sound.

@@ -7,6 +7,10 @@ use crate::model::pipeline::PipelineName;
 use std::collections::BTreeMap;
 
 pub(crate) type Open<'a> = &'a dyn Fn() -> Result<Store, StoreError>;
+/// One case of the suite.
+type Case = fn(Open<'_>);
+/// Gives a case its own empty database and an opener for it.
+pub(crate) type Fresh<'a> = &'a dyn Fn(&dyn Fn(Open<'_>));
 
 fn run(date: &str) -> crate::engine::state::PipelineRun {
     super::records::tests::run(super::records::tests::pipeline(), date)
@@ -161,11 +165,8 @@ pub(crate) fn a_healthy_store_passes_its_check(open: Open<'_>) {
 }
 
 /// Runs every case; `fresh` gives each its own empty database and an opener for it.
-// The suite is one table of cases handed to each backend's opener: spelling its types out reads
-// better here than aliases would.
-#[allow(clippy::type_complexity)]
-pub(crate) fn run_all(fresh: &dyn Fn(&dyn Fn(Open<'_>))) {
-    let cases: [(&str, fn(Open<'_>)); 8] = [
+pub(crate) fn run_all(fresh: Fresh<'_>) {
+    let cases: [(&str, Case); 8] = [
         ("an_empty_store_loads_empty", an_empty_store_loads_empty),
         ("commits_survive_a_reopen", commits_survive_a_reopen),
         (

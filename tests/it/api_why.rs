@@ -58,7 +58,10 @@ async fn why_names_each_reason() {
     let w = why(&api, "nightly", None).await;
     assert_eq!(w["reason"], "schedule", "{w}");
     assert_eq!(w["until"], "2026-03-01T01:00:00Z", "{w}");
-    assert!(sentence(&w).contains("02:00 in Europe/Amsterdam"), "{w}");
+    assert!(
+        sentence(&w).contains("next run at 2026-03-01 02:00:00 CET (01:00:00 UTC)"),
+        "{w}"
+    );
     let w = why(&api, "manual", None).await;
     assert_eq!(w["reason"], "unscheduled", "{w}");
     let w = why(&api, "off", None).await;

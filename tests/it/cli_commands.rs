@@ -22,7 +22,7 @@ fn validate_examples_is_clean() {
         .args(["validate", "pipelines/"])
         .assert()
         .code(0)
-        .stdout(predicate::str::contains("3 pipeline(s) valid"));
+        .stdout(predicate::str::contains("4 pipeline(s) valid"));
     // No path: the default pipelines directory.
     baton().arg("validate").assert().code(0);
 }
@@ -76,7 +76,12 @@ fn validate_json() {
     assert_eq!(clean["ok"], true);
     assert_eq!(
         clean["pipelines"],
-        serde_json::json!(["nightly", "sydney_hourly", "weekly_backfill"])
+        serde_json::json!([
+            "nightly",
+            "regional_handoff",
+            "sydney_hourly",
+            "weekly_backfill"
+        ])
     );
 }
 

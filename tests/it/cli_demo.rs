@@ -17,7 +17,12 @@ fn the_demo_shows_pipelines_progressing_and_stops_cleanly() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for pipeline in ["nightly", "weekly_backfill", "sydney_hourly"] {
+    for pipeline in [
+        "nightly",
+        "weekly_backfill",
+        "sydney_hourly",
+        "regional_handoff",
+    ] {
         assert!(
             stdout.contains(&format!("pipeline   {pipeline}")),
             "{stdout}"

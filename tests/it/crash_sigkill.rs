@@ -333,6 +333,8 @@ fn seed_expiring_history(workspace: &Workspace, window: DateTime<Utc>, kills: u3
                 finished_at: Some(finished),
                 cancel_reason: None,
                 steps: Default::default(),
+                deadline: None,
+                late_since: None,
             }))
         })
         .collect();

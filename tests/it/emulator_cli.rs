@@ -24,7 +24,8 @@ fn demo_scenario() -> std::path::PathBuf {
 fn the_demo_scenario_parses_and_holds_the_example_pipelines_jobs() {
     let scenario = baton::emulator::Scenario::from_file(demo_scenario()).unwrap();
     for id in [
-        559062, 559063, 559064, 559065, 559070, 559071, 559072, 559080, 559081,
+        559062, 559063, 559064, 559065, 559070, 559071, 559072, 559080, 559081, 559090, 559091,
+        559092,
     ] {
         assert!(scenario.job(baton::ids::JobId(id)).is_some(), "job {id}");
     }

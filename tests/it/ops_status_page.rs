@@ -5,13 +5,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+use crate::support::chromium::{chromium, dom};
 use crate::support::daemon::{pipeline, Harness};
 use crate::support::scenario::{scenario_with, BROKEN_JOB, HANGS_JOB};
 use crate::support::t;
 use baton::engine::event::{Event, OperatorRequest};
 use baton::model::pipeline::PipelineName;
 use baton::ops::status_page::router;
-use std::process::Command;
 
 fn scenario(href_base: &str) -> String {
     scenario_with(
@@ -123,44 +123,13 @@ async fn the_page_shows_what_the_engine_holds() {
     h.shutdown().await;
 }
 
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser"].into_iter().find(|name| {
-        Command::new(name)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_renders_in_headless_chromium_and_its_links_work() {
     let Some(browser) = chromium() else {
-        println!("SKIPPED: chromium is not installed (apt-get install chromium; .ci/install-test-deps does it)");
         return;
     };
     let (h, url) = workload().await;
-    let profile = tempfile::tempdir().unwrap();
-    let args = vec![
-        "--headless".to_string(),
-        "--no-sandbox".into(),
-        "--disable-gpu".into(),
-        "--disable-background-networking".into(),
-        "--no-first-run".into(),
-        format!("--user-data-dir={}", profile.path().display()),
-        "--dump-dom".into(),
-        url.clone(),
-    ];
-    let out = tokio::task::spawn_blocking(move || Command::new(browser).args(&args).output())
-        .await
-        .unwrap()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "chromium: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dom = dom(browser, &url).await;
     // The browser parsed what we sent: the title, the sections and the DAG nodes.
     assert!(dom.contains("<title>baton status</title>"), "{dom}");
     assert!(dom.contains(r#"id="pipeline-broken_chain""#));
@@ -183,10 +152,18 @@ async fn the_page_renders_in_headless_chromium_and_its_links_work() {
         hrefs.contains(&forever) && hrefs.contains(&marts),
         "{hrefs:?}"
     );
+    // Relative links lead to the pipelines' own pages; absolute ones to dbt Cloud's.
+    let page_url = url::Url::parse(&url).unwrap();
     for href in &hrefs {
-        let page = reqwest::get(href).await.unwrap();
+        let target = page_url.join(href).unwrap();
+        let page = reqwest::get(target.as_str()).await.unwrap();
         assert_eq!(page.status(), 200, "{href}");
-        assert!(page.text().await.unwrap().starts_with("dbt Cloud page /"));
+        let text = page.text().await.unwrap();
+        if href.starts_with("http") {
+            assert!(text.starts_with("dbt Cloud page /"));
+        } else {
+            assert!(text.contains("<h1 data-pipeline="), "{href}: {text}");
+        }
     }
     h.shutdown().await;
 }

@@ -49,7 +49,6 @@ fn violations(root: &Value, schema: &Value, value: &Value, path: &str, out: &mut
             if !fits {
                 out.push(format!("{path}: fits none of {key}"));
             }
-            return;
         }
     }
     if let Some(types) = schema.get("type") {
@@ -137,7 +136,15 @@ fn examples_and_valid_files_load() {
     }
     let all = config::load_pipelines(&[PathBuf::from("pipelines")]).unwrap();
     let names: Vec<&str> = all.iter().map(|p| p.name.0.as_str()).collect();
-    assert_eq!(names, ["nightly", "sydney_hourly", "weekly_backfill"]);
+    assert_eq!(
+        names,
+        [
+            "nightly",
+            "regional_handoff",
+            "sydney_hourly",
+            "weekly_backfill"
+        ]
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! runs on the budget's clock, and every future here is safe to drop: a dropped trigger is at worst
 //! ambiguous, which the caller's restart reconciliation already covers.
 
+mod jobs;
 mod query;
 mod runs;
 mod transport;

@@ -1,6 +1,6 @@
 //! Prometheus metrics at `GET /metrics`: attempts by outcome (the failure class), retries, time
-//! queued and running, dispatch latency, schedule lag, runs in flight, last success, dbt Cloud
-//! requests, 429s and budget waits. Fed by the engine's `Transition` broadcast; timings the
+//! queued and running, dispatch latency, schedule lag, runs in flight, runs late, last success,
+//! dbt Cloud requests, 429s and budget waits. Fed by the engine's `Transition` broadcast; timings the
 //! transitions do not carry are read from the engine's state with one `inspect` per batch. Labels
 //! are pipeline and step names (bounded by the config), never run ids. The timing histograms are
 //! per pipeline unless the operator asks for them per step (`metrics.step_histograms`): with
@@ -10,8 +10,9 @@
 mod read;
 mod text;
 
-use crate::dbt_cloud::budget::RequestBudget;
+use crate::dbt_cloud::budget::{BudgetStats, RequestBudget};
 use crate::engine::event::{Transition, TransitionKind};
+use crate::ids::AccountName;
 use crate::model::pipeline::StepName;
 use crate::ops::webhook::WebhookStats;
 use crate::runtime::DaemonHandle;
@@ -38,9 +39,12 @@ struct Registry {
     schedule_lag: BTreeMap<String, Histogram>,
     pipeline_runs: BTreeMap<Pair, u64>,
     ticks_missed: BTreeMap<String, u64>,
+    runs_late: BTreeMap<String, u64>,
+    late_now: BTreeMap<String, i64>,
     ticks_skipped: BTreeMap<String, u64>,
     triggers_ambiguous: BTreeMap<String, u64>,
-    api: BTreeMap<(String, u16), u64>,
+    /// (account, endpoint, status)
+    api: BTreeMap<(String, String, u16), u64>,
     active_runs: BTreeMap<Pair, i64>,
     attempts_in_flight: i64,
     last_success: BTreeMap<String, DateTime<Utc>>,
@@ -54,10 +58,23 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     /// Timing histograms per (pipeline, step) instead of per pipeline.
     step_histograms: bool,
-    budget: Mutex<Option<Arc<RequestBudget>>>,
+    /// Each account's request budget, by account name.
+    budgets: Mutex<BTreeMap<String, Arc<RequestBudget>>>,
     webhooks: Mutex<Option<Arc<Mutex<WebhookStats>>>>,
     /// Transitions taken into account so far (tests wait on it).
     processed: watch::Sender<u64>,
+    /// More families rendered by another part (leadership, on a node of an HA deployment).
+    extra: Mutex<Option<ExtraFamilies>>,
+}
+
+/// Renders more metric families in the exposition format.
+#[derive(Clone)]
+pub struct ExtraFamilies(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for ExtraFamilies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraFamilies")
+    }
 }
 
 impl Default for Metrics {
@@ -65,9 +82,10 @@ impl Default for Metrics {
         Self {
             registry: Mutex::default(),
             step_histograms: false,
-            budget: Mutex::default(),
+            budgets: Mutex::default(),
             webhooks: Mutex::default(),
             processed: watch::channel(0).0,
+            extra: Mutex::default(),
         }
     }
 }
@@ -86,9 +104,22 @@ impl Metrics {
         })
     }
 
-    /// Reads the account's request budget (requests, waits, 429s) at every scrape.
+    /// Reads the `default` account's request budget (requests, waits, 429s) at every scrape.
     pub fn set_budget(&self, budget: Arc<RequestBudget>) {
-        *self.budget.lock().unwrap_or_else(|p| p.into_inner()) = Some(budget);
+        self.set_account_budget(AccountName::DEFAULT, budget);
+    }
+
+    /// Reads the request budget of the account `account` at every scrape (label `account`).
+    pub fn set_account_budget(&self, account: &str, budget: Arc<RequestBudget>) {
+        self.budgets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(account.to_string(), budget);
+    }
+
+    /// Appends `extra`'s families at every scrape.
+    pub fn set_extra(&self, extra: ExtraFamilies) {
+        *self.extra.lock().unwrap_or_else(|p| p.into_inner()) = Some(extra);
     }
 
     /// Reads the webhook receiver's counters at every scrape.
@@ -99,10 +130,15 @@ impl Metrics {
     /// One answered dbt Cloud API request. `endpoint` must be a route name (`runs.list`,
     /// `jobs.trigger`), never a URL with ids in it; `status` 0 means no answer (transport error).
     pub fn observe_api(&self, endpoint: &str, status: u16) {
+        self.observe_account_api(AccountName::DEFAULT, endpoint, status);
+    }
+
+    /// As `observe_api`, for the account named `account`.
+    pub fn observe_account_api(&self, account: &str, endpoint: &str, status: u16) {
         *self
             .lock()
             .api
-            .entry((endpoint.to_string(), status))
+            .entry((account.to_string(), endpoint.to_string(), status))
             .or_default() += 1;
     }
 
@@ -232,6 +268,7 @@ impl Metrics {
                         .or_default() += 1;
                 }
                 TransitionKind::TicksMissed => *reg.ticks_missed.entry(pipeline).or_default() += 1,
+                TransitionKind::PipelineRunLate => *reg.runs_late.entry(pipeline).or_default() += 1,
                 TransitionKind::TickSkipped => *reg.ticks_skipped.entry(pipeline).or_default() += 1,
                 TransitionKind::TriggerAmbiguous => {
                     *reg.triggers_ambiguous.entry(pipeline).or_default() += 1
@@ -304,6 +341,7 @@ impl Metrics {
         let mut reg = self.lock();
         reg.active_runs = g.active_runs;
         reg.attempts_in_flight = g.attempts_in_flight;
+        reg.late_now = g.late_now;
         for (pipeline, at) in g.last_success {
             let last = reg.last_success.entry(pipeline).or_insert(at);
             *last = (*last).max(at);
@@ -400,6 +438,20 @@ impl Metrics {
                 at.timestamp_millis() as f64 / 1000.0,
             );
         }
+        counter1(
+            &mut e,
+            "baton_pipeline_runs_late_total",
+            "Pipeline runs found not done by their pipeline's deadline (counted once per run).",
+            &reg.runs_late,
+        );
+        e.family(
+            "baton_pipeline_runs_late",
+            "gauge",
+            "Pipeline runs past their deadline and not finished yet.",
+        );
+        for (p, v) in &reg.late_now {
+            e.sample("baton_pipeline_runs_late", &[("pipeline", p)], *v as f64);
+        }
         counter1(&mut e, "baton_schedule_ticks_missed_total", "Times ticks were found missed (after downtime); the catch-up policy decided which ran.", &reg.ticks_missed);
         counter1(
             &mut e,
@@ -411,12 +463,16 @@ impl Metrics {
         e.family(
             "baton_dbt_cloud_api_requests_total",
             "counter",
-            "dbt Cloud API requests answered, by endpoint and HTTP status (0: no answer).",
+            "dbt Cloud API requests answered, by account, endpoint and HTTP status (0: no answer).",
         );
-        for ((endpoint, status), v) in &reg.api {
+        for ((account, endpoint, status), v) in &reg.api {
             e.sample(
                 "baton_dbt_cloud_api_requests_total",
-                &[("endpoint", endpoint), ("status", &status.to_string())],
+                &[
+                    ("account", account),
+                    ("endpoint", endpoint),
+                    ("status", &status.to_string()),
+                ],
                 *v as f64,
             );
         }
@@ -431,41 +487,44 @@ impl Metrics {
             reg.transitions_lost as f64,
         );
         drop(reg);
-        if let Some(budget) = self
-            .budget
+        let budgets: Vec<(String, BudgetStats)> = self
+            .budgets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            let s = budget.stats();
+            .iter()
+            .map(|(account, budget)| (account.clone(), budget.stats()))
+            .collect();
+        if !budgets.is_empty() {
             for (name, kind, help, value) in [
                 (
                     "baton_dbt_cloud_requests_total",
                     "counter",
-                    "HTTP requests sent to dbt Cloud, retries included.",
-                    s.requests,
+                    "HTTP requests sent to dbt Cloud, retries included, by account.",
+                    (|s: &BudgetStats| s.requests) as fn(&BudgetStats) -> u64,
                 ),
                 (
                     "baton_dbt_cloud_rate_limited_total",
                     "counter",
-                    "429 answers from dbt Cloud.",
-                    s.rate_limited,
+                    "429 answers from dbt Cloud, by account.",
+                    |s| s.rate_limited,
                 ),
                 (
                     "baton_dbt_cloud_budget_waits_total",
                     "counter",
-                    "Requests that waited for the request budget or a 429 cooldown.",
-                    s.waits,
+                    "Requests that waited for the request budget or a 429 cooldown, by account.",
+                    |s| s.waits,
                 ),
                 (
                     "baton_dbt_cloud_budget_waiting",
                     "gauge",
-                    "Requests waiting for the request budget now.",
-                    s.waiting,
+                    "Requests waiting for the request budget now, by account.",
+                    |s| s.waiting,
                 ),
             ] {
                 e.family(name, kind, help);
-                e.sample(name, &[], value as f64);
+                for (account, stats) in &budgets {
+                    e.sample(name, &[("account", account)], value(stats) as f64);
+                }
             }
         }
         if let Some(stats) = self
@@ -494,7 +553,11 @@ impl Metrics {
                 );
             }
         }
-        e.finish()
+        let mut text = e.finish();
+        if let Some(extra) = self.extra.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            text.push_str(&(extra.0)());
+        }
+        text
     }
 }
 
@@ -560,15 +623,15 @@ mod tests {
         m.set_budget(budget.clone());
         assert!(m
             .render()
-            .contains("baton_dbt_cloud_rate_limited_total 0\n"));
+            .contains("baton_dbt_cloud_rate_limited_total{account=\"default\"} 0\n"));
         budget.on_rate_limited(None);
         let text = m.render();
         assert!(text.contains("# TYPE baton_dbt_cloud_rate_limited_total counter\n"));
         assert!(
-            text.contains("baton_dbt_cloud_rate_limited_total 1\n"),
+            text.contains("baton_dbt_cloud_rate_limited_total{account=\"default\"} 1\n"),
             "{text}"
         );
-        assert!(text.contains("baton_dbt_cloud_budget_waiting 0\n"));
+        assert!(text.contains("baton_dbt_cloud_budget_waiting{account=\"default\"} 0\n"));
     }
 
     #[test]
@@ -603,10 +666,10 @@ mod tests {
         m.observe_api("jobs.trigger", 429);
         let text = m.render();
         assert!(text.contains(
-            "baton_dbt_cloud_api_requests_total{endpoint=\"runs.list\",status=\"200\"} 2\n"
+            "baton_dbt_cloud_api_requests_total{account=\"default\",endpoint=\"runs.list\",status=\"200\"} 2\n"
         ));
         assert!(text.contains(
-            "baton_dbt_cloud_api_requests_total{endpoint=\"jobs.trigger\",status=\"429\"} 1\n"
+            "baton_dbt_cloud_api_requests_total{account=\"default\",endpoint=\"jobs.trigger\",status=\"429\"} 1\n"
         ));
     }
 }

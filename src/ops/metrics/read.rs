@@ -52,6 +52,8 @@ pub(super) struct Gauges {
     pub(super) active_runs: BTreeMap<Pair, i64>,
     pub(super) attempts_in_flight: i64,
     pub(super) last_success: BTreeMap<String, DateTime<Utc>>,
+    /// Unfinished runs past their deadline, per pipeline (every pipeline with a deadline listed).
+    pub(super) late_now: BTreeMap<String, i64>,
 }
 
 fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
@@ -119,6 +121,9 @@ pub(super) fn gauges(engine: &Engine) -> Gauges {
         for state in ["queued", "running"] {
             g.active_runs.insert((p.name.0.clone(), state.into()), 0);
         }
+        if p.deadline.is_some() {
+            g.late_now.insert(p.name.0.clone(), 0);
+        }
     }
     for r in engine.state().runs.values() {
         let state = match r.state {
@@ -133,6 +138,9 @@ pub(super) fn gauges(engine: &Engine) -> Gauges {
             }
             _ => continue,
         };
+        if r.late_since.is_some() {
+            *g.late_now.entry(r.pipeline().0.clone()).or_default() += 1;
+        }
         *g.active_runs
             .entry((r.pipeline().0.clone(), state.into()))
             .or_default() += 1;

@@ -5,11 +5,13 @@
 
 pub mod api;
 pub mod check;
+pub mod chromium;
 pub mod daemon;
 pub mod dbt;
 pub mod emulator;
 pub mod fuzz;
 pub mod http_responses;
+pub mod pg;
 pub mod process;
 pub mod scenario;
 

@@ -1,7 +1,7 @@
 //! `baton emulator`: serves a scenario on a port, optionally with time running N times faster.
 
-use super::{Emulator, Scenario};
 use crate::clock::{ScaledClock, SharedClock, SystemClock};
+use crate::emulator::{Emulator, Scenario};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub struct EmulatorArgs {
     pub speed: Option<f64>,
     /// Testing aid: the fast time line shared with `baton run` (see `baton run`'s clock flags).
     #[command(flatten)]
-    pub clock: crate::cli::run::ClockArgs,
+    pub clock: crate::clock::ClockArgs,
 }
 
 impl EmulatorArgs {
@@ -29,7 +29,7 @@ impl EmulatorArgs {
     pub fn execute(self) -> std::process::ExitCode {
         // Every request is logged at debug level: `RUST_LOG=baton=debug baton emulator ...`.
         crate::logging::init(crate::config::daemon::LogFormat::Pretty);
-        crate::cli::common::block_on(self.serve())
+        super::common::block_on(async { Ok(self.serve().await?) })
     }
 
     async fn serve(self) -> anyhow::Result<()> {

@@ -1,11 +1,11 @@
 //! Prometheus metrics at `GET /metrics`: attempts by outcome (the failure class), retries, time
 //! queued and running, dispatch latency, schedule lag, runs in flight, runs late, last success,
-//! dbt Cloud requests, 429s and budget waits. Fed by the engine's `Transition` broadcast; timings the
-//! transitions do not carry are read from the engine's state with one `inspect` per batch. Labels
-//! are pipeline and step names (bounded by the config), never run ids. The timing histograms are
-//! per pipeline unless the operator asks for them per step (`metrics.step_histograms`): with
-//! 10,000 pipelines of five steps, per-step series of three histogram families were most of the
-//! daemon's memory.
+//! dbt Cloud requests, 429s and budget waits. Fed by the engine's `Transition` broadcast; timings
+//! the transitions do not carry are read from the engine's state with one `inspect` per batch.
+//! Labels are pipeline and step names (bounded by the config), never run ids. The timing
+//! histograms are per pipeline unless the operator asks for them per step
+//! (`metrics.step_histograms`): with 10,000 pipelines of five steps, per-step series of three
+//! histogram families were most of the daemon's memory.
 
 mod read;
 mod text;

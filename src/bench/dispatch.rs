@@ -5,7 +5,7 @@
 
 use super::generate::{self, job_id};
 use super::output::{quantile, Report, Target};
-use super::process::{free_port, Deadline, Http, Scratch, TimeLine};
+use super::process::{free_port, Deadline, EmulatedRun, EmulatorProcess, Http, Scratch, TimeLine};
 use super::{millis, start_pair, Options};
 use anyhow::{bail, Context};
 use std::time::Duration;
@@ -110,38 +110,70 @@ async fn measure(options: Options, pipelines: usize, webhooks: bool) -> anyhow::
     .await?;
     let http = Http::new()?;
     let expected = pipelines * STEPS;
-    let deadline = Deadline::after(Duration::from_secs(180));
-    let runs = loop {
-        let runs = http.runs(&pair.emulator).await.unwrap_or_default();
-        if runs.len() >= expected && runs.iter().all(|r| r.is_terminal()) {
-            break runs;
-        }
-        if deadline.passed() {
-            bail!(
-                "{} of {expected} runs finished within 180 s; logs in {}",
-                runs.iter().filter(|r| r.is_terminal()).count(),
-                scratch.path.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let runs = all_terminal(
+        &http,
+        &pair.emulator,
+        expected,
+        Duration::from_secs(180),
+        &scratch,
+    )
+    .await?;
     let by_job: std::collections::BTreeMap<i64, &super::process::EmulatedRun> =
         runs.iter().map(|r| (r.job_id, r)).collect();
     let mut samples = Vec::new();
+    for (upstream, downstream) in edges(&by_job, pipelines, STEPS)? {
+        let finished = upstream
+            .finished_at
+            .context("a terminal run without finished_at")?;
+        samples.push(millis(finished, downstream.created_at));
+    }
+    drop(pair);
+    Ok(samples)
+}
+
+/// Every chain's (upstream, downstream) pair of `by_job` entries, step after step.
+pub(super) fn edges<T>(
+    by_job: &std::collections::BTreeMap<i64, T>,
+    pipelines: usize,
+    steps: usize,
+) -> anyhow::Result<Vec<(&T, &T)>> {
+    let mut pairs = Vec::new();
     for p in 0..pipelines {
-        for s in 1..STEPS {
+        for s in 1..steps {
             let upstream = by_job
                 .get(&job_id(p, s - 1))
                 .with_context(|| format!("no run of pipeline {p} step {}", s - 1))?;
             let downstream = by_job
                 .get(&job_id(p, s))
                 .with_context(|| format!("no run of pipeline {p} step {s}"))?;
-            let finished = upstream
-                .finished_at
-                .context("a terminal run without finished_at")?;
-            samples.push(millis(finished, downstream.created_at));
+            pairs.push((upstream, downstream));
         }
     }
-    drop(pair);
-    Ok(samples)
+    Ok(pairs)
+}
+
+/// The emulator's runs once at least `expected` exist and all are terminal, within `limit`.
+pub(super) async fn all_terminal(
+    http: &Http,
+    emulator: &EmulatorProcess,
+    expected: usize,
+    limit: Duration,
+    scratch: &Scratch,
+) -> anyhow::Result<Vec<EmulatedRun>> {
+    let deadline = Deadline::after(limit);
+    loop {
+        let runs = http.runs(emulator).await.unwrap_or_default();
+        if runs.len() >= expected && runs.iter().all(|r| r.is_terminal()) {
+            return Ok(runs);
+        }
+        if deadline.passed() {
+            bail!(
+                "{} of {expected} runs finished within {} s; logs in {}",
+                runs.iter().filter(|r| r.is_terminal()).count(),
+                limit.as_secs(),
+                scratch.path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -154,7 +154,7 @@ pub async fn run(options: Options, report: &mut Report) -> anyhow::Result<()> {
         "daemon CPU per simulated second (= core share at real speed)",
         cpu / simulated.max(f64::MIN_POSITIVE) * 100.0,
         "%",
-        Target::Below(2.0),
+        Target::Below(1.0),
     );
     report.measured(
         "load",

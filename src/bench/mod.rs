@@ -2,14 +2,15 @@
 //! executable on 127.0.0.1, and reports each figure beside the target set for it (issue 9).
 //!
 //! One file per scenario: `dispatch` (upstream terminal to downstream trigger, polling and
-//! webhooks), `requests` (dbt Cloud API requests per finished attempt), `load` (CPU and peak RSS for
-//! 10,000 pipelines on a fast clock), `restart` (restart-to-resumed over a store of a million
-//! finished attempts), `validate` (10,000 pipeline files), `pages` (the status pages' render time).
-//! Shared parts: `process` (spawning,
-//! time line, HTTP), `procfs` (/proc sampling), `generate` (scenarios and pipeline files),
-//! `output` (table and JSON line).
+//! webhooks), `dispatch_predicted` (the same when polling predicts each run's end), `requests`
+//! (dbt Cloud API requests per finished attempt), `load` (CPU and peak RSS for 10,000 pipelines
+//! on a fast clock), `restart` (restart-to-resumed over a store of a million finished attempts),
+//! `validate` (10,000 pipeline files), `pages` (the status pages' render time). Shared parts:
+//! `process` (spawning, time line, HTTP), `procfs` (/proc sampling), `generate` (scenarios and
+//! pipeline files), `output` (table and JSON line).
 
 mod dispatch;
+mod dispatch_predicted;
 pub mod generate;
 mod load;
 pub mod output;
@@ -30,6 +31,10 @@ use std::time::Duration;
 pub enum Scenario {
     /// Upstream terminal to downstream trigger, p50 and p99, polling only and with webhooks.
     Dispatch,
+    /// Upstream terminal to downstream trigger when polling predicts each run's end (10 s
+    /// interval, durations ±10 %), and the API requests it costs.
+    #[value(name = "dispatch_predicted")]
+    DispatchPredicted,
     /// dbt Cloud API requests per finished attempt at three concurrency levels.
     Requests,
     /// Daemon CPU and peak RSS for 10,000 pipelines of 5 steps on a fast clock.
@@ -44,8 +49,9 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Dispatch,
+        Scenario::DispatchPredicted,
         Scenario::Requests,
         Scenario::Load,
         Scenario::Restart,
@@ -56,6 +62,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Dispatch => "dispatch",
+            Scenario::DispatchPredicted => "dispatch_predicted",
             Scenario::Requests => "requests",
             Scenario::Load => "load",
             Scenario::Restart => "restart",
@@ -82,6 +89,7 @@ pub async fn run(options: Options, scenarios: &[Scenario]) -> Report {
         let began = std::time::Instant::now();
         let result = match scenario {
             Scenario::Dispatch => dispatch::run(options, &mut report).await,
+            Scenario::DispatchPredicted => dispatch_predicted::run(options, &mut report).await,
             Scenario::Requests => requests::run(options, &mut report).await,
             Scenario::Load => load::run(options, &mut report).await,
             Scenario::Restart => restart::run(options, &mut report).await,

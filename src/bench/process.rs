@@ -227,7 +227,19 @@ impl Workspace {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(this_executable()?)
+        // `BATON_BENCH_DAEMON_WRAPPER="heaptrack -o /tmp/load"` runs the daemon under a profiler
+        // (the CPU and RSS figures are then the profiler's, not the daemon's).
+        let wrapper = std::env::var("BATON_BENCH_DAEMON_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(this_executable()?);
+                c
+            }
+            None => Command::new(this_executable()?),
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(&self.config)

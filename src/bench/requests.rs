@@ -80,21 +80,30 @@ async fn measure(options: Options, n: usize) -> anyhow::Result<(u64, usize)> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    // Once every run is over the daemon stops asking: wait for the counts to settle (its last
-    // poll, which sees the last runs end).
+    let total = settled_request_count(&http, &pair.emulator, 30.0 / speed).await?;
+    drop(pair);
+    Ok((total, finished))
+}
+
+/// Every API request the emulator answered, read once the count has stood still for
+/// `settle_seconds` of real time: once every run is over the daemon stops asking, and its last
+/// poll (the one that sees the last runs end) is then counted too.
+pub(super) async fn settled_request_count(
+    http: &Http,
+    emulator: &super::process::EmulatorProcess,
+    settle_seconds: f64,
+) -> anyhow::Result<u64> {
     let mut last = 0;
     let mut stable_since = std::time::Instant::now();
-    let settle = Duration::from_secs_f64(30.0 / speed);
+    let settle = Duration::from_secs_f64(settle_seconds);
     loop {
-        let total: u64 = http.api_requests(&pair.emulator).await?.values().sum();
+        let total: u64 = http.api_requests(emulator).await?.values().sum();
         if total != last {
             last = total;
             stable_since = std::time::Instant::now();
         } else if stable_since.elapsed() >= settle {
-            break;
+            return Ok(last);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    drop(pair);
-    Ok((last, finished))
 }

@@ -44,7 +44,7 @@ pub async fn run(options: Options, report: &mut Report) -> anyhow::Result<()> {
         "validate wall time",
         elapsed,
         "s",
-        Target::Below(1.0),
+        Target::Below(0.3),
     );
     Ok(())
 }

@@ -76,6 +76,8 @@ pub fn settings(config: &DaemonConfig) -> RuntimeSettings {
             max_in_flight: config.max_in_flight,
             catchup_max: config.catchup_max,
             history_retention: config.history_retention,
+            // Webhooks say when a run ends; polling is then only the fallback.
+            predict_polls: config.webhooks.is_none(),
             ..EngineConfig::default()
         },
         on_shutdown: match config.on_shutdown {
@@ -201,7 +203,11 @@ pub(super) async fn serve_with(
     let handle = daemon.handle();
 
     // Subscribed before the loop runs, so they see every transition.
-    let metrics = Metrics::new();
+    let metrics = if config.metrics_step_histograms {
+        Metrics::with_step_histograms()
+    } else {
+        Metrics::new()
+    };
     if let Some(l) = &leadership {
         let view = l.extra.clone();
         metrics.set_extra(ExtraFamilies(Arc::new(move || view.metrics())));

@@ -209,6 +209,8 @@ pub struct DaemonConfig {
     pub history_retention: Duration,
     pub webhooks: Option<WebhooksConfig>,
     pub notifications: Vec<NotificationTarget>,
+    /// Timing histograms per (pipeline, step) rather than per pipeline (`metrics.step_histograms`).
+    pub metrics_step_histograms: bool,
     /// Where state lives: `state_dir` (default) or a shared PostgreSQL with leadership.
     pub store: StoreConfig,
     /// This node's name among nodes sharing a database (default: the host name).
@@ -243,6 +245,13 @@ struct RawWebhooks {
     secret_file: Option<PathBuf>,
     #[serde(default, deserialize_with = "duration")]
     poll_interval: Option<Duration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default)]
+    step_histograms: bool,
 }
 
 #[derive(Deserialize)]
@@ -284,6 +293,8 @@ struct RawDaemon {
     webhooks: Option<RawWebhooks>,
     #[serde(default)]
     notifications: Vec<RawNotification>,
+    #[serde(default)]
+    metrics: RawMetrics,
     store: Option<RawStore>,
     node_name: Option<String>,
 }
@@ -484,6 +495,7 @@ impl DaemonConfig {
                 .unwrap_or(Duration::from_secs(30 * 86_400)),
             webhooks,
             notifications,
+            metrics_step_histograms: raw.metrics.step_histograms,
             store,
             node_name,
         })
@@ -595,6 +607,7 @@ mod tests {
                 Some(rest)
                     if rest.starts_with("webhooks:")
                         || rest.starts_with("notifications:")
+                        || rest.starts_with("metrics:")
                         || rest.starts_with("accounts:")
                         || rest.starts_with("store:")
                         || rest.starts_with("node_name:")
@@ -612,6 +625,7 @@ mod tests {
         );
         assert_eq!(c.notifications.len(), 2);
         assert_eq!(c.notifications[0].format, NotificationFormat::Slack);
+        assert!(!c.metrics_step_histograms);
         let emea = &c.accounts[&AccountName("emea".into())];
         assert_eq!(emea.base_url.as_str(), "https://emea.dbt.com/");
         assert_eq!(

@@ -437,17 +437,17 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
     let (name, name_span) = name?;
     let mut by_name: BTreeMap<String, RawStep> =
         steps.into_iter().map(|s| (s.name.clone(), s)).collect();
-    let mut ordered = Vec::new();
+    // Exact capacities: 10,000 definitions stay in memory, and a vector grown by pushes keeps up
+    // to twice the room it needs (a collect from `depends_on` would keep its larger allocation).
+    let mut ordered = Vec::with_capacity(by_name.len());
     for step_name in order? {
         let raw = by_name.remove(&step_name)?;
+        let mut depends_on = Vec::with_capacity(raw.depends_on.len());
+        depends_on.extend(raw.depends_on.into_iter().map(|(d, _)| StepName(d)));
         ordered.push(Step {
             name: StepName(raw.name),
             job_id: raw.job_id?,
-            depends_on: raw
-                .depends_on
-                .into_iter()
-                .map(|(d, _)| StepName(d))
-                .collect(),
+            depends_on,
             overrides: raw.overrides,
             retry: raw.retry.policy(),
             timeout: raw.timeout,

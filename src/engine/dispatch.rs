@@ -22,7 +22,7 @@ impl Engine {
     ) -> bool {
         let mut ended = false;
         let candidates = if full {
-            &self.index.active
+            self.index.active.ids()
         } else {
             &self.passes.changed
         };
@@ -203,6 +203,7 @@ impl Engine {
             outcome: None,
             message: None,
             details: None,
+            run_duration_ms: None,
         };
         let Some(step_run) = self
             .state
@@ -212,6 +213,9 @@ impl Engine {
         else {
             return;
         };
+        // Most steps make one attempt: room for exactly one more, not the four a first push
+        // reserves (attempts are most of the memory of the runs held).
+        step_run.attempts.reserve_exact(1);
         step_run.attempts.push(attempt);
         step_run.state = StepState::Running;
         self.mark_changed(id.clone());
@@ -277,6 +281,7 @@ impl Engine {
         let explain = outcome == AttemptOutcome::Error && attempt.run_id.is_some();
         if let Some(id) = attempt.run_id {
             self.index.by_dbt_run.remove(&id);
+            self.due.polls.remove(id);
         }
         self.mark_changed(at.run.clone());
         if explain {
@@ -401,7 +406,8 @@ impl Engine {
             .filter(|(_, s)| s.state != StepState::Succeeded)
             .map(|(n, s)| format!("{n} {}", s.state.name()))
             .collect();
-        self.index.active.remove(id);
+        let pipeline = run.pipeline().clone();
+        self.index.active.remove(id, &pipeline);
         self.mark_changed(id.clone());
         let kind = match state {
             PipelineRunState::Succeeded => TransitionKind::PipelineRunSucceeded,
@@ -416,9 +422,7 @@ impl Engine {
                 format!("{detail}; {late}")
             };
         }
-        if let Some(run) = self.state.runs.get(id).cloned() {
-            self.note(now, &run, kind, detail);
-        }
+        self.note_id(now, id, kind, detail);
         true
     }
 
@@ -461,14 +465,12 @@ impl Engine {
             }
         }
         self.mark_changed(id.clone());
-        if let Some(run) = self.state.runs.get(id).cloned() {
-            self.note(
-                now,
-                &run,
-                TransitionKind::CancelRequested,
-                format!("{reason:?}"),
-            );
-        }
+        self.note_id(
+            now,
+            id,
+            TransitionKind::CancelRequested,
+            format!("{reason:?}"),
+        );
         self.finish_run_if_done(id, now);
     }
 }

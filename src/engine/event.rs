@@ -190,6 +190,9 @@ pub enum OperatorError {
     BackfillRefused(BackfillError),
 }
 
+/// Runs read per batched poll request: the most dbt Cloud returns in one page.
+pub const POLL_PAGE: usize = 100;
+
 /// Side effects the engine asks the runtime to carry out, after the state that justifies them is
 /// durable.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,7 +213,7 @@ pub enum Action {
         key: AttemptKey,
         rerun_of: Option<RunId>,
     },
-    /// Look at these runs (batched per 100 by the executor).
+    /// Look at these runs (batched per `POLL_PAGE` by the executor).
     Poll {
         runs: Vec<RunId>,
     },

@@ -4,6 +4,7 @@
 //! writes durable, then carries out its actions, then sends its replies.
 
 mod accounts;
+mod active;
 pub mod backfill;
 #[cfg(test)]
 mod check;
@@ -12,6 +13,7 @@ pub mod details;
 mod dispatch;
 pub mod event;
 mod operator;
+pub mod predict;
 mod schedule;
 pub mod state;
 mod ticks;
@@ -65,6 +67,9 @@ pub struct EngineConfig {
     pub memory_window: Duration,
     /// A tick found this late is still on time; later ones count as missed (catch-up).
     pub on_time_grace: Duration,
+    /// Poll each run around its expected end, learned from its job's recent durations (off when
+    /// webhooks say when a run ends: polling is then only the fallback).
+    pub predict_polls: bool,
     /// After a takeover from another leader: attempts it left `triggering` are reconciled (and
     /// re-sent when dbt Cloud has no run with their key) only this long after start, when no
     /// request it sent can still land. Zero for a single node, whose requests died with it.
@@ -81,6 +86,7 @@ impl Default for EngineConfig {
             history_retention: Duration::from_secs(30 * 86_400),
             memory_window: Duration::from_secs(600),
             on_time_grace: Duration::from_secs(60),
+            predict_polls: true,
             takeover_hold: Duration::ZERO,
         }
     }
@@ -109,8 +115,8 @@ struct InFlight {
 /// Where to find things fast; derived from `state`, rebuilt at start-up.
 #[derive(Debug, Default)]
 struct Indices {
-    /// Pipeline runs not yet terminal.
-    active: BTreeSet<PipelineRunId>,
+    /// Pipeline runs not yet terminal, indexed by pipeline.
+    active: active::ActiveRuns,
     /// Which attempt watches which dbt Cloud run.
     by_dbt_run: HashMap<RunId, AttemptRef>,
     /// Each scheduled pipeline's next tick, so a plan does not look at every pipeline.
@@ -122,8 +128,8 @@ struct Indices {
 /// Calls to dbt Cloud to make later (not persisted: a restart derives them again).
 #[derive(Debug, Default)]
 struct Due {
-    /// The next poll of the runs in flight.
-    poll_at: Option<DateTime<Utc>>,
+    /// When each watched dbt Cloud run is next looked at.
+    polls: predict::PollSchedule,
     /// When a cancel that failed may be sent again.
     cancel_retry: HashMap<AttemptRef, DateTime<Utc>>,
     /// Failure details to fetch (a restart asks again for those still missing).
@@ -168,6 +174,8 @@ pub struct Engine {
     pipelines: BTreeMap<PipelineName, Loaded>,
     state: State,
     index: Indices,
+    /// Each job's recent run durations, which place the looks at its runs.
+    durations: predict::Durations,
     in_flight: InFlight,
     due: Due,
     outbox: Outbox,
@@ -196,16 +204,28 @@ impl Engine {
             pipelines: BTreeMap::new(),
             state,
             index: Indices::default(),
+            durations: predict::Durations::default(),
             in_flight: InFlight::default(),
             due: Due::default(),
             outbox: Outbox::default(),
             passes: Passes::default(),
         };
         engine.set_pipelines(pipelines)?;
+        // Records read back grew their vectors push by push: give the spare room back.
+        for run in engine.state.runs.values_mut() {
+            for step in run.steps.values_mut() {
+                step.attempts.shrink_to_fit();
+            }
+        }
         let mut to_reconcile = Vec::new();
+        let mut learned = Vec::new();
         for run in engine.state.runs.values() {
             if !run.state.is_terminal() {
-                engine.index.active.insert(run.id.clone());
+                let queued = run.state == state::PipelineRunState::Queued;
+                engine
+                    .index
+                    .active
+                    .insert(run.id.clone(), run.pipeline(), queued);
             }
             engine.index.deadlines.watch(run);
             for (step, step_run) in &run.steps {
@@ -218,7 +238,12 @@ impl Engine {
                     if let Some(id) = attempt.run_id {
                         if attempt.phase != AttemptPhase::Finished {
                             engine.index.by_dbt_run.insert(id, at.clone());
+                            // Every run in flight is looked at once at start-up.
+                            engine.due.polls.set(id, now);
                         }
+                    }
+                    if let (Some(ms), Some(end)) = (attempt.run_duration_ms, attempt.finished_at) {
+                        learned.push((end, attempt.job_id, ms));
                     }
                     if attempt.phase == AttemptPhase::Triggering && attempt.resend_at.is_none() {
                         to_reconcile.push(at);
@@ -226,8 +251,13 @@ impl Engine {
                 }
             }
         }
-        if !engine.index.by_dbt_run.is_empty() {
-            engine.due.poll_at = Some(now);
+        // The duration windows, oldest first, from the runs memory holds.
+        learned.sort_unstable();
+        for (_, job, ms) in learned {
+            let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+            engine
+                .durations
+                .record(job, chrono::Duration::milliseconds(ms));
         }
         let reconcile_at = now + to_chrono(engine.config.takeover_hold);
         for at in to_reconcile {
@@ -366,7 +396,7 @@ impl Engine {
             }
             Event::RunHint { run } => {
                 if self.index.by_dbt_run.contains_key(&run) {
-                    self.due.poll_at = Some(now);
+                    self.due.polls.set(run, now);
                 }
             }
             Event::Operator(request) => self.on_operator(request, now),
@@ -503,6 +533,17 @@ impl Engine {
             || !self.in_flight.details.is_empty()
     }
 
+    fn attempt(&self, at: &AttemptRef) -> Option<&state::Attempt> {
+        self.state
+            .runs
+            .get(&at.run)?
+            .steps
+            .get(&at.step)?
+            .attempts
+            .iter()
+            .find(|a| a.number == at.number)
+    }
+
     fn attempt_mut(&mut self, at: &AttemptRef) -> Option<&mut state::Attempt> {
         self.state
             .runs
@@ -521,17 +562,24 @@ impl Engine {
         what: TransitionKind,
         detail: String,
     ) {
-        self.outbox.transitions.push(Transition {
-            at: now,
-            pipeline: run.pipeline().clone(),
-            run: Some(run.id.clone()),
-            step: None,
-            attempt: None,
-            dbt_run: None,
-            href: None,
-            what,
-            detail,
-        });
+        self.outbox
+            .transitions
+            .push(run_transition(now, run, what, detail));
+    }
+
+    /// `note` for a run in memory, by id (without cloning the run to free the borrow).
+    fn note_id(
+        &mut self,
+        now: DateTime<Utc>,
+        id: &PipelineRunId,
+        what: TransitionKind,
+        detail: String,
+    ) {
+        if let Some(run) = self.state.runs.get(id) {
+            self.outbox
+                .transitions
+                .push(run_transition(now, run, what, detail));
+        }
     }
 
     fn note_attempt(
@@ -670,6 +718,26 @@ impl Engine {
             self.passes.changed.insert(run.id.clone());
             self.state.runs.insert(run.id.clone(), run);
         }
+    }
+}
+
+/// A transition of a pipeline run as a whole.
+fn run_transition(
+    now: DateTime<Utc>,
+    run: &PipelineRun,
+    what: TransitionKind,
+    detail: String,
+) -> Transition {
+    Transition {
+        at: now,
+        pipeline: run.pipeline().clone(),
+        run: Some(run.id.clone()),
+        step: None,
+        attempt: None,
+        dbt_run: None,
+        href: None,
+        what,
+        detail,
     }
 }
 

@@ -226,7 +226,8 @@ impl Engine {
         run.state = PipelineRunState::Queued;
         run.finished_at = None;
         run.cancel_reason = None;
-        self.index.active.insert(id.clone());
+        let pipeline = run.pipeline().clone();
+        self.index.active.insert(id.clone(), &pipeline, true);
         self.mark_changed(id.clone());
         Ok(Outcome::RunRetried(id))
     }

@@ -131,9 +131,10 @@ impl Engine {
         let active_regular: Vec<PipelineRunId> = self
             .index
             .active
+            .of_pipeline(&def.name)
             .iter()
             .filter_map(|rid| self.state.runs.get(rid))
-            .filter(|r| r.pipeline() == &def.name && !r.is_backfill())
+            .filter(|r| !r.is_backfill())
             .map(|r| r.id.clone())
             .collect();
         let backfill = matches!(origin, RunOrigin::Backfill { .. });
@@ -201,7 +202,7 @@ impl Engine {
             },
         );
         self.state.runs.insert(id.clone(), run);
-        self.index.active.insert(id.clone());
+        self.index.active.insert(id.clone(), &def.name, true);
         self.mark_changed(id.clone());
         Some(id)
     }
@@ -209,18 +210,21 @@ impl Engine {
     /// Starts queued runs whose pipeline has no other regular run running (oldest first).
     /// Backfill runs start beside the regular schedule, under their backfill's `max_active`.
     pub(super) fn plan_queued_runs(&mut self, now: DateTime<Utc>) {
-        let queued: Vec<PipelineRunId> = self
+        let (queued, moved_on): (Vec<PipelineRunId>, Vec<PipelineRunId>) = self
             .index
             .active
+            .maybe_queued()
             .iter()
-            .filter(|id| {
+            .cloned()
+            .partition(|id| {
                 self.state
                     .runs
-                    .get(*id)
+                    .get(id)
                     .is_some_and(|r| r.state == PipelineRunState::Queued)
-            })
-            .cloned()
-            .collect();
+            });
+        for id in &moved_on {
+            self.index.active.not_queued(id);
+        }
         let mut started: Vec<PipelineName> = Vec::new();
         let mut order: Vec<(DateTime<Utc>, PipelineRunId)> = queued
             .into_iter()
@@ -235,13 +239,16 @@ impl Engine {
             let backfill = run.is_backfill();
             let blocked = !backfill
                 && (started.contains(&pipeline)
-                    || self.index.active.iter().any(|other| {
-                        self.state.runs.get(other).is_some_and(|o| {
-                            o.pipeline() == &pipeline
-                                && !o.is_backfill()
-                                && o.state == PipelineRunState::Running
-                        })
-                    }));
+                    || self
+                        .index
+                        .active
+                        .of_pipeline(&pipeline)
+                        .iter()
+                        .any(|other| {
+                            self.state.runs.get(other).is_some_and(|o| {
+                                !o.is_backfill() && o.state == PipelineRunState::Running
+                            })
+                        }));
             let backfill_full = match &run.origin {
                 RunOrigin::Backfill { backfill } => {
                     self.backfill_running_runs(backfill) >= self.backfill_limit(backfill)
@@ -255,10 +262,9 @@ impl Engine {
                 run.state = PipelineRunState::Running;
                 run.started_at = Some(now);
             }
+            self.index.active.not_queued(&id);
             self.mark_changed(id.clone());
-            if let Some(run) = self.state.runs.get(&id).cloned() {
-                self.note(now, &run, TransitionKind::PipelineRunStarted, String::new());
-            }
+            self.note_id(now, &id, TransitionKind::PipelineRunStarted, String::new());
             if !backfill {
                 started.push(pipeline);
             }

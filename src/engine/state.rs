@@ -337,6 +337,10 @@ pub struct Attempt {
     /// Why the run failed, fetched after it ended in error (absent in records written before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<FailureDetails>,
+    /// How long the run took by dbt Cloud's own timestamps (created to finished), kept for a
+    /// success: the job's duration history that predicted polling learns from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_duration_ms: Option<u64>,
 }
 
 impl Attempt {

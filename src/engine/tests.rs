@@ -709,3 +709,5 @@ fn retention_deletes_a_long_history_in_small_batches() {
     assert_eq!(deleted_per_pass, vec![1000, 1000, 500, 0]);
     assert!(engine.state().archived.is_empty());
 }
+
+mod predict;

@@ -1,12 +1,12 @@
 //! Following attempts in dbt Cloud: trigger answers and their reconciliation, polling, status
 //! changes, timeouts and confirmed cancellation.
 
-use super::event::{Action, Plan, TransitionKind, TriggerResult};
+use super::event::{Action, Plan, TransitionKind, TriggerResult, POLL_PAGE};
 use super::state::{
     AttemptOutcome, AttemptPhase, AttemptRef, CancelReason, CancelRequest, PipelineRunId,
     StatusChange,
 };
-use super::{earliest, to_chrono, Engine};
+use super::{earliest, predict, to_chrono, Engine};
 use crate::dbt_cloud::wire::{Run, RunStatus};
 use crate::ids::RunId;
 use chrono::{DateTime, Utc};
@@ -118,11 +118,8 @@ impl Engine {
         a.message = None;
         self.index.by_dbt_run.insert(run.id, at.clone());
         self.mark_changed(at.run.clone());
-        let next = now + to_chrono(self.config.poll_interval);
-        self.due.poll_at = Some(match self.due.poll_at {
-            Some(p) if p >= now => p.min(next),
-            _ => next,
-        });
+        let next = self.next_look(run.id, now);
+        self.due.polls.set(run.id, next);
         self.note_attempt(now, at, what, format!("dbt Cloud run {}", run.id));
         self.on_run_seen(run, now);
     }
@@ -190,6 +187,9 @@ impl Engine {
         if !status.is_terminal() {
             return;
         }
+        if status == RunStatus::Success {
+            self.learn_duration(&at, run, now);
+        }
         let outcome = match status {
             RunStatus::Success => AttemptOutcome::Success,
             RunStatus::Error => AttemptOutcome::Error,
@@ -219,7 +219,11 @@ impl Engine {
         changed: &BTreeSet<PipelineRunId>,
     ) {
         let mut refs = Vec::new();
-        let candidates = if full { &self.index.active } else { changed };
+        let candidates = if full {
+            self.index.active.ids()
+        } else {
+            changed
+        };
         for id in candidates {
             let Some(run) = self.state.runs.get(id) else {
                 continue;
@@ -279,6 +283,48 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// Records how long a successful run took: by dbt Cloud's own timestamps when it sent both,
+    /// else from the trigger's acceptance to now (longer by the polling delay).
+    fn learn_duration(&mut self, at: &AttemptRef, run: &Run, now: DateTime<Utc>) {
+        let Some(a) = self.attempt_mut(at) else {
+            return;
+        };
+        let took = match (run.created_at, run.finished_at) {
+            (Some(created), Some(finished)) => finished.0 - created.0,
+            _ => now - a.accepted_at.unwrap_or(a.created_at),
+        };
+        let Ok(ms) = u64::try_from(took.num_milliseconds()) else {
+            return;
+        };
+        a.run_duration_ms = Some(ms);
+        let job = a.job_id;
+        self.durations.record(job, took);
+    }
+
+    /// When to look next at a watched run after a look at `now`.
+    fn next_look(&self, run: RunId, now: DateTime<Utc>) -> DateTime<Utc> {
+        let interval = to_chrono(self.config.poll_interval);
+        let attempt = self
+            .index
+            .by_dbt_run
+            .get(&run)
+            .and_then(|at| self.attempt(at));
+        let Some(a) = attempt else {
+            return now + interval;
+        };
+        let expected = if self.config.predict_polls {
+            self.durations.expected(a.job_id)
+        } else {
+            None
+        };
+        predict::next_look(
+            expected,
+            a.accepted_at.unwrap_or(a.created_at),
+            now,
+            interval,
+        )
     }
 
     /// Searches the job's runs for the attempt's key (its `reconcile_at` has come).
@@ -409,25 +455,39 @@ impl Engine {
         });
     }
 
-    /// One batched look at every run in flight per poll interval (sooner after a webhook hint).
+    /// Looks at the runs that are due (each on its own schedule, see `predict`) in one batched
+    /// request, filled up with the runs due soonest after them; one poll at a time.
     pub(super) fn plan_poll(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
-        if self.index.by_dbt_run.is_empty() {
-            return;
-        }
-        let due = self.due.poll_at.unwrap_or(now);
         if self.in_flight.poll {
             return;
         }
+        let Some(due) = self.due.polls.next() else {
+            return;
+        };
         if due > now {
             plan.wake_at = earliest(plan.wake_at, due);
             return;
         }
-        let mut runs: Vec<_> = self.index.by_dbt_run.keys().copied().collect();
-        runs.sort();
+        let mut runs = self.due.polls.batch(now, POLL_PAGE);
+        // A run no longer watched (its attempt finished) leaves the schedule here at the latest.
+        for run in runs
+            .iter()
+            .filter(|r| !self.index.by_dbt_run.contains_key(r))
+        {
+            self.due.polls.remove(*run);
+        }
+        runs.retain(|r| self.index.by_dbt_run.contains_key(r));
+        for &run in &runs {
+            let next = self.next_look(run, now);
+            self.due.polls.set(run, next);
+        }
+        if let Some(next) = self.due.polls.next() {
+            plan.wake_at = earliest(plan.wake_at, next);
+        }
+        if runs.is_empty() {
+            return;
+        }
         self.in_flight.poll = true;
-        let next = now + to_chrono(self.config.poll_interval);
-        self.due.poll_at = Some(next);
-        plan.wake_at = earliest(plan.wake_at, next);
         plan.actions.push(Action::Poll { runs });
     }
 }

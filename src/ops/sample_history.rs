@@ -83,6 +83,10 @@ fn attempt(
         }),
         message: (!ok).then(|| "Database Error in model <orders>".to_string()),
         details: None,
+        // As the engine keeps it: a success's duration by dbt Cloud's timestamps.
+        run_duration_ms: ok
+            .then(|| u64::try_from((finished - created).num_milliseconds()).ok())
+            .flatten(),
     }
 }
 

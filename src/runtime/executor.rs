@@ -9,8 +9,7 @@ use crate::engine::event::{Action, Event, TriggerResult};
 use crate::engine::state::AttemptKey;
 use crate::ids::{JobId, RunId};
 
-/// Ids per batched poll: the most dbt Cloud returns in one page.
-const POLL_BATCH: usize = 100;
+use crate::engine::event::POLL_PAGE as POLL_BATCH;
 
 /// Performs one action and reports what came of it.
 pub async fn execute(client: &DbtCloudClient, action: Action) -> Event {

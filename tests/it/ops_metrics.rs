@@ -45,7 +45,7 @@ async fn a_known_workload_gives_the_expected_metrics() {
         vec![pipeline(PIPELINE)],
     )
     .await;
-    let metrics = Metrics::new();
+    let metrics = Metrics::with_step_histograms();
     let mut seen = h.daemon.transitions();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(metrics.clone().run(h.daemon.clone(), shutdown.clone()));

@@ -1,8 +1,11 @@
 //! Prometheus metrics at `GET /metrics`: attempts by outcome (the failure class), retries, time
-//! queued and running, dispatch latency, schedule lag, runs in flight, runs late, last success, dbt Cloud
-//! requests, 429s and budget waits. Fed by the engine's `Transition` broadcast; timings the
-//! transitions do not carry are read from the engine's state with one `inspect` per batch. Labels
-//! are pipeline and step names (bounded by the config), never run ids.
+//! queued and running, dispatch latency, schedule lag, runs in flight, runs late, last success,
+//! dbt Cloud requests, 429s and budget waits. Fed by the engine's `Transition` broadcast; timings
+//! the transitions do not carry are read from the engine's state with one `inspect` per batch.
+//! Labels are pipeline and step names (bounded by the config), never run ids. The timing
+//! histograms are per pipeline unless the operator asks for them per step
+//! (`metrics.step_histograms`): with 10,000 pipelines of five steps, per-step series of three
+//! histogram families were most of the daemon's memory.
 
 mod read;
 mod text;
@@ -53,6 +56,8 @@ struct Registry {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// Timing histograms per (pipeline, step) instead of per pipeline.
+    step_histograms: bool,
     /// Each account's request budget, by account name.
     budgets: Mutex<BTreeMap<String, Arc<RequestBudget>>>,
     webhooks: Mutex<Option<Arc<Mutex<WebhookStats>>>>,
@@ -76,6 +81,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Self {
             registry: Mutex::default(),
+            step_histograms: false,
             budgets: Mutex::default(),
             webhooks: Mutex::default(),
             processed: watch::channel(0).0,
@@ -87,6 +93,15 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Metrics whose timing histograms carry a `step` label beside `pipeline` (one series per
+    /// step: use it where the number of steps is known to be small).
+    pub fn with_step_histograms() -> Arc<Self> {
+        Arc::new(Self {
+            step_histograms: true,
+            ..Self::default()
+        })
     }
 
     /// Reads the `default` account's request budget (requests, waits, 429s) at every scrape.
@@ -276,7 +291,7 @@ impl Metrics {
                     queued,
                     running,
                 } => {
-                    let key = (pipeline.clone(), step.clone());
+                    let key = self.histogram_key(&pipeline, &step);
                     *reg.attempts
                         .entry((pipeline.clone(), step.clone(), outcome.into()))
                         .or_default() += 1;
@@ -304,7 +319,7 @@ impl Metrics {
                     seconds,
                 } => reg
                     .dispatch
-                    .entry((pipeline, step))
+                    .entry(self.histogram_key(&pipeline, &step))
                     .or_insert_with(|| Histogram::new(SHORT_BUCKETS))
                     .observe(seconds),
                 Found::Lag { pipeline, seconds } => reg
@@ -314,6 +329,12 @@ impl Metrics {
                     .observe(seconds),
             }
         }
+    }
+
+    /// The series a timing goes to: (pipeline, step), or (pipeline, "") without step histograms.
+    fn histogram_key(&self, pipeline: &str, step: &str) -> Pair {
+        let step = if self.step_histograms { step } else { "" };
+        (pipeline.to_string(), step.to_string())
     }
 
     fn apply_gauges(&self, g: Gauges) {
@@ -563,7 +584,11 @@ fn counter3(
 fn histograms2(e: &mut Exposition, name: &str, help: &str, values: &BTreeMap<Pair, Histogram>) {
     e.family(name, "histogram", help);
     for ((p, s), h) in values {
-        e.histogram(name, &[("pipeline", p), ("step", s)], h);
+        if s.is_empty() {
+            e.histogram(name, &[("pipeline", p)], h);
+        } else {
+            e.histogram(name, &[("pipeline", p), ("step", s)], h);
+        }
     }
 }
 
@@ -607,6 +632,30 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("baton_dbt_cloud_budget_waiting{account=\"default\"} 0\n"));
+    }
+
+    #[test]
+    fn timing_histograms_are_per_pipeline_unless_step_histograms_are_asked_for() {
+        let found = || {
+            vec![Found::Dispatch {
+                pipeline: "nightly".into(),
+                step: "marts".into(),
+                seconds: 0.2,
+            }]
+        };
+        let m = Metrics::new();
+        m.apply_found(found());
+        let text = m.render();
+        assert!(
+            text.contains("baton_dispatch_latency_seconds_count{pipeline=\"nightly\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("step=\"marts\""));
+        let m = Metrics::with_step_histograms();
+        m.apply_found(found());
+        assert!(m.render().contains(
+            "baton_dispatch_latency_seconds_count{pipeline=\"nightly\",step=\"marts\"} 1\n"
+        ));
     }
 
     #[test]

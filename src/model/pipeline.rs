@@ -200,6 +200,27 @@ impl Step {
 }
 
 impl Pipeline {
+    /// Each step's depth in the DAG (roots 0, otherwise one more than its deepest upstream), in
+    /// the steps' own (topological) order.
+    pub fn step_depths(&self) -> Vec<usize> {
+        let mut depth: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(self.steps.len());
+        self.steps
+            .iter()
+            .map(|step| {
+                let d = step
+                    .depends_on
+                    .iter()
+                    .filter_map(|up| depth.get(up.0.as_str()))
+                    .map(|d| d + 1)
+                    .max()
+                    .unwrap_or(0);
+                depth.insert(step.name.0.as_str(), d);
+                d
+            })
+            .collect()
+    }
+
     pub fn step(&self, name: &StepName) -> Option<&Step> {
         self.steps.iter().find(|s| &s.name == name)
     }

@@ -121,18 +121,13 @@ impl StatusView {
             .map(|def| {
                 let name = def.name.0.as_str();
                 let run = latest.get(name).copied().or_else(|| archived.get(name));
-                let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
                 let mut levels: Vec<Vec<StepView>> = Vec::new();
-                // Steps come in topological order: every upstream's depth is known already.
-                for step in def.steps.iter().filter(|_| !compact) {
-                    let d = step
-                        .depends_on
-                        .iter()
-                        .filter_map(|up| depth.get(up.0.as_str()))
-                        .map(|d| d + 1)
-                        .max()
-                        .unwrap_or(0);
-                    depth.insert(step.name.0.as_str(), d);
+                let depths = if compact {
+                    Vec::new()
+                } else {
+                    def.step_depths()
+                };
+                for (step, &d) in def.steps.iter().zip(&depths) {
                     if levels.len() <= d {
                         levels.resize_with(d + 1, Vec::new);
                     }

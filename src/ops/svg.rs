@@ -33,19 +33,9 @@ pub fn dag(
     states: &BTreeMap<String, String>,
     hrefs: &BTreeMap<String, String>,
 ) -> String {
-    let mut depth: BTreeMap<&str, usize> = BTreeMap::new();
     let mut per_level: Vec<usize> = Vec::new();
     let mut place: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    // Steps come in topological order: every upstream is placed already.
-    for step in &def.steps {
-        let d = step
-            .depends_on
-            .iter()
-            .filter_map(|u| depth.get(u.0.as_str()))
-            .map(|d| d + 1)
-            .max()
-            .unwrap_or(0);
-        depth.insert(step.name.0.as_str(), d);
+    for (step, d) in def.steps.iter().zip(def.step_depths()) {
         if per_level.len() <= d {
             per_level.resize(d + 1, 0);
         }

@@ -88,7 +88,6 @@ pub struct Loaded {
     pub archived: Vec<ArchivedRow>,
     pub cursors: Vec<(String, Vec<u8>)>,
     pub backfills: Vec<(String, Vec<u8>)>,
-    pub resolved_jobs: Vec<(String, i64)>,
 }
 
 /// A storage backend. Only the runtime loop calls `apply`; `history` serves readers elsewhere.
@@ -99,6 +98,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// One transaction. With `Durability::Full` and an empty batch, makes earlier deferred commits
     /// durable.
     fn apply(&self, batch: &Batch, durability: Durability) -> Result<(), StoreError>;
+    /// The references job names last resolved to, with their job ids: read alone at start-up,
+    /// not through `load`.
+    fn resolved_jobs(&self) -> Result<Vec<(String, i64)>, StoreError>;
     /// Read-only access to archived runs that never blocks the writer.
     fn history(&self) -> Arc<dyn HistorySource>;
     /// The backend's own integrity check: empty when healthy, else the problems it found.

@@ -206,8 +206,7 @@ impl Store {
     pub fn resolved_jobs(&self) -> Result<BTreeMap<String, crate::ids::JobId>, StoreError> {
         Ok(self
             .backend
-            .load()?
-            .resolved_jobs
+            .resolved_jobs()?
             .into_iter()
             .map(|(reference, id)| (reference, crate::ids::JobId(id)))
             .collect())

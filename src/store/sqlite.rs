@@ -264,9 +264,6 @@ impl Backend for SqliteBackend {
                     text_pair,
                 )?,
                 backfills: rows(conn, "SELECT id, backfill FROM backfills", text_pair)?,
-                resolved_jobs: rows(conn, "SELECT reference, job_id FROM resolved_jobs", |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })?,
             })
         };
         read().map_err(|e| self.write_error(e))
@@ -309,6 +306,16 @@ impl Backend for SqliteBackend {
             incremental_vacuum(&writer.conn).map_err(err)?;
         }
         Ok(())
+    }
+
+    fn resolved_jobs(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let writer = self.writer();
+        rows(
+            &writer.conn,
+            "SELECT reference, job_id FROM resolved_jobs",
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map_err(|e| self.write_error(e))
     }
 
     fn history(&self) -> Arc<dyn HistorySource> {

@@ -191,3 +191,34 @@ fn the_history_reader_reads_while_the_writer_holds_a_transaction() {
     assert_eq!(store.history_reader().get(&old.id), Some(old));
     writer.execute_batch("ROLLBACK;").unwrap();
 }
+
+#[test]
+fn an_empty_full_commit_syncs_only_when_a_deferred_one_is_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let syncs = || -> Option<String> {
+        Connection::open(dir.path().join(DB_FILE))
+            .unwrap()
+            .query_row("SELECT value FROM meta WHERE key = 'full_syncs'", [], |r| {
+                r.get(0)
+            })
+            .ok()
+    };
+    store.commit(&[]).unwrap();
+    assert_eq!(syncs(), None, "nothing was pending: nothing to write");
+    store
+        .commit_with(&[nightly_cursor()], Durability::Deferred)
+        .unwrap();
+    store.commit(&[]).unwrap();
+    assert_eq!(
+        syncs().as_deref(),
+        Some("1"),
+        "the pending commit is synced by a write"
+    );
+    store.commit(&[]).unwrap();
+    assert_eq!(
+        syncs().as_deref(),
+        Some("1"),
+        "synced already: nothing more"
+    );
+}

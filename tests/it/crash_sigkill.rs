@@ -23,6 +23,7 @@
 
 use crate::support::check::{check, error_lines, keep_files, minute_ticks, tail, Checked};
 use crate::support::process::{EmulatorProcess, TimeLine, Workspace};
+use crate::support::scenario::kill_test_pipelines;
 use crate::support::slow_tests_enabled;
 use crate::support::t;
 use chrono::{DateTime, Utc};
@@ -62,34 +63,7 @@ concurrency: queue
 "#;
 
 fn pipelines() -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "fanin.yaml",
-            format!(
-                "name: fanin\n{HEAD}steps:\n  a: {{ job_id: 11 }}\n  b: {{ job_id: 12, depends_on: [a] }}\n  \
-                 c: {{ job_id: 13, depends_on: [a] }}\n  d: {{ job_id: 14, depends_on: [b, c] }}\n"
-            ),
-        ),
-        (
-            "chain.yaml",
-            format!(
-                "name: chain\n{HEAD}steps:\n  x: {{ job_id: 21 }}\n  y: {{ job_id: 22, depends_on: [x] }}\n"
-            ),
-        ),
-        (
-            "flaky.yaml",
-            format!(
-                "name: flaky\n{HEAD}steps:\n  f:\n    job_id: 31\n    retry: {{ attempts: 3, backoff: 3s }}\n  \
-                 g: {{ job_id: 32, depends_on: [f] }}\n"
-            ),
-        ),
-        (
-            "rerun.yaml",
-            format!(
-                "name: rerun\n{HEAD}steps:\n  r:\n    job_id: 41\n    retry: {{ attempts: 3, backoff: 3s, from_failure: true }}\n"
-            ),
-        ),
-    ]
+    kill_test_pipelines(HEAD)
 }
 
 const DAEMON_CONFIG: &str = "poll_interval: 5s\ncatchup_max: 1000\nmax_in_flight: 50\n";
@@ -293,10 +267,12 @@ fn crash_test(variant: &str, faults: &str) {
     );
 }
 
-/// Retention (the default 30 days) and the expired runs' spread, in scenario time: each kill cycle
-/// lasts about a quarter of a real second, 15 scenario seconds.
+/// Retention (the default 30 days) and the expired runs' spread, in scenario time. A kill cycle
+/// takes about a quarter of a real second, 15 scenario seconds or more; the runs expire over 10
+/// seconds a kill, so the last has expired while kills still restart daemons (each start prunes at
+/// once; a pass that deleted everything due waits an hour).
 const RETENTION_DAYS: i64 = 30;
-const SCENARIO_SECONDS_PER_KILL: i64 = 15;
+const SCENARIO_SECONDS_PER_KILL: i64 = 10;
 const EXPIRED_RUNS_PER_KILL: u32 = 50;
 
 /// Writes finished, archived runs of the pipeline `expired` whose retention ends one by one from

@@ -19,6 +19,7 @@
 use crate::support::check::{check, error_lines, keep_files, tail, ticks, Checked};
 use crate::support::process;
 use crate::support::process::{EmulatorProcess, RequestCount, TimeLine, Workspace};
+use crate::support::scenario::kill_test_pipelines;
 use crate::support::slow_tests_enabled;
 use crate::support::t;
 use baton::engine::state::{AttemptKind, PipelineRunState};
@@ -72,41 +73,15 @@ concurrency: queue
 "#;
 
 fn pipelines() -> Vec<(&'static str, String)> {
-    vec![
-        (
-            "fanin.yaml",
-            format!(
-                "name: fanin\n{HEAD}steps:\n  a: {{ job_id: 11 }}\n  b: {{ job_id: 12, depends_on: [a] }}\n  \
-                 c: {{ job_id: 13, depends_on: [a] }}\n  d: {{ job_id: 14, depends_on: [b, c] }}\n"
-            ),
-        ),
-        (
-            "chain.yaml",
-            format!(
-                "name: chain\n{HEAD}steps:\n  x: {{ job_id: 21 }}\n  y: {{ job_id: 22, depends_on: [x] }}\n"
-            ),
-        ),
-        (
-            "flaky.yaml",
-            format!(
-                "name: flaky\n{HEAD}steps:\n  f:\n    job_id: 31\n    retry: {{ attempts: 3, backoff: 3s }}\n  \
-                 g: {{ job_id: 32, depends_on: [f] }}\n"
-            ),
-        ),
-        (
-            "rerun.yaml",
-            format!(
-                "name: rerun\n{HEAD}steps:\n  r:\n    job_id: 41\n    retry: {{ attempts: 3, backoff: 3s, from_failure: true }}\n"
-            ),
-        ),
-        (
-            "timeout.yaml",
-            format!(
-                "name: timeout\n{HEAD}steps:\n  s: {{ job_id: 51, timeout: 20s }}\n  \
+    let mut pipelines = kill_test_pipelines(HEAD);
+    pipelines.push((
+        "timeout.yaml",
+        format!(
+            "name: timeout\n{HEAD}steps:\n  s: {{ job_id: 51, timeout: 20s }}\n  \
                  u: {{ job_id: 52, depends_on: [s] }}\n"
-            ),
         ),
-    ]
+    ));
+    pipelines
 }
 
 const DAEMON_CONFIG: &str = "poll_interval: 5s\ncatchup_max: 100000\nmax_in_flight: 50\n";

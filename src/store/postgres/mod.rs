@@ -34,6 +34,7 @@ enum Request {
     Apply(Box<Batch>, Durability),
     Check,
     Size,
+    ResolvedJobs,
     Get(String),
     Newest(String, usize),
     All,
@@ -45,6 +46,7 @@ enum Reply {
     Done,
     Problems(Vec<String>),
     Size(u64),
+    ResolvedJobs(Vec<(String, i64)>),
     Record(Option<Vec<u8>>),
     Records(Vec<Vec<u8>>),
 }
@@ -269,6 +271,7 @@ impl Session {
             }
             Request::Check => Reply::Problems(sql::check(client, migrations::POSTGRES).await?),
             Request::Size => Reply::Size(sql::size(client).await?),
+            Request::ResolvedJobs => Reply::ResolvedJobs(sql::resolved_jobs(client).await?),
             Request::Get(id) => Reply::Record(sql::history_get(client, id).await?),
             Request::Newest(pipeline, limit) => {
                 Reply::Records(sql::history_newest(client, pipeline, *limit).await?)
@@ -348,6 +351,13 @@ impl Backend for PostgresBackend {
 
     fn history(&self) -> Arc<dyn HistorySource> {
         self.history.clone()
+    }
+
+    fn resolved_jobs(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        match self.writer.ask(Request::ResolvedJobs)? {
+            Reply::ResolvedJobs(jobs) => Ok(jobs),
+            _ => Err(self.unexpected()),
+        }
     }
 
     fn check(&self) -> Result<Vec<String>, StoreError> {

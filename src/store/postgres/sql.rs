@@ -130,19 +130,12 @@ pub(super) async fn load(client: &mut Client) -> Result<Loaded, SqlError> {
         .collect();
     let cursors = pairs(client, "SELECT pipeline, cursor FROM schedule_cursors").await?;
     let backfills = pairs(client, "SELECT id, backfill FROM backfills").await?;
-    let resolved_jobs = client
-        .query("SELECT reference, job_id FROM resolved_jobs", &[])
-        .await?
-        .into_iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
     let loaded = Loaded {
         definitions,
         runs,
         archived,
         cursors,
         backfills,
-        resolved_jobs,
     };
     tx.commit().await?;
     Ok(loaded)
@@ -315,6 +308,15 @@ pub(super) async fn check(client: &Client, all: &[Migration]) -> Result<Vec<Stri
         ));
     }
     Ok(problems)
+}
+
+pub(super) async fn resolved_jobs(client: &Client) -> Result<Vec<(String, i64)>, SqlError> {
+    Ok(client
+        .query("SELECT reference, job_id FROM resolved_jobs", &[])
+        .await?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
 }
 
 pub(super) async fn size(client: &Client) -> Result<u64, SqlError> {

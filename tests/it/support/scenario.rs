@@ -31,3 +31,37 @@ pub fn scenario_with(top: &str, jobs: &[&str]) -> String {
     }
     yaml
 }
+
+/// The pipelines the kill tests (crash test, fault soak) run, each with `head` (its schedule and
+/// concurrency): a fan-in DAG on jobs 11–14, a chain on 21–22, a flaky job with retries on 31–32
+/// and a rerun-from-failure on 41.
+pub fn kill_test_pipelines(head: &str) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "fanin.yaml",
+            format!(
+                "name: fanin\n{head}steps:\n  a: {{ job_id: 11 }}\n  b: {{ job_id: 12, depends_on: [a] }}\n  \
+                 c: {{ job_id: 13, depends_on: [a] }}\n  d: {{ job_id: 14, depends_on: [b, c] }}\n"
+            ),
+        ),
+        (
+            "chain.yaml",
+            format!(
+                "name: chain\n{head}steps:\n  x: {{ job_id: 21 }}\n  y: {{ job_id: 22, depends_on: [x] }}\n"
+            ),
+        ),
+        (
+            "flaky.yaml",
+            format!(
+                "name: flaky\n{head}steps:\n  f:\n    job_id: 31\n    retry: {{ attempts: 3, backoff: 3s }}\n  \
+                 g: {{ job_id: 32, depends_on: [f] }}\n"
+            ),
+        ),
+        (
+            "rerun.yaml",
+            format!(
+                "name: rerun\n{head}steps:\n  r:\n    job_id: 41\n    retry: {{ attempts: 3, backoff: 3s, from_failure: true }}\n"
+            ),
+        ),
+    ]
+}

@@ -58,7 +58,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         }
     };
     crate::logging::init(config.log_format);
-    match runtime.block_on(serve(config, args, signals)) {
+    match runtime.block_on(async { serve(config, args, signals.requests()).await }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -110,7 +110,7 @@ pub fn account_client(
     Ok(DbtCloudClient::with_budget(client_config, budget)?)
 }
 
-async fn serve(config: DaemonConfig, args: &RunArgs, signals: Signals) -> anyhow::Result<()> {
+async fn serve(config: DaemonConfig, args: &RunArgs, signals: NodeSignals) -> anyhow::Result<()> {
     let pipelines = load_pipelines(std::slice::from_ref(&config.pipelines_dir))
         .map_err(|d| anyhow::anyhow!("the pipeline files have problems:\n{d}"))?;
     crate::config::accounts::check_accounts(&pipelines, &config.account_names())
@@ -134,8 +134,9 @@ pub(super) struct Leadership {
     pub gate: ActingGate,
     /// How long attempts the previous leader left triggering wait (clock time).
     pub takeover_hold: std::time::Duration,
-    /// This node's role; the loop stops as soon as it may no longer act.
+    /// This node's role; the loop stops as soon as it may no longer act in term `epoch`.
     pub role: tokio::sync::watch::Receiver<crate::ha::Role>,
+    pub epoch: crate::ha::Epoch,
     /// `/leader` and the leadership metrics.
     pub extra: super::run_ha::RoleView,
 }
@@ -145,6 +146,7 @@ pub(super) struct Leadership {
 pub(super) struct NodeHttp {
     routes: axum::Router,
     note: ops::status_page::Note,
+    readiness: crate::http::NodeRole,
     socket: std::net::TcpListener,
 }
 
@@ -152,7 +154,7 @@ pub(super) struct NodeHttp {
 pub(super) async fn serve_with(
     config: DaemonConfig,
     args: &RunArgs,
-    signals: Signals,
+    signals: NodeSignals,
     pipelines: Vec<crate::model::pipeline::Pipeline>,
     store: Store,
     leadership: Option<Leadership>,
@@ -198,7 +200,11 @@ pub(super) async fn serve_with(
     let shutdown = CancellationToken::new();
     if let Some(l) = &leadership {
         daemon = daemon.with_gate(l.gate.clone());
-        tokio::spawn(super::run_ha::watch_term(l.role.clone(), shutdown.clone()));
+        tokio::spawn(super::run_ha::watch_term(
+            l.role.clone(),
+            l.epoch,
+            shutdown.clone(),
+        ));
     }
     let handle = daemon.handle();
 
@@ -238,11 +244,12 @@ pub(super) async fn serve_with(
             Ok(NodeHttp {
                 routes: l.extra.router(),
                 note: l.extra.note(),
+                readiness: l.extra.readiness(),
                 socket: l.socket.try_clone()?,
             })
         })
         .transpose()?;
-    let api = start_http(&config, &handle, client, metrics, node, &shutdown).await?;
+    let (api, server) = start_http(&config, &handle, client, metrics, node, &shutdown).await?;
     let systemd = SdNotifier::from_env();
     let reloader = Reloader {
         pipelines_dir: config.pipelines_dir.clone(),
@@ -277,7 +284,17 @@ pub(super) async fn serve_with(
             shutdown.clone(),
         ));
     }
-    daemon.run(shutdown).await?;
+    let result = daemon.run(shutdown.clone()).await;
+    // Everything this run started ends with it: a leader that goes back to standby hands the
+    // API's socket back only once its server no longer accepts on it.
+    shutdown.cancel();
+    let grace = args.shutdown_grace.max(std::time::Duration::from_secs(1));
+    let mut server = server;
+    if tokio::time::timeout(grace, &mut server).await.is_err() {
+        server.abort();
+        let _ = server.await;
+    }
+    result?;
     tracing::info!("baton stopped");
     Ok(())
 }
@@ -293,12 +310,17 @@ async fn start_http(
     metrics: Arc<Metrics>,
     node: Option<NodeHttp>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<std::net::SocketAddr> {
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     let token = config.resolve_http_token()?;
     crate::http::check_listen(config.http.listen, token.as_ref()).map_err(anyhow::Error::msg)?;
-    let (node_routes, note, socket) = match node {
-        Some(n) => (Some(n.routes), Some(n.note), Some(n.socket)),
-        None => (None, None, None),
+    let (node_routes, note, socket, readiness) = match node {
+        Some(n) => (
+            Some(n.routes),
+            Some(n.note),
+            Some(n.socket),
+            Some(n.readiness),
+        ),
+        None => (None, None, None, None),
     };
     let listener = match socket {
         Some(socket) => tokio::net::TcpListener::from_std(socket)?,
@@ -307,7 +329,10 @@ async fn start_http(
             .with_context(|| format!("cannot listen on {} (`http.listen`)", config.http.listen))?,
     };
     let listening = listener.local_addr().unwrap_or(config.http.listen);
-    let state = crate::http::AppState::new(handle.clone(), token, Some(client));
+    let mut state = crate::http::AppState::new(handle.clone(), token, Some(client));
+    if let Some(readiness) = readiness {
+        state = state.with_node_role(readiness);
+    }
     let mut app = crate::http::router(state)
         .merge(match &note {
             Some(note) => ops::status_page::router_with_note(handle.clone(), note.clone()),
@@ -330,29 +355,25 @@ async fn start_http(
         }
     }
     let server = crate::http::serve(listener, app, shutdown.clone());
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         if let Err(e) = server.await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
     tracing::info!(listen = %listening, "control API listening, with the status page and /metrics");
-    Ok(listening)
+    Ok((listening, server))
 }
 
 /// SIGTERM and SIGINT stop the daemon; SIGHUP re-reads the pipeline files, keeping the last good
-/// definitions when they no longer validate. systemd hears each.
+/// definitions when they no longer validate. systemd hears each. Ends without a word when the run
+/// ends otherwise (a leader going back to standby).
 async fn watch_signals(
-    signals: Signals,
+    signals: NodeSignals,
     handle: DaemonHandle,
     reloader: Reloader,
     systemd: SdNotifier,
     shutdown: CancellationToken,
 ) {
-    let Signals {
-        mut term,
-        mut int,
-        mut hup,
-    } = signals;
     let tell = |result: std::io::Result<()>| {
         if let Err(e) = result {
             tracing::warn!(error = %e, "cannot notify systemd");
@@ -360,9 +381,9 @@ async fn watch_signals(
     };
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
+            _ = signals.stop.cancelled() => break,
+            _ = shutdown.cancelled() => return,
+            _ = signals.reload.notified() => {
                 tell(systemd.reloading());
                 reloader.reload(&handle).await;
                 tell(systemd.ready());
@@ -378,8 +399,8 @@ async fn watch_signals(
 
 /// The daemon's signal streams; a signal that arrives once they exist waits in them.
 pub(super) struct Signals {
-    pub(super) term: tokio::signal::unix::Signal,
-    pub(super) int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
 }
 
@@ -393,6 +414,39 @@ impl Signals {
             hup: signal(SignalKind::hangup()).context(context)?,
         })
     }
+
+    /// What the signals ask for, readable by every part of the process for as long as it lives
+    /// (an HA node runs the scheduler more than once). Call inside the runtime.
+    fn requests(self) -> NodeSignals {
+        let requests = NodeSignals {
+            stop: CancellationToken::new(),
+            reload: Arc::new(tokio::sync::Notify::new()),
+        };
+        let Signals {
+            mut term,
+            mut int,
+            mut hup,
+        } = self;
+        let forward = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => forward.reload.notify_one(),
+                }
+            }
+            forward.stop.cancel();
+        });
+        requests
+    }
+}
+
+/// What SIGTERM/SIGINT (`stop`, for good) and SIGHUP (`reload`) ask of the process.
+#[derive(Clone, Debug)]
+pub(super) struct NodeSignals {
+    pub(super) stop: CancellationToken,
+    pub(super) reload: Arc<tokio::sync::Notify>,
 }
 
 /// What a reload needs: the files, the accounts, their clients (to resolve job names) and the

@@ -3,10 +3,11 @@
 //! (`/healthz`, `/readyz`, `/leader`, and a redirect to the leader for `/api/v1/...`). As leader it
 //! opens the shared store fenced by its epoch and runs the scheduler like a single node, every
 //! action gated by its term; `takeover_hold` keeps attempts the previous leader left triggering
-//! until none of its requests can still land. A leader that loses its term stops acting at once
-//! and exits with a failure, so the service manager starts it again as a standby.
+//! until none of its requests can still land. A leader that loses its term stops acting at once,
+//! drops its scheduler (engine, clients, store, API server, tasks) and stands by again in the
+//! same process.
 
-use super::daemon::{serve_with, Leadership, RunArgs, Signals};
+use super::daemon::{serve_with, Leadership, NodeSignals, RunArgs};
 use crate::config::daemon::DaemonConfig;
 use crate::config::store::PostgresConfig;
 use crate::ha::{Elector, ElectorConfig, ElectorStats, Role, Term};
@@ -28,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub(super) struct RoleView {
     node: String,
+    /// This node's API address (`http.advertise`, else the bound address).
+    advertise: String,
     role: watch::Receiver<Role>,
     stats: Arc<ElectorStats>,
 }
@@ -40,6 +43,7 @@ impl RoleView {
                 "role": if term.valid_until > Instant::now() { "leader" } else { "stepping down" },
                 "node": self.node,
                 "leader": self.node,
+                "leader_address": self.advertise,
                 "epoch": term.epoch.0,
             }),
             Role::Standby { leader, problem } => serde_json::json!({
@@ -70,15 +74,13 @@ impl RoleView {
     /// The status page's line for this node: its role and the leader's name and address.
     pub(super) fn note(&self) -> crate::ops::status_page::Note {
         let view = self.clone();
-        Arc::new(move || {
-            let info = view.json();
-            format!(
-                "Node {}: {} (epoch {}).",
-                info["node"].as_str().unwrap_or(""),
-                info["role"].as_str().unwrap_or(""),
-                info["epoch"]
-            )
-        })
+        Arc::new(move || role_sentence(&view.json()))
+    }
+
+    /// The role fields `/readyz` adds on the leader.
+    pub(super) fn readiness(&self) -> crate::http::NodeRole {
+        let view = self.clone();
+        Arc::new(move || view.json())
     }
 
     pub(super) fn router(&self) -> Router {
@@ -145,17 +147,26 @@ fn standby_router(view: &RoleView) -> Router {
 }
 
 async fn standby_page(State(view): State<RoleView>) -> impl IntoResponse {
-    let info = view.json();
+    let text = format!("baton: {}\n", role_sentence(&view.json()));
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)
+}
+
+/// `Node baton-a: leader (epoch 7). Leader: baton-a at http://10.0.0.5:8080.`
+fn role_sentence(info: &serde_json::Value) -> String {
     let leader = match (info["leader"].as_str(), info["leader_address"].as_str()) {
         (Some(name), Some(address)) if !address.is_empty() => format!("{name} at {address}"),
         (Some(name), _) => name.to_string(),
         _ => "none right now".to_string(),
     };
-    let text = format!(
-        "baton node {}: standby. Leader: {leader}.\n",
+    let role = info["role"].as_str().unwrap_or("");
+    let epoch = info["epoch"]
+        .as_i64()
+        .map(|e| format!(" (epoch {e})"))
+        .unwrap_or_default();
+    format!(
+        "Node {}: {role}{epoch}. Leader: {leader}.",
         info["node"].as_str().unwrap_or("")
-    );
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text)
+    )
 }
 
 fn status_line(role: &Role) -> String {
@@ -171,11 +182,12 @@ fn status_line(role: &Role) -> String {
     }
 }
 
-/// Runs the node: standby until it leads, then the scheduler until it stops or is deposed.
+/// Runs the node: standby until it leads, then the scheduler until it is asked to stop or is
+/// deposed; a deposed leader drops its scheduler and stands by again in the same process.
 pub(super) async fn serve(
     config: DaemonConfig,
     args: &RunArgs,
-    mut signals: Signals,
+    signals: NodeSignals,
     pipelines: Vec<crate::model::pipeline::Pipeline>,
     postgres: &PostgresConfig,
 ) -> anyhow::Result<()> {
@@ -202,7 +214,7 @@ pub(super) async fn serve(
     let (elector, role) = Elector::new(
         ElectorConfig {
             node: config.node_name.clone(),
-            advertise,
+            advertise: advertise.clone(),
             lease: postgres.lease,
             request_timeout: config.dbt_cloud.request_timeout,
         },
@@ -210,120 +222,231 @@ pub(super) async fn serve(
     );
     let view = RoleView {
         node: config.node_name.clone(),
+        advertise,
         role: role.clone(),
         stats: elector.stats(),
     };
     let elector_stop = CancellationToken::new();
     let elector_task = tokio::spawn(elector.run(elector_stop.clone()));
-    let stop_elector = || async {
-        elector_stop.cancel();
-        let _ = elector_task.await;
-    };
-    let systemd = SdNotifier::from_env();
-
-    // Standby: answer on the listener until this node leads.
-    let listener = tokio::net::TcpListener::from_std(socket.try_clone()?)?;
-    let standby_stop = CancellationToken::new();
-    let server = tokio::spawn(crate::http::serve(
-        listener,
-        standby_router(&view),
-        standby_stop.clone(),
-    ));
-    tracing::info!(node = %config.node_name, listen = %config.http.listen, "baton started as a standby; contending for the lease");
-    tracing::info!(listen = %bound, "standby answering: /healthz, /readyz, /leader, /metrics; the API redirects to the leader");
-    let mut watching = role.clone();
-    let _ = systemd.ready();
-    let _ = systemd.status(&status_line(&watching.borrow()));
-    let term: Term = loop {
-        tokio::select! {
-            _ = signals.term.recv() => {
-                stop_standby(standby_stop, server).await;
-                stop_elector().await;
-                return Ok(());
-            }
-            _ = signals.int.recv() => {
-                stop_standby(standby_stop, server).await;
-                stop_elector().await;
-                return Ok(());
-            }
-            changed = watching.changed() => {
-                if changed.is_err() {
-                    anyhow::bail!("the elector stopped");
-                }
-                let now = watching.borrow_and_update().clone();
-                let _ = systemd.status(&status_line(&now));
-                if let Role::Leader(term) = now {
-                    break term;
-                }
-            }
-        }
-    };
-    stop_standby(standby_stop, server).await;
-    tracing::info!(node = %config.node_name, epoch = %term.epoch, "leading: opening the shared store");
-    // The files may have changed while this node stood by: lead with what they say now.
-    let pipelines = match crate::config::load_pipelines(std::slice::from_ref(&config.pipelines_dir))
-    {
-        Ok(now) => now,
-        Err(diagnostics) => {
-            tracing::error!("the pipeline files have problems now; leading with the ones read at start:\n{diagnostics}");
-            pipelines
-        }
-    };
-
-    let fence = Fence {
-        node: config.node_name.clone(),
-        epoch: term.epoch,
+    let node = Node {
+        config,
+        args,
+        signals,
+        url,
         lease: postgres.lease,
-    };
-    let store_url = url.clone();
-    let store = tokio::task::spawn_blocking(move || PostgresBackend::open(&store_url, Some(fence)))
-        .await??;
-    let store = Store::with_backend(Box::new(store));
-    let gate_role = role.clone();
-    let gate = ActingGate::new(move || gate_role.borrow().is_acting(Instant::now()));
-    let speed = args.clock.scaled()?.map_or(1.0, |c| c.speed());
-    let hold = term
-        .resend_after
-        .saturating_duration_since(Instant::now())
-        .mul_f64(speed);
-    let leadership = Leadership {
         socket,
-        gate,
-        takeover_hold: hold,
-        role: role.clone(),
-        extra: view.clone(),
+        view,
+        role,
     };
-    let result = serve_with(config, args, signals, pipelines, store, Some(leadership)).await;
-    let deposed = result.as_ref().err().is_some_and(|e| {
-        e.chain().any(|cause| {
-            cause.is::<NotLeader>()
-                || matches!(cause.downcast_ref(), Some(StoreError::Fenced { .. }))
-        })
-    });
-    if deposed || !role.borrow().is_acting(Instant::now()) {
-        stop_elector().await;
-        anyhow::bail!(
-            "this node lost the lease and stopped acting; exiting so that the service manager starts it again as a standby"
-        );
-    }
-    // A clean stop: the loop has drained, so the lease can go at once.
-    stop_elector().await;
+    let result = node.alternate(pipelines).await;
+    // The scheduler has stopped (or never ran): the lease can go at once.
+    elector_stop.cancel();
+    let _ = elector_task.await;
     result
 }
 
-async fn stop_standby(
-    stop: CancellationToken,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-) {
-    stop.cancel();
-    let _ = server.await;
+/// One node's parts that outlive each term.
+struct Node<'a> {
+    config: DaemonConfig,
+    args: &'a RunArgs,
+    signals: NodeSignals,
+    url: crate::secret::Secret,
+    lease: std::time::Duration,
+    socket: std::net::TcpListener,
+    view: RoleView,
+    role: watch::Receiver<Role>,
 }
 
-/// Cancels `shutdown` as soon as this node may no longer act: the elector stepped down, or the
-/// term ran out without a renewal (the elector may be stuck).
-pub(super) async fn watch_term(mut role: watch::Receiver<Role>, shutdown: CancellationToken) {
+/// How a term of this node ended.
+enum TermEnd {
+    /// Asked to stop (SIGTERM, SIGINT): the process ends.
+    Stopped,
+    /// The term ran out, the lease was lost, a write was fenced, or the store failed: stand by.
+    SteppedDown,
+}
+
+impl Node<'_> {
+    /// Standby, leader, standby again, ... until the process is asked to stop.
+    async fn alternate(
+        &self,
+        pipelines: Vec<crate::model::pipeline::Pipeline>,
+    ) -> anyhow::Result<()> {
+        let systemd = SdNotifier::from_env();
+        let mut pipelines = pipelines;
+        // When the last term of this process ended: its calls in flight may still land.
+        let mut last_term_end: Option<Instant> = None;
+        tracing::info!(node = %self.config.node_name, listen = %self.config.http.listen, "baton started as a standby; contending for the lease");
+        let _ = systemd.ready();
+        loop {
+            let Some(term) = self.stand_by(&systemd, last_term_end).await else {
+                return Ok(());
+            };
+            match self.lead(term, &mut pipelines, last_term_end).await? {
+                TermEnd::Stopped => return Ok(()),
+                TermEnd::SteppedDown => {
+                    last_term_end = Some(Instant::now());
+                    tracing::warn!(node = %self.config.node_name, epoch = %term.epoch,
+                        "no longer the leader: the scheduler stopped without acting; standing by again");
+                }
+            }
+        }
+    }
+
+    /// Answers as a standby until this node holds a running term (returned), or until the process
+    /// is asked to stop (`None`). After a term of its own, it waits a moment before leading again
+    /// so that a store that keeps failing is not hammered.
+    async fn stand_by(&self, systemd: &SdNotifier, last_term_end: Option<Instant>) -> Option<Term> {
+        let listener = match self
+            .socket
+            .try_clone()
+            .and_then(tokio::net::TcpListener::from_std)
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot answer as a standby on the API socket");
+                return None;
+            }
+        };
+        let standby_stop = CancellationToken::new();
+        let server = tokio::spawn(crate::http::serve(
+            listener,
+            standby_router(&self.view),
+            standby_stop.clone(),
+        ));
+        tracing::info!(listen = %self.socket.local_addr().map_or_else(|_| String::new(), |a| a.to_string()), "standby answering: /healthz, /readyz, /leader, /metrics; the API redirects to the leader");
+        let not_before = last_term_end.map(|at| at + (self.lease / 4));
+        let mut watching = self.role.clone();
+        let term = loop {
+            let now = watching.borrow_and_update().clone();
+            let _ = systemd.status(&status_line(&now));
+            match now {
+                Role::Leader(term)
+                    if term.valid_until > Instant::now()
+                        && not_before.is_none_or(|at| Instant::now() >= at) =>
+                {
+                    break Some(term)
+                }
+                _ => {}
+            }
+            let pause = not_before.filter(|at| *at > Instant::now());
+            tokio::select! {
+                _ = self.signals.stop.cancelled() => break None,
+                changed = watching.changed() => if changed.is_err() {
+                    tracing::error!("the elector stopped");
+                    break None;
+                },
+                _ = tokio::time::sleep_until(pause.unwrap_or_else(Instant::now)), if pause.is_some() => {}
+            }
+        };
+        standby_stop.cancel();
+        let _ = server.await;
+        term
+    }
+
+    /// Runs the scheduler for `term` over the fenced shared store until it stops.
+    async fn lead(
+        &self,
+        term: Term,
+        pipelines: &mut Vec<crate::model::pipeline::Pipeline>,
+        last_term_end: Option<Instant>,
+    ) -> anyhow::Result<TermEnd> {
+        let config = &self.config;
+        tracing::info!(node = %config.node_name, epoch = %term.epoch, "leading: opening the shared store");
+        // The files may have changed while this node stood by: lead with what they say now.
+        match crate::config::load_pipelines(std::slice::from_ref(&config.pipelines_dir)) {
+            Ok(now) => *pipelines = now,
+            Err(diagnostics) => {
+                tracing::error!("the pipeline files have problems now; leading with the last good ones:\n{diagnostics}");
+            }
+        }
+        let fence = Fence {
+            node: config.node_name.clone(),
+            epoch: term.epoch,
+            lease: self.lease,
+        };
+        let store_url = self.url.clone();
+        let opened =
+            tokio::task::spawn_blocking(move || PostgresBackend::open(&store_url, Some(fence)))
+                .await?;
+        let store = match opened {
+            Ok(store) => Store::with_backend(Box::new(store)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the shared store as the leader");
+                return Ok(TermEnd::SteppedDown);
+            }
+        };
+        // Only this term: a later term of this same node has a runtime of its own.
+        let epoch = term.epoch;
+        let gate_role = self.role.clone();
+        let gate = ActingGate::new(move || acting_in(&gate_role.borrow(), epoch, Instant::now()));
+        let speed = self.args.clock.scaled()?.map_or(1.0, |c| c.speed());
+        // Requests of an earlier term may still land: of another node's until `resend_after`, of
+        // this node's own last term until a request timeout after it ended.
+        let mut resend_after = term.resend_after;
+        if let Some(ended) = last_term_end {
+            resend_after = resend_after.max(ended + config.dbt_cloud.request_timeout);
+        }
+        let hold = resend_after
+            .saturating_duration_since(Instant::now())
+            .mul_f64(speed);
+        let leadership = Leadership {
+            socket: self.socket.try_clone()?,
+            gate,
+            takeover_hold: hold,
+            role: self.role.clone(),
+            epoch,
+            extra: self.view.clone(),
+        };
+        let result = serve_with(
+            config.clone(),
+            self.args,
+            self.signals.clone(),
+            pipelines.clone(),
+            store,
+            Some(leadership),
+        )
+        .await;
+        let still_acting = acting_in(&self.role.borrow(), epoch, Instant::now());
+        if self.signals.stop.is_cancelled() && still_acting {
+            return result.map(|()| TermEnd::Stopped);
+        }
+        if self.signals.stop.is_cancelled() {
+            return Ok(TermEnd::Stopped);
+        }
+        let stepped_down = !still_acting
+            || result.as_ref().err().is_some_and(|e| {
+                e.chain().any(|cause| {
+                    cause.is::<NotLeader>() || cause.downcast_ref::<StoreError>().is_some()
+                })
+            });
+        match result {
+            Err(e) if !stepped_down => Err(e),
+            Err(e) => {
+                if !e.chain().any(|cause| cause.is::<NotLeader>()) {
+                    tracing::error!("the scheduler stopped: {e:#}");
+                }
+                Ok(TermEnd::SteppedDown)
+            }
+            Ok(()) => Ok(TermEnd::SteppedDown),
+        }
+    }
+}
+
+/// Whether `role` is a running term numbered `epoch`.
+fn acting_in(role: &Role, epoch: crate::ha::Epoch, now: Instant) -> bool {
+    role.term()
+        .is_some_and(|t| t.epoch == epoch && now < t.valid_until)
+}
+
+/// Cancels `shutdown` as soon as this node may no longer act in term `epoch`: the elector stepped
+/// down, or the term ran out without a renewal (the elector may be stuck).
+pub(super) async fn watch_term(
+    mut role: watch::Receiver<Role>,
+    epoch: crate::ha::Epoch,
+    shutdown: CancellationToken,
+) {
     loop {
-        let Some(term) = role.borrow_and_update().term() else {
+        let Some(term) = role.borrow_and_update().term().filter(|t| t.epoch == epoch) else {
             break;
         };
         if term.valid_until <= Instant::now() {

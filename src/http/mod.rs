@@ -56,7 +56,13 @@ pub struct AppState {
     token: Option<Arc<Secret>>,
     client: Option<DbtCloudClient>,
     probe: Arc<Mutex<Option<Probe>>>,
+    /// On the leader of an HA deployment: its role and the leader's name and address, which
+    /// `/readyz` adds to its answer.
+    node_role: Option<NodeRole>,
 }
+
+/// This node's role as JSON fields (`role`, `node`, `leader`, `leader_address`, `epoch`).
+pub type NodeRole = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// When dbt Cloud was last asked, and what came of it.
 type Probe = (tokio::time::Instant, Result<(), String>);
@@ -82,7 +88,14 @@ impl AppState {
             token: token.map(Arc::new),
             client,
             probe: Arc::new(Mutex::new(None)),
+            node_role: None,
         }
+    }
+
+    /// Adds the node's role to `/readyz` (the leader of an HA deployment).
+    pub fn with_node_role(mut self, role: NodeRole) -> Self {
+        self.node_role = Some(role);
+        self
     }
 }
 
@@ -136,10 +149,27 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// Ready when the scheduler loop answers (its state is loaded) and dbt Cloud answered a cheap
-/// request within the last half minute.
+/// request within the last half minute. On the leader of an HA deployment the answer, ready or
+/// not, also says the node's role and the leader's name and address.
 async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
-) -> Result<impl IntoResponse, HttpError> {
+) -> axum::response::Response {
+    let (status, mut body) = match readiness(&state).await {
+        Ok(()) => (
+            StatusCode::OK,
+            serde_json::json!({ "status": "ready", "state": "loaded", "dbt_cloud": "reachable" }),
+        ),
+        Err(e) => (e.status, serde_json::json!({ "error": e.message })),
+    };
+    if let (Some(role), Some(fields)) = (&state.node_role, body.as_object_mut()) {
+        if let serde_json::Value::Object(role) = role() {
+            fields.extend(role);
+        }
+    }
+    (status, Json(body)).into_response()
+}
+
+async fn readiness(state: &AppState) -> Result<(), HttpError> {
     state.handle.inspect(|_, _| ()).await.map_err(|_| {
         HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -172,9 +202,7 @@ async fn readyz(
             ));
         }
     }
-    Ok(Json(
-        serde_json::json!({ "status": "ready", "state": "loaded", "dbt_cloud": "reachable" }),
-    ))
+    Ok(())
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> HttpError {

@@ -264,6 +264,8 @@ pub struct Daemon {
     next_reply: u64,
     /// Whether this node may act (it leads); absent for a single node.
     gate: Option<ActingGate>,
+    /// Whether this leader has carried out an action yet (logged once).
+    acted: bool,
 }
 
 /// Asked before every turn, action and shutdown: false once this node no longer leads (HA on
@@ -331,6 +333,7 @@ impl Daemon {
             repliers: BTreeMap::new(),
             next_reply: 0,
             gate: None,
+            acted: false,
         })
     }
 
@@ -365,7 +368,24 @@ impl Daemon {
 
     /// Runs until `shutdown` is cancelled, then stops starting work, waits up to the grace period
     /// for calls in flight (cancelling runs first with `on_shutdown: cancel`) and persists.
-    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tasks = self.tasks.clone();
+        let grace = self.settings.shutdown_grace;
+        let result = self.run_until(shutdown).await;
+        if result.as_ref().is_err_and(|e| e.is::<NotLeader>()) {
+            // Deposed: the executor tasks ask the gate before they send, so none starts a call
+            // now; the calls already on the wire end (their answers go nowhere) or are left.
+            tasks.close();
+            if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+                tracing::warn!(
+                    "stepping down with calls to dbt Cloud still in flight; they are left to end"
+                );
+            }
+        }
+        result
+    }
+
+    async fn run_until(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         loop {
             let wake_at = self.turn()?;
             tokio::select! {
@@ -434,6 +454,14 @@ impl Daemon {
         }
         if !actions.is_empty() && !self.may_act() {
             return Err(NotLeader.into());
+        }
+        if !actions.is_empty() && self.gate.is_some() && !self.acted {
+            // The end of a takeover, as operators and the failover test measure it.
+            self.acted = true;
+            tracing::info!(
+                actions = actions.len(),
+                "leading: first actions of this term"
+            );
         }
         for action in actions {
             if self.draining && matches!(action, Action::Trigger { .. }) {

@@ -154,6 +154,22 @@ fn open_error(location: &str, message: String) -> StoreError {
     }
 }
 
+/// The server ended the session (`pg_terminate_backend`, a shutdown, a failover): the first error
+/// names why, before the client has noticed that the connection is closed.
+fn ended_by_server(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|code| {
+        [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+        ]
+        .contains(code)
+            || code.code().starts_with("08")
+    })
+}
+
 /// The thread's side: the connection (re-made when lost) and what it knows about durability.
 struct Session {
     url: Secret,
@@ -233,7 +249,9 @@ impl Session {
     /// more on a new connection (every request is a read or an idempotent batch).
     async fn serve(&mut self, request: Request) -> Result<Reply, StoreError> {
         match self.serve_once(&request).await {
-            Err(SqlError::Db(e)) if e.is_closed() || self.connection_lost() => {
+            Err(SqlError::Db(e))
+                if e.is_closed() || ended_by_server(&e) || self.connection_lost() =>
+            {
                 tracing::warn!(store = %self.location, "database connection lost ({e}); reconnecting");
                 self.connection = None;
                 self.serve_once(&request).await.map_err(|e| self.error(e))

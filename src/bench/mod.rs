@@ -5,16 +5,20 @@
 //! webhooks), `dispatch_predicted` (the same when polling predicts each run's end), `requests`
 //! (dbt Cloud API requests per finished attempt), `load` (CPU and peak RSS for 10,000 pipelines
 //! on a fast clock), `restart` (restart-to-resumed over a store of a million finished attempts),
-//! `validate` (10,000 pipeline files), `pages` (the status pages' render time). Shared parts:
-//! `process` (spawning, time line, HTTP), `procfs` (/proc sampling), `generate` (scenarios and
-//! pipeline files), `output` (table and JSON line).
+//! `validate` (10,000 pipeline files), `pages` (the status pages' render time), `failover` (an HA
+//! leader SIGKILLed to the new leader's trigger of a due step). Shared parts: `process`
+//! (spawning, time line, HTTP), `procfs` (/proc sampling), `generate` (scenarios and pipeline
+//! files), `postgres` (a throwaway PostgreSQL cluster, which the tests use too), `output` (table
+//! and JSON line).
 
 mod dispatch;
 mod dispatch_predicted;
+mod failover;
 pub mod generate;
 mod load;
 pub mod output;
 mod pages;
+pub mod postgres;
 pub mod process;
 pub mod procfs;
 mod requests;
@@ -46,10 +50,13 @@ pub enum Scenario {
     /// Status pages rendered daemon side: the front page for 10,000 pipelines, a pipeline page of
     /// 50 steps and 30 runs.
     Pages,
+    /// Two HA nodes on a throwaway PostgreSQL: the leader SIGKILLed with runs in flight and a
+    /// tick due, to the new leader's trigger of the due step.
+    Failover,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Dispatch,
         Scenario::DispatchPredicted,
         Scenario::Requests,
@@ -57,6 +64,7 @@ impl Scenario {
         Scenario::Restart,
         Scenario::Validate,
         Scenario::Pages,
+        Scenario::Failover,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +76,7 @@ impl Scenario {
             Scenario::Restart => "restart",
             Scenario::Validate => "validate",
             Scenario::Pages => "pages",
+            Scenario::Failover => "failover",
         }
     }
 }
@@ -95,6 +104,7 @@ pub async fn run(options: Options, scenarios: &[Scenario]) -> Report {
             Scenario::Restart => restart::run(options, &mut report).await,
             Scenario::Validate => validate::run(options, &mut report).await,
             Scenario::Pages => pages::run(options, &mut report).await,
+            Scenario::Failover => failover::run(options, &mut report).await,
         };
         match result {
             Ok(()) => eprintln!(

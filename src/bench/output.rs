@@ -56,9 +56,16 @@ pub struct Report {
     pub figures: Vec<Figure>,
     /// Scenarios that could not run, with why.
     pub failures: Vec<(String, String)>,
+    /// Scenarios left out because something they need is not installed, with what.
+    pub skipped: Vec<(String, String)>,
 }
 
 impl Report {
+    /// `scenario` did not run: `why` names what is missing and how to get it.
+    pub fn skip(&mut self, scenario: &str, why: &str) {
+        self.skipped.push((scenario.into(), why.into()));
+    }
+
     /// A figure without a target (a size, a setting used, a count).
     pub fn info(
         &mut self,
@@ -154,12 +161,15 @@ impl Report {
         for (scenario, why) in &self.failures {
             out.push_str(&format!("{scenario}: FAILED: {why}\n"));
         }
+        for (scenario, why) in &self.skipped {
+            out.push_str(&format!("{scenario}: SKIPPED: {why}\n"));
+        }
         out
     }
 
     /// One JSON object on one line, `"bench":"baton"` first, then each figure's key with its
     /// value and, for a figure with a target, `KEY_target` and `KEY_pass`, in the table's order;
-    /// `failed` lists scenarios that could not run.
+    /// `failed` lists scenarios that could not run, `skipped` those left out for something missing.
     pub fn json(&self, quick: bool, total_seconds: f64) -> String {
         let mut entries: Vec<(String, Value)> = vec![
             ("bench".into(), "baton".into()),
@@ -180,6 +190,15 @@ impl Report {
                 self.failures
                     .iter()
                     .map(|(s, why)| serde_json::json!({"scenario": s, "error": why}))
+                    .collect(),
+            ),
+        ));
+        entries.push((
+            "skipped".into(),
+            Value::Array(
+                self.skipped
+                    .iter()
+                    .map(|(s, why)| serde_json::json!({"scenario": s, "missing": why}))
                     .collect(),
             ),
         ));

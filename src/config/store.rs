@@ -37,7 +37,7 @@ impl PostgresConfig {
         let url = self.url.resolve()?;
         let text = url.expose();
         if !(text.starts_with("postgres://") || text.starts_with("postgresql://"))
-            || text.parse::<tokio_postgres::Config>().is_err()
+            || crate::ha::connect::config_of(text).is_none()
         {
             return Err(ConfigError::Secret(format!(
                 "the database URL in {} is not a PostgreSQL URL (postgres://user:password@host:port/database)",

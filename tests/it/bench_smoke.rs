@@ -49,6 +49,9 @@ const FIGURES: [&str; 36] = [
     "validate_seconds",
 ];
 
+/// The failover scenario's figures (absent, and listed under `skipped`, without PostgreSQL).
+const FAILOVER_FIGURES: [&str; 2] = ["failover_lease_ms", "failover_ms"];
+
 /// Figures compared with a target: each has `_target` (a number) and `_pass` (a boolean).
 const TARGETED: [&str; 7] = [
     "dispatch_polling_p99_ms",
@@ -118,6 +121,21 @@ fn quick_bench_prints_a_table_and_one_json_line_with_every_figure() {
             json[format!("{key}_pass")].is_boolean(),
             "{key}_pass in {line}"
         );
+    }
+    // The failover scenario needs PostgreSQL: skipped without it, which CI never accepts.
+    let skipped = json["skipped"].as_array().expect("the skipped list");
+    if let Some(failover) = skipped.iter().find(|s| s["scenario"] == "failover") {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "the failover scenario was skipped and CI=true requires it: {line}"
+        );
+        println!("SKIPPED the failover figures: {}", failover["missing"]);
+    } else {
+        for key in FAILOVER_FIGURES {
+            assert!(json[key].is_number(), "{key} is not a number in {line}");
+        }
+        assert!(json["failover_ms_target"].is_number(), "{line}");
+        assert!(json["failover_ms_pass"].is_boolean(), "{line}");
     }
     // --json-out holds the same line.
     assert_eq!(std::fs::read_to_string(&json_out).unwrap().trim_end(), line);

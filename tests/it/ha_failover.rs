@@ -444,6 +444,21 @@ fn leader_failovers_lose_and_repeat_nothing() {
     let role = runtime.block_on(wait_for_role(&api, "standby"));
     assert_eq!(role["node"], stopped_name.as_str(), "{role}");
     assert_eq!(role["leader"], next.as_str(), "{role}");
+    let metrics = runtime.block_on(async {
+        reqwest::get(format!("{api}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert!(metrics.contains("\nbaton_leader 0\n"), "{metrics}");
+    let changes: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("baton_leadership_changes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_default();
+    assert!(changes >= 2, "it led and stepped down: {metrics}");
     let process = nodes[i].process.as_mut().unwrap();
     assert!(
         process.try_exit().is_none(),

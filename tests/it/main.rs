@@ -42,6 +42,7 @@ mod fuzz_untrusted;
 mod ha_cli;
 mod ha_failover;
 mod ha_lease;
+mod ha_tls;
 mod job_names;
 mod ops_grafana;
 mod ops_metrics;

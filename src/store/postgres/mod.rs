@@ -310,7 +310,7 @@ pub struct PostgresBackend {
 
 /// Where a URL points, for messages: host, port and database, never the user or password.
 pub fn describe(url: &Secret) -> String {
-    let Ok(config) = url.expose().parse::<tokio_postgres::Config>() else {
+    let Some(config) = crate::ha::connect::config_of(url.expose()) else {
         return "PostgreSQL (unparsable URL)".into();
     };
     let host = match config.get_hosts().first() {

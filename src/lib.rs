@@ -1,6 +1,11 @@
 //! baton: a scheduler daemon that chains dbt Cloud jobs. The library holds every part; `main.rs` only
 //! calls `cli::main`.
 
+// The crate under its own name, so that test support shared with the integration tests
+// (`tests/it/support/pg.rs`, included by the store's unit tests) names it the same way there.
+#[cfg(test)]
+extern crate self as baton;
+
 pub mod bench;
 pub mod cli;
 pub mod clock;

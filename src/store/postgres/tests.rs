@@ -1,4 +1,4 @@
-//! The PostgreSQL backend on a real throwaway cluster (tests/pg_support): the shared store suite,
+//! The PostgreSQL backend on a real throwaway cluster (tests/it/support/pg.rs): the shared store suite,
 //! and what only a shared database shows (the leader's fence, a terminated connection, a newer
 //! schema, the URL kept out of errors).
 

@@ -144,12 +144,13 @@ fn leader(pg: &TestPostgres) -> Option<(String, i64)> {
     Some((name.to_string(), epoch.parse().ok()?))
 }
 
-/// Waits for a leader with an epoch above `after`; the time it took.
-fn wait_for_leader(pg: &TestPostgres, after: i64) -> (String, i64, Duration) {
+/// Waits for a leader with an epoch above `after` (other than `not`, a node that is dead or
+/// stopped: a leader may also take a new term itself after losing one); the time it took.
+fn wait_for_leader(pg: &TestPostgres, after: i64, not: Option<&str>) -> (String, i64, Duration) {
     let started = Instant::now();
     loop {
         if let Some((name, epoch)) = leader(pg) {
-            if epoch > after {
+            if epoch > after && not != Some(name.as_str()) {
                 return (name, epoch, started.elapsed());
             }
         }
@@ -388,7 +389,7 @@ fn leader_failovers_lose_and_repeat_nothing() {
         node.keep_running(&time);
         logs.lock().unwrap().push(node.workspace.log.clone());
     }
-    let (mut current, mut epoch, _) = wait_for_leader(&pg, 0);
+    let (mut current, mut epoch, _) = wait_for_leader(&pg, 0, None);
     runtime.block_on(each_node_says_who_leads(&nodes, &current));
     let mut takeovers = Vec::new();
     let by_name =
@@ -397,10 +398,12 @@ fn leader_failovers_lose_and_repeat_nothing() {
     // SIGKILLs of the leader at random moments.
     for _ in 0..kills {
         std::thread::sleep(Duration::from_millis(rng.gen_range(300..2500)));
+        // The leader now (it may have lost a term and taken another since the last look).
+        (current, epoch) = live_leader(&pg, &mut nodes);
         let i = by_name(&mut nodes, &current);
         let killed_at = wall_now();
         nodes[i].process.take().unwrap().sigkill();
-        let (next, next_epoch, _) = wait_for_leader(&pg, epoch);
+        let (next, next_epoch, _) = wait_for_leader(&pg, epoch, Some(&current));
         takeovers.push(("SIGKILL", takeover(&nodes, &next, killed_at)));
         (current, epoch) = (next, next_epoch);
         for node in &mut nodes {
@@ -435,7 +438,7 @@ fn leader_failovers_lose_and_repeat_nothing() {
     nodes[i].process.as_ref().unwrap().signal("STOP");
     let stopped_at = wall_now();
     let stopped_instant = Instant::now();
-    let (next, next_epoch, _) = wait_for_leader(&pg, stopped_epoch);
+    let (next, next_epoch, _) = wait_for_leader(&pg, stopped_epoch, Some(&stopped_name));
     takeovers.push(("SIGSTOP", takeover(&nodes, &next, stopped_at)));
     std::thread::sleep((LEASE * 3).saturating_sub(stopped_instant.elapsed()));
     let resumed_from = nodes[i].workspace.log_len();
@@ -497,7 +500,7 @@ fn leader_failovers_lose_and_repeat_nothing() {
     std::thread::sleep(down);
     pg.start();
     let back_at = wall_now();
-    let (next, next_epoch, _) = wait_for_leader(&pg, epoch);
+    let (next, next_epoch, _) = wait_for_leader(&pg, epoch, None);
     takeovers.push(("database back", takeover(&nodes, &next, back_at)));
     (current, epoch) = (next, next_epoch);
     for node in &mut nodes {

@@ -372,9 +372,10 @@ impl Daemon {
         let tasks = self.tasks.clone();
         let grace = self.settings.shutdown_grace;
         let result = self.run_until(shutdown).await;
-        if result.as_ref().is_err_and(|e| e.is::<NotLeader>()) {
-            // Deposed: the executor tasks ask the gate before they send, so none starts a call
-            // now; the calls already on the wire end (their answers go nowhere) or are left.
+        if result.is_err() {
+            // Deposed or failed: no call starts after this returns (a deposed leader's executor
+            // tasks ask the gate first), so whoever acts next knows when the last one can land;
+            // the calls already on the wire end (their answers go nowhere) or are left.
             tasks.close();
             if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
                 tracing::warn!(

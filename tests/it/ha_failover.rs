@@ -389,8 +389,8 @@ fn leader_failovers_lose_and_repeat_nothing() {
         node.keep_running(&time);
         logs.lock().unwrap().push(node.workspace.log.clone());
     }
-    let (mut current, mut epoch, _) = wait_for_leader(&pg, 0, None);
-    runtime.block_on(each_node_says_who_leads(&nodes, &current));
+    let (first, _, _) = wait_for_leader(&pg, 0, None);
+    runtime.block_on(each_node_says_who_leads(&nodes, &first));
     let mut takeovers = Vec::new();
     let by_name =
         |nodes: &mut Vec<Node>, name: &str| nodes.iter().position(|n| n.name == name).unwrap();
@@ -399,13 +399,12 @@ fn leader_failovers_lose_and_repeat_nothing() {
     for _ in 0..kills {
         std::thread::sleep(Duration::from_millis(rng.gen_range(300..2500)));
         // The leader now (it may have lost a term and taken another since the last look).
-        (current, epoch) = live_leader(&pg, &mut nodes);
+        let (current, epoch) = live_leader(&pg, &mut nodes);
         let i = by_name(&mut nodes, &current);
         let killed_at = wall_now();
         nodes[i].process.take().unwrap().sigkill();
-        let (next, next_epoch, _) = wait_for_leader(&pg, epoch, Some(&current));
+        let (next, _, _) = wait_for_leader(&pg, epoch, Some(&current));
         takeovers.push(("SIGKILL", takeover(&nodes, &next, killed_at)));
-        (current, epoch) = (next, next_epoch);
         for node in &mut nodes {
             node.keep_running(&time);
         }
@@ -488,7 +487,7 @@ fn leader_failovers_lose_and_repeat_nothing() {
             tail(&after_resume, 20)
         );
     }
-    epoch = next_epoch;
+    let epoch = next_epoch;
     for node in &mut nodes {
         node.keep_running(&time);
     }
@@ -502,7 +501,7 @@ fn leader_failovers_lose_and_repeat_nothing() {
     let back_at = wall_now();
     let (next, next_epoch, _) = wait_for_leader(&pg, epoch, None);
     takeovers.push(("database back", takeover(&nodes, &next, back_at)));
-    (current, epoch) = (next, next_epoch);
+    let (current, epoch) = (next, next_epoch);
     for node in &mut nodes {
         node.keep_running(&time);
     }

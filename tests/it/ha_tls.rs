@@ -111,9 +111,9 @@ fn the_store_connects_over_tls_with_a_private_ca_and_is_refused_without_it() {
 
     // Without it (the public web roots only): refused, and the error keeps the secret.
     let without_ca = format!("{}?sslmode=require", pg.url());
-    let refused = PostgresBackend::open(&Secret::new(&without_ca), None)
-        .err()
-        .expect("the store opened without the CA");
+    let Err(refused) = PostgresBackend::open(&Secret::new(&without_ca), None) else {
+        panic!("the store opened without the CA");
+    };
     let message = refused.to_string();
     assert!(
         message.to_lowercase().contains("certificate") || message.contains("TLS"),
@@ -128,10 +128,10 @@ fn the_store_connects_over_tls_with_a_private_ca_and_is_refused_without_it() {
         pg.url(),
         certs.path().join("absent.pem").display()
     );
-    let message = PostgresBackend::open(&Secret::new(&missing), None)
-        .err()
-        .expect("the store opened with an absent CA file")
-        .to_string();
+    let Err(absent) = PostgresBackend::open(&Secret::new(&missing), None) else {
+        panic!("the store opened with an absent CA file");
+    };
+    let message = absent.to_string();
     assert!(message.contains("absent.pem"), "{message}");
     assert!(!message.contains(PASSWORD), "{message}");
 }

@@ -3,6 +3,7 @@
 //! the operator requests it took; plus shutdown. Only this loop writes state.
 
 pub mod executor;
+mod gate;
 mod log;
 
 use crate::clock::SharedClock;
@@ -17,11 +18,12 @@ use crate::model::pipeline::Pipeline;
 use crate::store::{Durability, HistoryReader, Store};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+pub use gate::{ActingGate, NotLeader};
 
 /// What to do with runs in dbt Cloud when the daemon stops.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -267,32 +269,6 @@ pub struct Daemon {
     /// Whether this leader has carried out an action yet (logged once).
     acted: bool,
 }
-
-/// Asked before every turn, action and shutdown: false once this node no longer leads (HA on
-/// PostgreSQL), so a deposed leader sends nothing more.
-#[derive(Clone)]
-pub struct ActingGate(Arc<dyn Fn() -> bool + Send + Sync>);
-
-impl ActingGate {
-    pub fn new(acting: impl Fn() -> bool + Send + Sync + 'static) -> Self {
-        Self(Arc::new(acting))
-    }
-
-    pub fn acting(&self) -> bool {
-        (self.0)()
-    }
-}
-
-impl std::fmt::Debug for ActingGate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ActingGate(acting: {})", self.acting())
-    }
-}
-
-/// The loop stopped because this node no longer leads: it sent nothing after noticing.
-#[derive(Debug, thiserror::Error)]
-#[error("this node is no longer the leader: it stopped acting")]
-pub struct NotLeader;
 
 impl Daemon {
     /// Loads the store and prepares the engine: attempts left triggering by a previous process are

@@ -242,7 +242,7 @@ pub(super) async fn serve_with(
             })
         })
         .transpose()?;
-    let api = start_http(&config, &handle, client, metrics, node, &shutdown).await?;
+    let api = start_http(&config, &handle, client, others, metrics, node, &shutdown).await?;
     let systemd = SdNotifier::from_env();
     let reloader = Reloader {
         pipelines_dir: config.pipelines_dir.clone(),
@@ -290,6 +290,7 @@ async fn start_http(
     config: &DaemonConfig,
     handle: &DaemonHandle,
     client: DbtCloudClient,
+    others: Vec<(AccountName, DbtCloudClient)>,
     metrics: Arc<Metrics>,
     node: Option<NodeHttp>,
     shutdown: &CancellationToken,
@@ -307,7 +308,8 @@ async fn start_http(
             .with_context(|| format!("cannot listen on {} (`http.listen`)", config.http.listen))?,
     };
     let listening = listener.local_addr().unwrap_or(config.http.listen);
-    let state = crate::http::AppState::new(handle.clone(), token, Some(client));
+    let state =
+        crate::http::AppState::new(handle.clone(), token, Some(client)).with_accounts(others);
     let mut app = crate::http::router(state)
         .merge(match &note {
             Some(note) => ops::status_page::router_with_note(handle.clone(), note.clone()),

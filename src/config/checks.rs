@@ -53,7 +53,13 @@ impl Lowerer<'_, '_> {
                 )
             })
             .collect();
-        for cycle in dag::cycles(&deps) {
+        // A graph in topological order has no cycle to look for (the search costs more).
+        let order = dag::topological_order(&deps);
+        for cycle in order
+            .is_none()
+            .then(|| dag::cycles(&deps))
+            .unwrap_or_default()
+        {
             let first = cycle.first().cloned().unwrap_or_default();
             let span = steps
                 .iter()
@@ -70,7 +76,7 @@ impl Lowerer<'_, '_> {
         if !sound {
             return None;
         }
-        dag::topological_order(&deps).map(|order| order.into_iter().map(str::to_string).collect())
+        order.map(|order| order.into_iter().map(str::to_string).collect())
     }
 
     pub(super) fn check_templates(

@@ -29,7 +29,7 @@ pub mod error;
 mod reads;
 pub mod views;
 
-use crate::dbt_cloud::client::{DbtCloudClient, ListRuns};
+use crate::dbt_cloud::client::DbtCloudClient;
 use crate::ids::AccountName;
 use crate::runtime::DaemonHandle;
 use crate::secret::Secret;
@@ -235,15 +235,12 @@ async fn readyz(
     ))
 }
 
-/// One cheap request (the newest run). A probe that retries for long is an answer too: not
+/// One cheap request (the account itself, a route the scheduler never uses, so that counting a
+/// route's requests tells polls from probes). A probe that retries for long is an answer too: not
 /// reachable right now.
 async fn probe(client: &DbtCloudClient) -> Result<(), String> {
-    let query = ListRuns {
-        limit: Some(1),
-        ..ListRuns::default()
-    };
-    match tokio::time::timeout(PROBE_TIMEOUT, client.list_runs_page(&query)).await {
-        Ok(Ok(_)) => Ok(()),
+    match tokio::time::timeout(PROBE_TIMEOUT, client.check_account()).await {
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
     }

@@ -281,6 +281,12 @@ impl DbtCloudClient {
         self.call(Method::GET, url, None).await
     }
 
+    /// `GET <account>/`: the account answers (what readiness asks; nothing is decoded).
+    pub async fn check_account(&self) -> Result<(), ApiError> {
+        self.call(Method::GET, self.url(&[""]), None).await?;
+        Ok(())
+    }
+
     /// `GET jobs/{job}/`.
     pub async fn get_job(&self, job: JobId) -> Result<Job, ApiError> {
         let url = self.url(&["jobs", &job.to_string(), ""]);

@@ -55,11 +55,12 @@ impl Lowerer<'_, '_> {
             .collect();
         // A graph in topological order has no cycle to look for (the search costs more).
         let order = dag::topological_order(&deps);
-        for cycle in order
-            .is_none()
-            .then(|| dag::cycles(&deps))
-            .unwrap_or_default()
-        {
+        let cycles = if order.is_none() {
+            dag::cycles(&deps)
+        } else {
+            Vec::new()
+        };
+        for cycle in cycles {
             let first = cycle.first().cloned().unwrap_or_default();
             let span = steps
                 .iter()

@@ -249,7 +249,8 @@ pub(super) async fn serve_with(
             })
         })
         .transpose()?;
-    let (api, server) = start_http(&config, &handle, client, metrics, node, &shutdown).await?;
+    let (api, server) =
+        start_http(&config, &handle, client, others, metrics, node, &shutdown).await?;
     let systemd = SdNotifier::from_env();
     let reloader = Reloader {
         pipelines_dir: config.pipelines_dir.clone(),
@@ -307,6 +308,7 @@ async fn start_http(
     config: &DaemonConfig,
     handle: &DaemonHandle,
     client: DbtCloudClient,
+    others: Vec<(AccountName, DbtCloudClient)>,
     metrics: Arc<Metrics>,
     node: Option<NodeHttp>,
     shutdown: &CancellationToken,
@@ -329,7 +331,8 @@ async fn start_http(
             .with_context(|| format!("cannot listen on {} (`http.listen`)", config.http.listen))?,
     };
     let listening = listener.local_addr().unwrap_or(config.http.listen);
-    let mut state = crate::http::AppState::new(handle.clone(), token, Some(client));
+    let mut state =
+        crate::http::AppState::new(handle.clone(), token, Some(client)).with_accounts(others);
     if let Some(readiness) = readiness {
         state = state.with_node_role(readiness);
     }

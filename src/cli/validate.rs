@@ -4,6 +4,7 @@ use super::common::{pipelines_dir, Failure};
 use super::EXIT_PROBLEMS;
 use crate::config;
 use clap::{Args, ValueEnum};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -86,10 +87,14 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
             println!("{report:#}");
         }
         (OutputFormat::Text, Ok(pipelines)) => {
+            // One write for ten thousand lines, not one each.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for p in pipelines {
-                println!("ok: {} ({})", p.name, p.source.display());
+                let _ = writeln!(out, "ok: {} ({})", p.name, p.source.display());
             }
-            println!("{} pipeline(s) valid", pipelines.len());
+            let _ = writeln!(out, "{} pipeline(s) valid", pipelines.len());
+            let _ = out.flush();
+            drop(out);
             for c in online.iter().flatten() {
                 let mark = if c.ok { "found" } else { "PROBLEM" };
                 println!(

@@ -6,7 +6,7 @@ use super::lower::RawStep;
 use super::yaml::Span;
 use crate::model::dag::{self, DependsOn};
 use crate::model::pipeline::{OverrideValue, Template};
-use crate::model::template::{self, TemplateContext};
+use crate::model::template;
 use chrono_tz::Tz;
 
 impl Lowerer<'_, '_> {
@@ -53,7 +53,14 @@ impl Lowerer<'_, '_> {
                 )
             })
             .collect();
-        for cycle in dag::cycles(&deps) {
+        // A graph in topological order has no cycle to look for (the search costs more).
+        let order = dag::topological_order(&deps);
+        let cycles = if order.is_none() {
+            dag::cycles(&deps)
+        } else {
+            Vec::new()
+        };
+        for cycle in cycles {
             let first = cycle.first().cloned().unwrap_or_default();
             let span = steps
                 .iter()
@@ -70,7 +77,7 @@ impl Lowerer<'_, '_> {
         if !sound {
             return None;
         }
-        dag::topological_order(&deps).map(|order| order.into_iter().map(str::to_string).collect())
+        order.map(|order| order.into_iter().map(str::to_string).collect())
     }
 
     pub(super) fn check_templates(
@@ -81,7 +88,6 @@ impl Lowerer<'_, '_> {
         cause: Option<&(String, Span)>,
     ) {
         for step in steps {
-            let samples = TemplateContext::samples(pipeline, &step.name, tz);
             for (node, value) in &step.override_nodes {
                 let templates: Vec<&Template> = match value {
                     OverrideValue::Text(t) => vec![t],
@@ -89,10 +95,8 @@ impl Lowerer<'_, '_> {
                     _ => continue,
                 };
                 for t in templates {
-                    let failure = samples
-                        .iter()
-                        .find_map(|ctx| template::render(t, ctx).err());
-                    if let Some(e) = failure {
+                    let rendered = template::render_samples(t, pipeline, &step.name, tz);
+                    if let Err(e) = rendered {
                         self.template_error(
                             node.span,
                             &format!("an override of step `{}`", step.name),
@@ -110,11 +114,7 @@ impl Lowerer<'_, '_> {
             .max_by_key(|n| n.chars().count())
             .unwrap_or("step");
         let cause = Template(text.clone());
-        let rendered: Result<Vec<String>, _> = TemplateContext::samples(pipeline, longest_step, tz)
-            .iter()
-            .map(|ctx| template::render(&cause, ctx))
-            .collect();
-        match rendered {
+        match template::render_samples(&cause, pipeline, longest_step, tz) {
             Err(e) => self.template_error(*span, "`cause`", &cause, &e.message),
             Ok(renderings) => {
                 let length = renderings

@@ -14,7 +14,6 @@ use crate::model::pipeline::{
 };
 use crate::model::template::{self, override_type, OverrideType};
 use chrono_tz::Tz;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -435,13 +434,20 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
         return None;
     }
     let (name, name_span) = name?;
-    let mut by_name: BTreeMap<String, RawStep> =
-        steps.into_iter().map(|s| (s.name.clone(), s)).collect();
+    // The steps in topological order, each listed there exactly once.
+    let order = order?;
+    let mut placed: Vec<(usize, RawStep)> = steps
+        .into_iter()
+        .filter_map(|s| Some((order.iter().position(|n| *n == s.name)?, s)))
+        .collect();
+    placed.sort_unstable_by_key(|(at, _)| *at);
+    if placed.len() != order.len() || placed.iter().enumerate().any(|(i, (at, _))| i != *at) {
+        return None;
+    }
     // Exact capacities: 10,000 definitions stay in memory, and a vector grown by pushes keeps up
     // to twice the room it needs (a collect from `depends_on` would keep its larger allocation).
-    let mut ordered = Vec::with_capacity(by_name.len());
-    for step_name in order? {
-        let raw = by_name.remove(&step_name)?;
+    let mut ordered = Vec::with_capacity(placed.len());
+    for (_, raw) in placed {
         let mut depends_on = Vec::with_capacity(raw.depends_on.len());
         depends_on.extend(raw.depends_on.into_iter().map(|(d, _)| StepName(d)));
         ordered.push(Step {

@@ -52,10 +52,16 @@ pub fn discover(paths: &[PathBuf]) -> (Vec<PathBuf>, Diagnostics) {
         if path.is_dir() {
             match std::fs::read_dir(path) {
                 Ok(entries) => {
+                    // The entry's type comes with the listing; only a link costs a `stat`.
                     let mut found: Vec<PathBuf> = entries
                         .filter_map(Result::ok)
+                        .filter(|e| match e.file_type() {
+                            Ok(t) if t.is_symlink() => e.path().is_file(),
+                            Ok(t) => t.is_file(),
+                            Err(_) => false,
+                        })
                         .map(|e| e.path())
-                        .filter(|p| p.is_file() && is_pipeline_file(p))
+                        .filter(|p| is_pipeline_file(p))
                         .collect();
                     found.sort();
                     files.extend(found);

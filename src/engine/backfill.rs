@@ -422,8 +422,9 @@ impl Engine {
     /// the `window` before it. Missed ticks are not caught up.
     pub(super) fn plan_rolling(&mut self, now: DateTime<Utc>, plan: &mut Plan) {
         let rolling: Vec<(PipelineName, crate::model::schedule::Schedule)> = self
-            .pipelines
+            .rolling
             .iter()
+            .filter_map(|n| self.pipelines.get(n).map(|l| (n, l)))
             .filter(|(_, l)| !l.def.suspended)
             .filter_map(|(n, l)| l.rolling.clone().map(|s| (n.clone(), s)))
             .collect();

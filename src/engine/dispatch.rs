@@ -7,9 +7,11 @@ use super::state::{
     CancelRequest, PipelineRunId, PipelineRunState, StepState,
 };
 use super::{earliest, to_chrono, Engine};
+use crate::ids::AccountName;
 use crate::model::pipeline::StepName;
 use crate::model::template::{render_cause, render_overrides, TemplateContext};
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 
 impl Engine {
     /// Starts ready steps of running pipeline runs; returns whether any pipeline run ended.
@@ -29,7 +31,8 @@ impl Engine {
         if candidates.is_empty() {
             return false;
         }
-        let mut in_flight = self.in_flight_by_account();
+        // Counted (over every active run) only once a step is ready to start.
+        let mut in_flight: Option<BTreeMap<AccountName, usize>> = None;
         let mut running: Vec<(DateTime<Utc>, PipelineRunId)> = candidates
             .iter()
             .filter_map(|id| self.state.runs.get(id))
@@ -79,7 +82,10 @@ impl Engine {
                                 "an upstream step failed",
                             );
                         } else if upstream.iter().all(|s| *s == StepState::Succeeded) {
-                            let used = in_flight.entry(step.account.clone()).or_default();
+                            let used = in_flight
+                                .get_or_insert_with(|| self.in_flight_by_account())
+                                .entry(step.account.clone())
+                                .or_default();
                             if *used < self.config.max_in_flight {
                                 *used += 1;
                                 self.start_attempt(
@@ -98,7 +104,11 @@ impl Engine {
                     StepState::WaitingRetry { until } => {
                         if until > now {
                             plan.wake_at = earliest(plan.wake_at, until);
-                        } else if in_flight.get(&step.account).copied().unwrap_or(0)
+                        } else if in_flight
+                            .get_or_insert_with(|| self.in_flight_by_account())
+                            .get(&step.account)
+                            .copied()
+                            .unwrap_or(0)
                             >= self.config.max_in_flight
                         {
                             self.passes.blocked_by_cap = true;
@@ -118,7 +128,10 @@ impl Engine {
                                 _ => AttemptKind::Trigger,
                             };
                             self.start_attempt(&id, &step.name, kind, now, plan);
-                            *in_flight.entry(step.account.clone()).or_default() += 1;
+                            *in_flight
+                                .get_or_insert_with(|| self.in_flight_by_account())
+                                .entry(step.account.clone())
+                                .or_default() += 1;
                         }
                     }
                     _ => {}

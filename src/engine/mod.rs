@@ -23,7 +23,7 @@ pub mod why;
 #[cfg(test)]
 mod tests;
 
-use crate::ids::RunId;
+use crate::ids::{AccountName, RunId};
 use crate::model::pipeline::{Pipeline, PipelineName};
 use crate::model::schedule::Schedule;
 use chrono::{DateTime, Utc};
@@ -180,6 +180,10 @@ pub struct Engine {
     due: Due,
     outbox: Outbox,
     passes: Passes,
+    /// How many times the pipeline definitions were set (start-up and every reload).
+    definitions_set: u64,
+    /// The pipelines with a rolling backfill, which every plan looks at (not all pipelines).
+    rolling: Vec<PipelineName>,
 }
 
 /// A pipeline definition the engine could not use.
@@ -209,6 +213,8 @@ impl Engine {
             due: Due::default(),
             outbox: Outbox::default(),
             passes: Passes::default(),
+            definitions_set: 0,
+            rolling: Vec::new(),
         };
         engine.set_pipelines(pipelines)?;
         // Records read back grew their vectors push by push: give the spare room back.
@@ -243,7 +249,8 @@ impl Engine {
                         }
                     }
                     if let (Some(ms), Some(end)) = (attempt.run_duration_ms, attempt.finished_at) {
-                        learned.push((end, attempt.job_id, ms));
+                        let account = accounts::account_of_step(run, &step.0);
+                        learned.push((end, account, attempt.job_id, ms));
                     }
                     if attempt.phase == AttemptPhase::Triggering && attempt.resend_at.is_none() {
                         to_reconcile.push(at);
@@ -253,11 +260,14 @@ impl Engine {
         }
         // The duration windows, oldest first, from the runs memory holds.
         learned.sort_unstable();
-        for (_, job, ms) in learned {
+        let default_account = AccountName::default();
+        for (_, account, job, ms) in learned {
             let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-            engine
-                .durations
-                .record(job, chrono::Duration::milliseconds(ms));
+            engine.durations.record(
+                account.unwrap_or(&default_account),
+                job,
+                chrono::Duration::milliseconds(ms),
+            );
         }
         let reconcile_at = now + to_chrono(engine.config.takeover_hold);
         for at in to_reconcile {
@@ -300,7 +310,29 @@ impl Engine {
         }
         self.pipelines = loaded;
         self.index.ticks.reset(self.pipelines.keys().cloned());
+        self.rolling = self
+            .pipelines
+            .iter()
+            .filter(|(_, l)| l.rolling.is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.definitions_set += 1;
         Ok(())
+    }
+
+    /// Changes whenever the pipeline definitions are replaced: what is derived from the set of
+    /// pipelines (a metric series per pipeline, say) is rebuilt only then.
+    pub fn definitions_version(&self) -> u64 {
+        self.definitions_set
+    }
+
+    /// The pipeline runs not yet terminal (queued or running), in id order.
+    pub fn active_runs(&self) -> impl Iterator<Item = &PipelineRun> {
+        self.index
+            .active
+            .ids()
+            .iter()
+            .filter_map(|id| self.state.runs.get(id))
     }
 
     pub fn state(&self) -> &State {

@@ -1,9 +1,9 @@
-//! Polling that predicts: each job's recent run durations (a small window per job, learned from
-//! the runs the engine saw succeed) and the per-run poll schedule built from them. A run is looked
+//! Polling that predicts: each job's recent run durations (a small window per job of an account,
+//! learned from the runs the engine saw succeed) and the per-run poll schedule built from them. A run is looked
 //! at around its expected end; the fixed `poll_interval` stays the fallback for jobs without
 //! history and the longest wait between two looks at any run. Pure data: `now` comes in.
 
-use crate::ids::{JobId, RunId};
+use crate::ids::{AccountName, JobId, RunId};
 use chrono::{DateTime, Duration, Utc};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeSet;
@@ -48,26 +48,31 @@ pub struct Expected {
 }
 
 /// Each job's recent durations (successful runs only: a failure's length says little about the
-/// next success).
+/// next success), per account: job ids are numbered by each account, so two accounts' job 7 are
+/// two jobs.
 #[derive(Debug, Default)]
 pub struct Durations {
-    by_job: FxHashMap<JobId, Window>,
+    by_account: FxHashMap<AccountName, FxHashMap<JobId, Window>>,
 }
 
 impl Durations {
-    pub fn record(&mut self, job: JobId, took: Duration) {
+    pub fn record(&mut self, account: &AccountName, job: JobId, took: Duration) {
         let ms = took.num_milliseconds();
         if ms <= 0 {
             return;
         }
         let ms = u32::try_from(ms).unwrap_or(u32::MAX);
-        self.by_job.entry(job).or_default().push(ms);
+        let jobs = match self.by_account.get_mut(account) {
+            Some(jobs) => jobs,
+            None => self.by_account.entry(account.clone()).or_default(),
+        };
+        jobs.entry(job).or_default().push(ms);
     }
 
     /// The learned range widened by a margin: a tenth of the median while there are fewer than
     /// three samples (one run says little about the spread), a twentieth after.
-    pub fn expected(&self, job: JobId) -> Option<Expected> {
-        let window = self.by_job.get(&job)?;
+    pub fn expected(&self, account: &AccountName, job: JobId) -> Option<Expected> {
+        let window = self.by_account.get(account)?.get(&job)?;
         let mut samples = window.samples().to_vec();
         if samples.is_empty() {
             return None;
@@ -85,7 +90,7 @@ impl Durations {
     }
 
     pub fn jobs(&self) -> usize {
-        self.by_job.len()
+        self.by_account.values().map(FxHashMap::len).sum()
     }
 }
 
@@ -198,26 +203,43 @@ mod tests {
             .to_utc()
     }
 
+    fn default_account() -> AccountName {
+        AccountName::default()
+    }
+
     #[test]
     fn the_window_keeps_the_newest_durations_and_widens_by_a_margin() {
+        let a = default_account();
         let mut d = Durations::default();
-        assert_eq!(d.expected(JobId(1)), None);
-        d.record(JobId(1), secs(30));
+        assert_eq!(d.expected(&a, JobId(1)), None);
+        d.record(&a, JobId(1), secs(30));
         assert_eq!(
-            d.expected(JobId(1)),
+            d.expected(&a, JobId(1)),
             Some(Expected {
                 earliest: secs(27),
                 latest: secs(33)
             })
         );
         for s in [100, 100, 100, 100, 28, 30, 32, 29, 31] {
-            d.record(JobId(1), secs(s));
+            d.record(&a, JobId(1), secs(s));
         }
-        let e = d.expected(JobId(1)).unwrap();
+        let e = d.expected(&a, JobId(1)).unwrap();
         assert_eq!(e.earliest, secs(28) - Duration::milliseconds(1500));
         assert_eq!(e.latest, secs(32) + Duration::milliseconds(1500));
-        d.record(JobId(2), Duration::zero());
-        assert_eq!(d.expected(JobId(2)), None);
+        d.record(&a, JobId(2), Duration::zero());
+        assert_eq!(d.expected(&a, JobId(2)), None);
+    }
+
+    #[test]
+    fn the_same_job_id_in_two_accounts_is_two_jobs() {
+        let (a, b) = (default_account(), AccountName("emea".into()));
+        let mut d = Durations::default();
+        d.record(&a, JobId(7), secs(30));
+        assert_eq!(d.expected(&b, JobId(7)), None);
+        d.record(&b, JobId(7), secs(300));
+        assert_eq!(d.expected(&a, JobId(7)).unwrap().latest, secs(33));
+        assert_eq!(d.expected(&b, JobId(7)).unwrap().latest, secs(330));
+        assert_eq!(d.jobs(), 2);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::state::{
 };
 use super::{earliest, predict, to_chrono, Engine};
 use crate::dbt_cloud::wire::{Run, RunStatus};
-use crate::ids::RunId;
+use crate::ids::{AccountName, RunId};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 
@@ -300,22 +300,28 @@ impl Engine {
         };
         a.run_duration_ms = Some(ms);
         let job = a.job_id;
-        self.durations.record(job, took);
+        let account = self.account_of(at);
+        self.durations.record(&account, job, took);
     }
 
     /// When to look next at a watched run after a look at `now`.
     fn next_look(&self, run: RunId, now: DateTime<Utc>) -> DateTime<Utc> {
         let interval = to_chrono(self.config.poll_interval);
-        let attempt = self
-            .index
-            .by_dbt_run
-            .get(&run)
-            .and_then(|at| self.attempt(at));
-        let Some(a) = attempt else {
+        let Some(at) = self.index.by_dbt_run.get(&run) else {
+            return now + interval;
+        };
+        let Some(a) = self.attempt(at) else {
             return now + interval;
         };
         let expected = if self.config.predict_polls {
-            self.durations.expected(a.job_id)
+            self.state
+                .runs
+                .get(&at.run)
+                .and_then(|r| super::accounts::account_of_step(r, &at.step.0))
+                .map_or_else(
+                    || self.durations.expected(&AccountName::default(), a.job_id),
+                    |account| self.durations.expected(account, a.job_id),
+                )
         } else {
             None
         };

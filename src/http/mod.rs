@@ -6,7 +6,8 @@
 //!
 //! Routes (every `/api/v1` route needs `Authorization: Bearer <token>` when a token is configured;
 //! run ids are percent-encoded path segments):
-//! - `GET /healthz` (process up), `GET /readyz` (loop answering, dbt Cloud answered within 30 s);
+//! - `GET /healthz` (process up), `GET /readyz` (loop answering, every account's dbt Cloud answered
+//!   within 30 s);
 //! - `GET /api/v1/pipelines`, `GET /api/v1/pipelines/{name}` (definition, next fire times,
 //!   paused/suspended, last runs), `GET /api/v1/pipelines/{name}/runs?limit=N` (steps, attempts,
 //!   dbt Cloud run ids and links, failure details), `GET /api/v1/pipelines/{name}/why?step=S`,
@@ -28,7 +29,8 @@ pub mod error;
 mod reads;
 pub mod views;
 
-use crate::dbt_cloud::client::{DbtCloudClient, ListRuns};
+use crate::dbt_cloud::client::DbtCloudClient;
+use crate::ids::AccountName;
 use crate::runtime::DaemonHandle;
 use crate::secret::Secret;
 use axum::http::StatusCode;
@@ -36,6 +38,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::HttpError;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -44,7 +47,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::check_listen;
 
-/// How long a dbt Cloud reachability probe answers `/readyz`.
+/// How recent an answer of dbt Cloud (to any request of an account's client, or to `/readyz`'s own
+/// probe) `/readyz` takes as that account being reachable.
 const PROBE_TTL: Duration = Duration::from_secs(30);
 /// How long `/readyz` waits for dbt Cloud.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,8 +58,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AppState {
     handle: DaemonHandle,
     token: Option<Arc<Secret>>,
-    client: Option<DbtCloudClient>,
-    probe: Arc<Mutex<Option<Probe>>>,
+    /// The client of every configured account, `default` first.
+    clients: Arc<Vec<(AccountName, DbtCloudClient)>>,
+    /// Each account's last failed probe: asked again only once it is older than `PROBE_TTL`.
+    failures: Arc<Mutex<BTreeMap<AccountName, Failure>>>,
     /// On the leader of an HA deployment: its role and the leader's name and address, which
     /// `/readyz` adds to its answer.
     node_role: Option<NodeRole>,
@@ -64,8 +70,8 @@ pub struct AppState {
 /// This node's role as JSON fields (`role`, `node`, `leader`, `leader_address`, `epoch`).
 pub type NodeRole = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
-/// When dbt Cloud was last asked, and what came of it.
-type Probe = (tokio::time::Instant, Result<(), String>);
+/// When `/readyz`'s probe of an account failed, and why.
+type Failure = (tokio::time::Instant, String);
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,7 +83,7 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     /// `token`: the bearer token every `/api/v1` request must carry (none: open, loopback only).
-    /// `client`: used by `/readyz` to check that dbt Cloud answers (none: not checked).
+    /// `client`: the account `default`'s, which `/readyz` checks answers (none: not checked).
     pub fn new(
         handle: DaemonHandle,
         token: Option<Secret>,
@@ -86,8 +92,13 @@ impl AppState {
         Self {
             handle,
             token: token.map(Arc::new),
-            client,
-            probe: Arc::new(Mutex::new(None)),
+            clients: Arc::new(
+                client
+                    .map(|c| (AccountName::default(), c))
+                    .into_iter()
+                    .collect(),
+            ),
+            failures: Arc::new(Mutex::new(BTreeMap::new())),
             node_role: None,
         }
     }
@@ -95,6 +106,25 @@ impl AppState {
     /// Adds the node's role to `/readyz` (the leader of an HA deployment).
     pub fn with_node_role(mut self, role: NodeRole) -> Self {
         self.node_role = Some(role);
+        self
+    }
+
+    /// The account `default`'s client, when there is one.
+    pub(crate) fn default_client(&self) -> Option<&DbtCloudClient> {
+        self.clients
+            .iter()
+            .find(|(account, _)| account.is_default())
+            .map(|(_, client)| client)
+    }
+
+    /// Adds the clients of the accounts beside `default`; `/readyz` checks each of them too.
+    pub fn with_accounts(
+        mut self,
+        accounts: impl IntoIterator<Item = (AccountName, DbtCloudClient)>,
+    ) -> Self {
+        let mut clients = (*self.clients).clone();
+        clients.extend(accounts);
+        self.clients = Arc::new(clients);
         self
     }
 }
@@ -148,9 +178,12 @@ async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready when the scheduler loop answers (its state is loaded) and dbt Cloud answered a cheap
-/// request within the last half minute. On the leader of an HA deployment the answer, ready or
-/// not, also says the node's role and the leader's name and address.
+/// Ready when the scheduler loop answers (its state is loaded) and dbt Cloud answered every
+/// configured account within the last half minute: any successful request of the account's client
+/// counts, so an account the scheduler is talking to costs no request here; only an account quiet
+/// that long is probed (all such at once), and a failed probe is not repeated for half a minute.
+/// On the leader of an HA deployment the answer, ready or not, also says the node's role and the
+/// leader's name and address.
 async fn readyz(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> axum::response::Response {
@@ -176,33 +209,70 @@ async fn readiness(state: &AppState) -> Result<(), HttpError> {
             "the scheduler loop is not running",
         )
     })?;
-    if let Some(client) = &state.client {
-        let mut cached = state.probe.lock().await;
-        let fresh = cached
-            .as_ref()
-            .is_some_and(|(at, _)| at.elapsed() < PROBE_TTL);
-        if !fresh {
-            let query = ListRuns {
-                limit: Some(1),
-                ..ListRuns::default()
-            };
-            // A probe that retries for long is an answer too: not reachable right now.
-            let result =
-                match tokio::time::timeout(PROBE_TIMEOUT, client.list_runs_page(&query)).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
-                };
-            *cached = Some((tokio::time::Instant::now(), result));
+    let quiet: Vec<&(AccountName, DbtCloudClient)> = state
+        .clients
+        .iter()
+        .filter(|(_, client)| !client.answered_within(PROBE_TTL))
+        .collect();
+    if !quiet.is_empty() {
+        let mut failures = state.failures.lock().await;
+        let mut probes = tokio::task::JoinSet::new();
+        for (account, client) in quiet {
+            // Another request may have answered while this one waited for the lock.
+            if client.answered_within(PROBE_TTL) {
+                continue;
+            }
+            let failed_lately = failures
+                .get(account)
+                .is_some_and(|(at, _)| at.elapsed() < PROBE_TTL);
+            if !failed_lately {
+                let (account, client) = (account.clone(), client.clone());
+                probes.spawn(async move { (account, probe(&client).await) });
+            }
         }
-        if let Some((_, Err(message))) = cached.as_ref() {
+        while let Some(done) = probes.join_next().await {
+            let Ok((account, result)) = done else {
+                continue;
+            };
+            match result {
+                Ok(()) => failures.remove(&account),
+                Err(message) => failures.insert(account, (tokio::time::Instant::now(), message)),
+            };
+        }
+        let unreachable: Vec<String> = state
+            .clients
+            .iter()
+            .filter(|(_, client)| !client.answered_within(PROBE_TTL))
+            .filter_map(|(account, _)| {
+                let (at, message) = failures.get(account)?;
+                (at.elapsed() < PROBE_TTL).then(|| {
+                    if state.clients.len() == 1 {
+                        message.clone()
+                    } else {
+                        format!("account `{}`: {message}", account.0)
+                    }
+                })
+            })
+            .collect();
+        if !unreachable.is_empty() {
             return Err(HttpError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("dbt Cloud is not reachable: {message}"),
+                format!("dbt Cloud is not reachable: {}", unreachable.join("; ")),
             ));
         }
     }
     Ok(())
+}
+
+/// One cheap request (the account itself, a route the scheduler never uses, so that counting a
+/// route's requests tells polls from probes). A probe that retries for long is an answer too: not
+/// reachable right now.
+async fn probe(client: &DbtCloudClient) -> Result<(), String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, client.check_account()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
+    }
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> HttpError {

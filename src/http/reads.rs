@@ -189,7 +189,7 @@ pub(super) async fn why(
     })?;
     // A trigger held by the account's request budget looks like any trigger to the engine.
     if why.reason == crate::engine::why::WhyReason::Triggering {
-        if let Some(client) = &state.client {
+        if let Some(client) = state.default_client() {
             let budget = client.budget();
             let waiting = budget.stats().waiting;
             if let Some(until) = budget.cooldown_until() {

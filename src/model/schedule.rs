@@ -58,6 +58,9 @@ thread_local! {
     /// croner's parse is the costliest part of loading one.
     static PARSED: std::cell::RefCell<std::collections::HashMap<String, std::sync::Arc<Cron>>> =
         std::cell::RefCell::default();
+    /// Expressions (with their zone) already found to fire: the search is the next costliest part.
+    static FIRES: std::cell::RefCell<std::collections::HashSet<(String, Tz)>> =
+        std::cell::RefCell::default();
 }
 
 fn parse_cached(expression: &str) -> Result<std::sync::Arc<Cron>, ScheduleError> {
@@ -122,11 +125,22 @@ impl Schedule {
             timezone,
             expression: trimmed.to_string(),
         };
+        let key = (schedule.expression.clone(), timezone);
+        if FIRES.with(|f| f.borrow().contains(&key)) {
+            return Ok(schedule);
+        }
         // `0 0 31 2 *` parses but never fires; croner gives up after a bounded search.
         let epoch = DateTime::<Utc>::UNIX_EPOCH + Duration::days(365 * 56);
         if schedule.next_after(epoch).is_none() {
             return Err(ScheduleError::NeverFires);
         }
+        FIRES.with(|f| {
+            let mut fires = f.borrow_mut();
+            if fires.len() >= 4096 {
+                fires.clear();
+            }
+            fires.insert(key);
+        });
         Ok(schedule)
     }
 

@@ -200,24 +200,139 @@ fn environment() -> Environment<'static> {
     env
 }
 
+thread_local! {
+    /// One environment per thread: making one (its filters and tests) cost more than rendering
+    /// a short template with it.
+    static ENVIRONMENT: Environment<'static> = environment();
+    /// The date variables of the sample contexts, per zone (they differ by nothing else).
+    static SAMPLE_DATES: std::cell::RefCell<std::collections::HashMap<Tz, SampleDates>> =
+        std::cell::RefCell::default();
+    /// What a template that reads neither `pipeline` nor `step` rendered to in a zone: the same
+    /// override in many files is checked once.
+    static SAMPLE_RENDERINGS: std::cell::RefCell<std::collections::HashMap<(String, Tz), SampleRenderings>> =
+        std::cell::RefCell::default();
+}
+
+type SampleRenderings = Result<Vec<String>, TemplateError>;
+
 /// Renders `template` against `ctx`; an unknown variable is an error.
 pub fn render(template: &Template, ctx: &TemplateContext) -> Result<String, TemplateError> {
-    Ok(environment().render_str(&template.0, ctx.variables())?)
+    ENVIRONMENT.with(|env| Ok(env.render_str(&template.0, ctx.variables())?))
+}
+
+/// The variables of [`TemplateContext::samples`] that do not differ between the samples.
+#[derive(Debug, Clone)]
+struct SampleDates {
+    logical_date: String,
+    ds: String,
+    ds_nodash: String,
+    data_interval_start: String,
+    data_interval_end: String,
+}
+
+/// What a template renders to against each of [`TemplateContext::samples`] for `pipeline`,
+/// `step` and `timezone`, or the first error; what validation checks. The samples differ only in
+/// `attempt` and `is_backfill`, so a template that reads neither (nor anything else a sample
+/// might vary in) is parsed and rendered once, for all four; one without any `{` renders to
+/// itself; and one that reads neither `pipeline` nor `step` is checked once per zone (per thread),
+/// however many files repeat it.
+pub fn render_samples(
+    template: &Template,
+    pipeline: &str,
+    step: &str,
+    timezone: Tz,
+) -> Result<Vec<String>, TemplateError> {
+    if !template.0.contains('{') {
+        return Ok(vec![template.0.clone()]);
+    }
+    let key = (template.0.clone(), timezone);
+    if let Some(known) = SAMPLE_RENDERINGS.with(|r| r.borrow().get(&key).cloned()) {
+        return known;
+    }
+    let dates = SAMPLE_DATES.with(|cache| {
+        cache
+            .borrow_mut()
+            .entry(timezone)
+            .or_insert_with(|| {
+                let v = TemplateContext::sample(pipeline, step, timezone).variables();
+                SampleDates {
+                    logical_date: v.logical_date,
+                    ds: v.ds,
+                    ds_nodash: v.ds_nodash,
+                    data_interval_start: v.data_interval_start,
+                    data_interval_end: v.data_interval_end,
+                }
+            })
+            .clone()
+    });
+    ENVIRONMENT.with(|env| {
+        let parsed = env.template_from_str(&template.0)?;
+        // Only these are the same in every sample; any other name (`attempt`, `is_backfill`, a
+        // function that reads the whole context) may render differently.
+        const SAME_IN_EVERY_SAMPLE: &[&str] = &[
+            "logical_date",
+            "ds",
+            "ds_nodash",
+            "data_interval_start",
+            "data_interval_end",
+            "pipeline",
+            "step",
+        ];
+        let names = parsed.undeclared_variables(false);
+        let varies = names
+            .iter()
+            .any(|name| !SAME_IN_EVERY_SAMPLE.contains(&name.as_str()));
+        let general = !names.contains("pipeline") && !names.contains("step");
+        let samples: &[(u32, bool)] = if varies {
+            &[(1, false), (u32::MAX, false), (1, true), (u32::MAX, true)]
+        } else {
+            &[(u32::MAX, false)]
+        };
+        let renderings: SampleRenderings = samples
+            .iter()
+            .map(|&(attempt, is_backfill)| {
+                let variables = Variables {
+                    logical_date: dates.logical_date.clone(),
+                    ds: dates.ds.clone(),
+                    ds_nodash: dates.ds_nodash.clone(),
+                    data_interval_start: dates.data_interval_start.clone(),
+                    data_interval_end: dates.data_interval_end.clone(),
+                    pipeline: pipeline.to_string(),
+                    step: step.to_string(),
+                    attempt,
+                    is_backfill,
+                };
+                Ok(parsed.render(variables)?)
+            })
+            .collect();
+        if general {
+            SAMPLE_RENDERINGS.with(|r| {
+                let mut known = r.borrow_mut();
+                // Bounded: ten thousand distinct templates must not all stay.
+                if known.len() >= 1024 {
+                    known.clear();
+                }
+                known.insert(key, renderings.clone());
+            });
+        }
+        renderings
+    })
 }
 
 /// Variables `template` reads that no context provides, sorted (empty when it does not parse).
 pub fn unknown_variables(template: &Template) -> Vec<String> {
-    let env = environment();
-    let Ok(parsed) = env.template_from_str(&template.0) else {
-        return Vec::new();
-    };
-    let mut unknown: Vec<String> = parsed
-        .undeclared_variables(false)
-        .into_iter()
-        .filter(|v| !TEMPLATE_VARIABLES.contains(&v.as_str()))
-        .collect();
-    unknown.sort();
-    unknown
+    ENVIRONMENT.with(|env| {
+        let Ok(parsed) = env.template_from_str(&template.0) else {
+            return Vec::new();
+        };
+        let mut unknown: Vec<String> = parsed
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|v| !TEMPLATE_VARIABLES.contains(&v.as_str()))
+            .collect();
+        unknown.sort();
+        unknown
+    })
 }
 
 /// Renders every override into a trigger body; `cause` is left empty for the caller.
@@ -291,6 +406,29 @@ pub fn render_cause(pipeline: &Pipeline, ctx: &TemplateContext, attempt_key: &st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_render_once_unless_the_template_reads_what_differs_between_them() {
+        let tz: Tz = "Europe/Amsterdam".parse().unwrap();
+        let plain = Template("analytics".into());
+        assert_eq!(
+            render_samples(&plain, "p", "s", tz).unwrap(),
+            vec!["analytics".to_string()]
+        );
+        let dated = Template("analytics_{{ ds_nodash }}_{{ step }}".into());
+        assert_eq!(
+            render_samples(&dated, "p", "s", tz).unwrap(),
+            vec!["analytics_20270101_s".to_string()]
+        );
+        let attempt = Template("{% if is_backfill %}bf{% endif %}{{ attempt }}".into());
+        assert_eq!(render_samples(&attempt, "p", "s", tz).unwrap().len(), 4);
+        // Fails for the first attempt only: found although the other samples render.
+        let first_fails = Template("{{ 10 // (attempt - 1) }}".into());
+        assert!(render_samples(&first_fails, "p", "s", tz).is_err());
+        let unknown = Template("{{ nope }}".into());
+        assert!(render_samples(&unknown, "p", "s", tz).is_err());
+        assert!(render_samples(&unknown, "p", "s", tz).is_err(), "cached");
+    }
 
     fn ctx() -> TemplateContext {
         let tz: Tz = "Europe/Amsterdam".parse().unwrap();

@@ -43,6 +43,11 @@ pub struct RuntimeSettings {
     pub on_shutdown: OnShutdown,
     /// How long shutdown waits for calls in flight (and, with `cancel`, for confirmations).
     pub shutdown_grace: Duration,
+    /// The least real time between the end of a turn and a turn taken for executors' answers
+    /// alone: under load answers arrive one by one, and a turn (a plan, a commit, the metrics'
+    /// read) per answer costs most of the daemon's CPU. Anything else (an operator request, a
+    /// webhook hint, a read, a due time) takes its turn at once.
+    pub turn_gap: Duration,
 }
 
 impl Default for RuntimeSettings {
@@ -51,9 +56,14 @@ impl Default for RuntimeSettings {
             engine: EngineConfig::default(),
             on_shutdown: OnShutdown::Detach,
             shutdown_grace: Duration::from_secs(5),
+            turn_gap: DEFAULT_TURN_GAP,
         }
     }
 }
+
+/// Long enough to gather the answers of a busy moment, short beside any latency that matters (a
+/// webhook's hint is not held at all).
+pub const DEFAULT_TURN_GAP: Duration = Duration::from_millis(10);
 
 /// How far the loop has got: published after every plan, for tests, readiness and the watchdog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +100,8 @@ enum Message {
     External(Event),
     /// A read of the engine's state, run inside the loop so it is consistent.
     Inspect(Inspector),
+    /// A read of the engine's state as the last turn left it (inputs waiting stay waiting).
+    Peek(Inspector),
     /// An operator request whose answer is awaited.
     Operate(OperatorRequest, Replier),
     /// New pipeline definitions (reload).
@@ -116,6 +128,7 @@ impl std::fmt::Debug for Message {
         match self {
             Self::Answer(e) | Self::External(e) => write!(f, "{e:?}"),
             Self::Inspect(_) => f.write_str("Inspect"),
+            Self::Peek(_) => f.write_str("Peek"),
             Self::Operate(request, _) => write!(f, "Operate({request:?})"),
             Self::Reload(p, _) => write!(f, "Reload({} pipelines)", p.len()),
             Self::SaveResolvedJobs(j, _) => write!(f, "SaveResolvedJobs({} jobs)", j.len()),
@@ -155,6 +168,22 @@ impl DaemonHandle {
         let (tx, rx) = oneshot::channel();
         self.inbox
             .send(Message::Inspect(Box::new(move |engine, now| {
+                let _ = tx.send(read(engine, now));
+            })))
+            .map_err(|_| LoopStopped)?;
+        rx.await.map_err(|_| LoopStopped)
+    }
+
+    /// Runs `read` against the engine as the last turn left it, without first applying what waits
+    /// for the next turn (executors' answers held by `turn_gap`): for readers that follow the
+    /// transitions, which report whatever those answers change in their own time (the metrics).
+    pub async fn peek<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Engine, DateTime<Utc>) -> T + Send + 'static,
+    ) -> Result<T, LoopStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.inbox
+            .send(Message::Peek(Box::new(move |engine, now| {
                 let _ = tx.send(read(engine, now));
             })))
             .map_err(|_| LoopStopped)?;
@@ -268,6 +297,8 @@ pub struct Daemon {
     gate: Option<ActingGate>,
     /// Whether this leader has carried out an action yet (logged once).
     acted: bool,
+    /// Whether `inputs` holds more than executors' answers (the next turn is not held back).
+    urgent: bool,
 }
 
 impl Daemon {
@@ -310,6 +341,7 @@ impl Daemon {
             next_reply: 0,
             gate: None,
             acted: false,
+            urgent: false,
         })
     }
 
@@ -363,8 +395,9 @@ impl Daemon {
     }
 
     async fn run_until(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        loop {
+        'turns: loop {
             let wake_at = self.turn()?;
+            let turned = tokio::time::Instant::now();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -375,7 +408,23 @@ impl Daemon {
                         self.handle_message(more)?;
                     }
                 }
-                _ = sleep_until(&self.clock, wake_at) => self.inputs.push(Event::Tick.into()),
+                _ = sleep_until(&self.clock, wake_at) => {
+                    self.inputs.push(Event::Tick.into());
+                    self.urgent = true;
+                }
+            }
+            // Answers alone wait for the gap to pass, gathering whatever else arrives meanwhile.
+            let held_until = turned + self.settings.turn_gap;
+            while !self.urgent && !self.inputs.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break 'turns,
+                    message = self.inbox_rx.recv() => {
+                        let Some(message) = message else { break 'turns };
+                        self.handle_message(message)?;
+                    }
+                    _ = tokio::time::sleep_until(held_until) => break,
+                }
             }
         }
         self.shut_down().await
@@ -390,6 +439,7 @@ impl Daemon {
         }
         let now = self.clock.now();
         let inputs = std::mem::take(&mut self.inputs);
+        self.urgent = false;
         // Operator requests are answered once applied, so what they changed is durable at once.
         let operator = inputs.iter().any(|input| {
             matches!(
@@ -489,8 +539,10 @@ impl Daemon {
                     self.recall(run);
                 }
                 self.inputs.push(event.into());
+                self.urgent = true;
             }
             Message::Operate(request, replier) => {
+                self.urgent = true;
                 if let OperatorRequest::RetryPipelineRun { run } = &request {
                     self.recall(run);
                 }
@@ -504,6 +556,7 @@ impl Daemon {
                 self.catch_up()?;
                 read(&self.engine, self.clock.now());
             }
+            Message::Peek(read) => read(&self.engine, self.clock.now()),
             Message::Reload(pipelines, reply) => {
                 self.catch_up()?;
                 let _ = reply.send(self.engine.set_pipelines(pipelines));

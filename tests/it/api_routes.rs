@@ -375,3 +375,78 @@ async fn readyz_says_when_dbt_cloud_is_not_reachable() {
     api.stop().await;
     h.shutdown().await;
 }
+
+/// `/readyz` takes any recent successful request of an account's client as that account
+/// answering, and probes only accounts quiet for longer, each once: every configured account
+/// counts, and an unreachable one is named.
+#[tokio::test]
+async fn readyz_reuses_recent_answers_and_checks_every_account() {
+    use baton::ids::AccountName;
+    let h = Harness::start("2026-03-01T01:30:00Z", &scenario_yaml(), vec![chain()]).await;
+    let other = crate::support::dbt::Dbt::start().await;
+    let probes = |emulator: &baton::emulator::EmulatorHandle| {
+        emulator
+            .request_counts()
+            .iter()
+            .filter(|((route, _), _)| route == "get_account")
+            .map(|(_, n)| *n)
+            .sum::<u64>()
+    };
+    let default_client = h.client();
+    let b_client = other.client();
+    // Account b's client has just been answered (any request counts): readiness does not ask.
+    b_client
+        .list_runs_page(&baton::dbt_cloud::client::ListRuns::default())
+        .await
+        .unwrap();
+    let state = baton::http::AppState::new(h.daemon.clone(), None, Some(default_client))
+        .with_accounts([(AccountName("b".into()), b_client)]);
+    let api = Api::serve_state(state, None).await;
+    let (status, body) = api.get_without_token("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        probes(&h.emulator),
+        1,
+        "the quiet default account is probed"
+    );
+    assert_eq!(
+        probes(&other.handle),
+        0,
+        "account b answered lately: no probe"
+    );
+    for _ in 0..3 {
+        let (status, body) = api.get_without_token("/readyz").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(probes(&h.emulator), 1, "the probe's own answer is reused");
+    assert_eq!(probes(&other.handle), 0);
+    api.stop().await;
+
+    // An account that cannot be reached makes the daemon unready, and is named.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", closed.local_addr().unwrap());
+    drop(closed);
+    let mut config = baton::dbt_cloud::client::ClientConfig::new(
+        url.parse().unwrap(),
+        other.handle.account_id(),
+        baton::secret::Secret::new("t"),
+    );
+    config.max_retries = 0;
+    let unreachable = baton::dbt_cloud::client::DbtCloudClient::new(config).unwrap();
+    let state = baton::http::AppState::new(h.daemon.clone(), None, Some(h.client()))
+        .with_accounts([(AccountName("b".into()), unreachable)]);
+    let api = Api::serve_state(state, None).await;
+    let (status, body) = api.get_without_token("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("dbt Cloud is not reachable") && error.contains("account `b`"),
+        "{body}"
+    );
+    assert!(
+        !error.contains("default"),
+        "the default account answered: {body}"
+    );
+    api.stop().await;
+    h.shutdown().await;
+}

@@ -84,6 +84,8 @@ struct Inner {
     account_root: Url,
     /// Told of every answered request (metrics).
     observer: std::sync::RwLock<Option<ApiObserver>>,
+    /// When a request last got a 2xx answer: readiness reuses it instead of asking again.
+    last_success: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// Requests on the wire at once: a burst of triggers or a thousand runs in flight must not
     /// open a connection (and its buffers) each, here or at dbt Cloud.
     connections: tokio::sync::Semaphore,
@@ -152,6 +154,7 @@ impl DbtCloudClient {
                 budget,
                 account_root,
                 observer: std::sync::RwLock::new(None),
+                last_success: std::sync::Mutex::new(None),
                 connections: tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS),
             }),
         })
@@ -163,6 +166,15 @@ impl DbtCloudClient {
 
     pub fn budget(&self) -> &Arc<RequestBudget> {
         &self.inner.budget
+    }
+
+    /// Whether a request of this client or a clone got a 2xx answer within `window`.
+    pub fn answered_within(&self, window: Duration) -> bool {
+        self.inner
+            .last_success
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < window)
     }
 
     /// Tells `observer` of every request this client and its clones make from now on.
@@ -267,6 +279,12 @@ impl DbtCloudClient {
             url.query_pairs_mut().append_pair("step", &step.to_string());
         }
         self.call(Method::GET, url, None).await
+    }
+
+    /// `GET <account>/`: the account answers (what readiness asks; nothing is decoded).
+    pub async fn check_account(&self) -> Result<(), ApiError> {
+        self.call(Method::GET, self.url(&[""]), None).await?;
+        Ok(())
     }
 
     /// `GET jobs/{job}/`.

@@ -86,6 +86,13 @@ impl DbtCloudClient {
             }
         };
         let elapsed_ms = started.elapsed().as_millis() as u64;
+        if outcome.as_ref().is_ok_and(Answer::is_success) {
+            *self
+                .inner
+                .last_success
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+        }
         if let Some(observe) = self
             .inner
             .observer

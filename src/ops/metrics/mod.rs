@@ -1,7 +1,7 @@
 //! Prometheus metrics at `GET /metrics`: attempts by outcome (the failure class), retries, time
 //! queued and running, dispatch latency, schedule lag, runs in flight, runs late, last success,
 //! dbt Cloud requests, 429s and budget waits. Fed by the engine's `Transition` broadcast; timings
-//! the transitions do not carry are read from the engine's state with one `inspect` per batch.
+//! the transitions do not carry are read from the engine's state with one `peek` per batch.
 //! Labels are pipeline and step names (bounded by the config), never run ids. The timing
 //! histograms are per pipeline unless the operator asks for them per step
 //! (`metrics.step_histograms`): with 10,000 pipelines of five steps, per-step series of three
@@ -46,6 +46,10 @@ struct Registry {
     /// (account, endpoint, status)
     api: BTreeMap<(String, String, u16), u64>,
     active_runs: BTreeMap<Pair, i64>,
+    /// The series of `active_runs` and `late_now` the last gauges counted (the others are zero).
+    counted: (Vec<Pair>, Vec<String>),
+    /// The definitions version the gauges last walked every pipeline at.
+    pipelines_walked: Option<u64>,
     attempts_in_flight: i64,
     last_success: BTreeMap<String, DateTime<Utc>>,
     transitions_lost: u64,
@@ -66,6 +70,10 @@ pub struct Metrics {
     /// More families rendered by another part (leadership, on a node of an HA deployment).
     extra: Mutex<Option<ExtraFamilies>>,
 }
+
+/// How often the feed reads the gauges (runs active, attempts in flight, runs late) while
+/// transitions keep coming; a transition is `processed` once the gauges were read after it.
+const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Renders more metric families in the exposition format.
 #[derive(Clone)]
@@ -169,19 +177,24 @@ impl Metrics {
         mut rx: broadcast::Receiver<Transition>,
         shutdown: CancellationToken,
     ) {
-        if let Ok(g) = handle.inspect(|engine, _| gauges(engine)).await {
+        if let Ok(g) = handle.peek(|engine, _| gauges(engine, None)).await {
             self.apply_gauges(g);
         }
+        let mut gauges_read = tokio::time::Instant::now();
+        // Transitions counted whose gauges are not read yet: `processed` waits for them.
+        let mut unread: u64 = 0;
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                next = rx.recv() => next,
+                next = rx.recv() => Some(next),
+                _ = tokio::time::sleep_until(gauges_read + GAUGES_EVERY), if unread > 0 => None,
             };
             let mut batch = Vec::new();
             match first {
-                Ok(t) => batch.push(t),
-                Err(broadcast::error::RecvError::Lagged(n)) => self.lost(n),
-                Err(broadcast::error::RecvError::Closed) => return,
+                Some(Ok(t)) => batch.push(t),
+                Some(Err(broadcast::error::RecvError::Lagged(n))) => self.lost(n),
+                Some(Err(broadcast::error::RecvError::Closed)) => return,
+                None => {}
             }
             loop {
                 match rx.try_recv() {
@@ -191,17 +204,27 @@ impl Metrics {
                 }
             }
             let lookups = self.count(&batch);
+            // Gauges are instants a scrape reads: read at most every `GAUGES_EVERY` (a batch of
+            // transitions comes with nearly every turn, a gauge read walks every active run).
+            let walked =
+                (gauges_read.elapsed() >= GAUGES_EVERY).then(|| self.lock().pipelines_walked);
+            // What waits for the next turn comes with the next batch of transitions.
             let answer = handle
-                .inspect(move |engine, _| {
+                .peek(move |engine, _| {
                     let found: Vec<Found> =
                         lookups.iter().filter_map(|l| resolve(engine, l)).collect();
-                    (found, gauges(engine))
+                    (found, walked.map(|walked| gauges(engine, walked)))
                 })
                 .await;
             let Ok((found, g)) = answer else { return };
             self.apply_found(found);
-            self.apply_gauges(g);
-            self.processed.send_modify(|n| *n += batch.len() as u64);
+            unread += batch.len() as u64;
+            if let Some(g) = g {
+                self.apply_gauges(g);
+                gauges_read = tokio::time::Instant::now();
+                let read = std::mem::take(&mut unread);
+                self.processed.send_modify(|n| *n += read);
+            }
         }
     }
 
@@ -339,9 +362,43 @@ impl Metrics {
 
     fn apply_gauges(&self, g: Gauges) {
         let mut reg = self.lock();
-        reg.active_runs = g.active_runs;
+        let reg = &mut *reg;
+        if g.pipelines_walked.is_some() {
+            reg.pipelines_walked = g.pipelines_walked;
+            reg.counted = (
+                g.active_runs
+                    .iter()
+                    .filter(|(_, n)| **n != 0)
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+                g.late_now
+                    .iter()
+                    .filter(|(_, n)| **n != 0)
+                    .map(|(k, _)| k.clone())
+                    .collect(),
+            );
+            reg.active_runs = g.active_runs;
+            reg.late_now = g.late_now;
+        } else {
+            // Only the series counted now are listed: the ones counted last time go back to zero.
+            for key in &reg.counted.0 {
+                if let Some(n) = reg.active_runs.get_mut(key) {
+                    *n = 0;
+                }
+            }
+            for key in &reg.counted.1 {
+                if let Some(n) = reg.late_now.get_mut(key) {
+                    *n = 0;
+                }
+            }
+            reg.counted = (
+                g.active_runs.keys().cloned().collect(),
+                g.late_now.keys().cloned().collect(),
+            );
+            reg.active_runs.extend(g.active_runs);
+            reg.late_now.extend(g.late_now);
+        }
         reg.attempts_in_flight = g.attempts_in_flight;
-        reg.late_now = g.late_now;
         for (pipeline, at) in g.last_success {
             let last = reg.last_success.entry(pipeline).or_insert(at);
             *last = (*last).max(at);

@@ -1,4 +1,4 @@
-//! What the metrics read from the engine's state, inside one `inspect` per batch of transitions:
+//! What the metrics read from the engine's state, inside one `peek` per batch of transitions:
 //! the timings of ended attempts, dispatch latency, schedule lag and the gauges.
 
 use super::Pair;
@@ -46,13 +46,19 @@ pub(super) enum Found {
     },
 }
 
-/// Engine-wide gauges, read in the same inspect.
+/// Engine-wide gauges, read in the same inspect: only the unfinished runs, and every pipeline
+/// (the zero series, the last successes in memory) only when the definitions changed, since a batch
+/// of transitions comes with nearly every turn and there are tens of thousands of pipelines.
 #[derive(Debug, Default)]
 pub(super) struct Gauges {
+    /// The engine's `definitions_version` when every pipeline was walked (`None`: not walked).
+    pub(super) pipelines_walked: Option<u64>,
+    /// With `pipelines_walked`: every pipeline at zero; else only the pipelines counted.
     pub(super) active_runs: BTreeMap<Pair, i64>,
     pub(super) attempts_in_flight: i64,
     pub(super) last_success: BTreeMap<String, DateTime<Utc>>,
-    /// Unfinished runs past their deadline, per pipeline (every pipeline with a deadline listed).
+    /// Unfinished runs past their deadline, per pipeline (with `pipelines_walked`: every pipeline
+    /// with a deadline listed).
     pub(super) late_now: BTreeMap<String, i64>,
 }
 
@@ -115,27 +121,37 @@ pub(super) fn resolve(engine: &Engine, lookup: &Lookup) -> Option<Found> {
     }
 }
 
-pub(super) fn gauges(engine: &Engine) -> Gauges {
+/// The gauges; every pipeline is walked only when the definitions are not those of
+/// `walked_version` (the first time, and after a reload). Between, a pipeline's success is counted
+/// from its transition.
+pub(super) fn gauges(engine: &Engine, walked_version: Option<u64>) -> Gauges {
     let mut g = Gauges::default();
-    for p in engine.pipelines() {
-        for state in ["queued", "running"] {
-            g.active_runs.insert((p.name.0.clone(), state.into()), 0);
+    let version = engine.definitions_version();
+    if walked_version != Some(version) {
+        g.pipelines_walked = Some(version);
+        for p in engine.pipelines() {
+            for state in ["queued", "running"] {
+                g.active_runs.insert((p.name.0.clone(), state.into()), 0);
+            }
+            if p.deadline.is_some() {
+                g.late_now.insert(p.name.0.clone(), 0);
+            }
         }
-        if p.deadline.is_some() {
-            g.late_now.insert(p.name.0.clone(), 0);
+        for r in engine.state().runs.values() {
+            if let (PipelineRunState::Succeeded, Some(at)) = (r.state, r.finished_at) {
+                let entry = g.last_success.entry(r.pipeline().0.clone()).or_insert(at);
+                *entry = (*entry).max(at);
+            }
+        }
+        for (pipeline, at) in &engine.state().archived_last_success {
+            let entry = g.last_success.entry(pipeline.0.clone()).or_insert(*at);
+            *entry = (*entry).max(*at);
         }
     }
-    for r in engine.state().runs.values() {
+    for r in engine.active_runs() {
         let state = match r.state {
             PipelineRunState::Queued => "queued",
             PipelineRunState::Running => "running",
-            PipelineRunState::Succeeded => {
-                if let Some(at) = r.finished_at {
-                    let entry = g.last_success.entry(r.pipeline().0.clone()).or_insert(at);
-                    *entry = (*entry).max(at);
-                }
-                continue;
-            }
             _ => continue,
         };
         if r.late_since.is_some() {
@@ -144,10 +160,6 @@ pub(super) fn gauges(engine: &Engine) -> Gauges {
         *g.active_runs
             .entry((r.pipeline().0.clone(), state.into()))
             .or_default() += 1;
-    }
-    for (pipeline, at) in &engine.state().archived_last_success {
-        let entry = g.last_success.entry(pipeline.0.clone()).or_insert(*at);
-        *entry = (*entry).max(*at);
     }
     g.attempts_in_flight = engine.in_flight_attempts() as i64;
     g

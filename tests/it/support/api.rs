@@ -33,9 +33,14 @@ impl Api {
         client: baton::dbt_cloud::client::DbtCloudClient,
         token: Option<&str>,
     ) -> Api {
+        let state = baton::http::AppState::new(handle, token.map(Secret::new), Some(client));
+        Self::serve_state(state, token).await
+    }
+
+    /// Serves the API with `state` as built by the test (more accounts, say).
+    pub async fn serve_state(state: baton::http::AppState, token: Option<&str>) -> Api {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = baton::http::AppState::new(handle, token.map(Secret::new), Some(client));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(baton::http::serve(
             listener,

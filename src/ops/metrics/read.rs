@@ -1,12 +1,11 @@
 //! What the metrics read from the engine's state, inside one `inspect` per batch of transitions:
 //! the timings of ended attempts, dispatch latency, schedule lag and the gauges.
 
-use super::Pair;
-use crate::engine::state::{PipelineRunId, PipelineRunState, RunOrigin};
+use super::registry::Registry;
+use crate::engine::state::{AttemptOutcome, PipelineRunId, PipelineRunState, RunOrigin};
 use crate::engine::Engine;
 use crate::model::pipeline::StepName;
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
 
 /// Something a transition needs from the engine's state.
 #[derive(Debug)]
@@ -30,7 +29,7 @@ pub(super) enum Found {
     Attempt {
         pipeline: String,
         step: String,
-        outcome: &'static str,
+        outcome: AttemptOutcome,
         retry: bool,
         queued: Option<f64>,
         running: Option<f64>,
@@ -44,16 +43,6 @@ pub(super) enum Found {
         pipeline: String,
         seconds: f64,
     },
-}
-
-/// Engine-wide gauges, read in the same inspect.
-#[derive(Debug, Default)]
-pub(super) struct Gauges {
-    pub(super) active_runs: BTreeMap<Pair, i64>,
-    pub(super) attempts_in_flight: i64,
-    pub(super) last_success: BTreeMap<String, DateTime<Utc>>,
-    /// Unfinished runs past their deadline, per pipeline (every pipeline with a deadline listed).
-    pub(super) late_now: BTreeMap<String, i64>,
 }
 
 fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
@@ -84,7 +73,7 @@ pub(super) fn resolve(engine: &Engine, lookup: &Lookup) -> Option<Found> {
             Some(Found::Attempt {
                 pipeline: r.pipeline().0.clone(),
                 step: step.0.clone(),
-                outcome: a.outcome?.name(),
+                outcome: a.outcome?,
                 retry: *retry,
                 queued,
                 running,
@@ -115,40 +104,47 @@ pub(super) fn resolve(engine: &Engine, lookup: &Lookup) -> Option<Found> {
     }
 }
 
-pub(super) fn gauges(engine: &Engine) -> Gauges {
-    let mut g = Gauges::default();
+/// Sets the gauges from the engine's state, in place: every pipeline of the engine is exported
+/// (its active runs at zero, its late runs at zero when it has a deadline); a pipeline no longer
+/// loaded keeps its counters but leaves the gauges once it has no run in memory.
+pub(super) fn gauges(engine: &Engine, reg: &mut Registry) {
+    for series in reg.pipelines.values_mut() {
+        series.present = false;
+        series.deadline = false;
+        series.active = [0, 0];
+        series.late_now = 0;
+    }
     for p in engine.pipelines() {
-        for state in ["queued", "running"] {
-            g.active_runs.insert((p.name.0.clone(), state.into()), 0);
-        }
-        if p.deadline.is_some() {
-            g.late_now.insert(p.name.0.clone(), 0);
-        }
+        let series = reg.series(&p.name.0);
+        series.present = true;
+        series.deadline = p.deadline.is_some();
     }
     for r in engine.state().runs.values() {
-        let state = match r.state {
-            PipelineRunState::Queued => "queued",
-            PipelineRunState::Running => "running",
+        let slot = match r.state {
+            PipelineRunState::Queued => 0,
+            PipelineRunState::Running => 1,
             PipelineRunState::Succeeded => {
                 if let Some(at) = r.finished_at {
-                    let entry = g.last_success.entry(r.pipeline().0.clone()).or_insert(at);
-                    *entry = (*entry).max(at);
+                    last_success(reg, &r.pipeline().0, at);
                 }
                 continue;
             }
             _ => continue,
         };
+        let series = reg.series(&r.pipeline().0);
+        series.present = true;
         if r.late_since.is_some() {
-            *g.late_now.entry(r.pipeline().0.clone()).or_default() += 1;
+            series.late_now += 1;
         }
-        *g.active_runs
-            .entry((r.pipeline().0.clone(), state.into()))
-            .or_default() += 1;
+        series.active[slot] += 1;
     }
     for (pipeline, at) in &engine.state().archived_last_success {
-        let entry = g.last_success.entry(pipeline.0.clone()).or_insert(*at);
-        *entry = (*entry).max(*at);
+        last_success(reg, &pipeline.0, *at);
     }
-    g.attempts_in_flight = engine.in_flight_attempts() as i64;
-    g
+    reg.attempts_in_flight = engine.in_flight_attempts() as i64;
+}
+
+pub(super) fn last_success(reg: &mut Registry, pipeline: &str, at: DateTime<Utc>) {
+    let last = &mut reg.series(pipeline).last_success;
+    *last = Some(last.map_or(at, |l| l.max(at)));
 }

@@ -148,7 +148,8 @@ impl StepNames {
 
 #[derive(Debug, Default)]
 pub(super) struct Registry {
-    pub(super) pipelines: BTreeMap<Box<str>, Series>,
+    /// Boxed: a map node holds eleven entries, mostly empty slots of a large value otherwise.
+    pub(super) pipelines: BTreeMap<Box<str>, Box<Series>>,
     pub(super) steps: StepNames,
     /// (account, endpoint, status)
     pub(super) api: BTreeMap<(String, String, u16), u64>,
@@ -160,7 +161,7 @@ impl Registry {
     /// The pipeline's entry, made on first use (its name is copied once).
     pub(super) fn series(&mut self, pipeline: &str) -> &mut Series {
         if !self.pipelines.contains_key(pipeline) {
-            self.pipelines.insert(pipeline.into(), Series::default());
+            self.pipelines.insert(pipeline.into(), Box::default());
         }
         self.pipelines
             .get_mut(pipeline)
@@ -180,7 +181,7 @@ impl Registry {
             pipelines, steps, ..
         } = self;
         if !pipelines.contains_key(pipeline) {
-            pipelines.insert(pipeline.into(), Series::default());
+            pipelines.insert(pipeline.into(), Box::default());
         }
         let Some(series) = pipelines.get_mut(pipeline) else {
             return;
@@ -215,7 +216,7 @@ impl Registry {
             pipelines, steps, ..
         } = self;
         if !pipelines.contains_key(pipeline) {
-            pipelines.insert(pipeline.into(), Series::default());
+            pipelines.insert(pipeline.into(), Box::default());
         }
         let series = pipelines
             .get_mut(pipeline)

@@ -63,7 +63,9 @@ pub struct EngineConfig {
     /// Finished pipeline runs older than this are pruned.
     pub history_retention: Duration,
     /// Finished pipeline runs stay in memory this long, then only their records in the store
-    /// (`Write::Archive`) and one small entry in memory remain.
+    /// (`Write::Archive`) and one small entry in memory remain. A minute covers what reads a
+    /// finished run in full right after it ends (the metrics, notifications); whatever asks later
+    /// reads the store.
     pub memory_window: Duration,
     /// A tick found this late is still on time; later ones count as missed (catch-up).
     pub on_time_grace: Duration,
@@ -84,7 +86,7 @@ impl Default for EngineConfig {
             catchup_max: 10,
             reconcile_delay: Duration::from_secs(10),
             history_retention: Duration::from_secs(30 * 86_400),
-            memory_window: Duration::from_secs(600),
+            memory_window: Duration::from_secs(60),
             on_time_grace: Duration::from_secs(60),
             predict_polls: true,
             takeover_hold: Duration::ZERO,

@@ -453,7 +453,7 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
             timeout: raw.timeout,
             queue_timeout: raw.queue_timeout,
             account: raw.account.map(AccountName).unwrap_or_default(),
-            job_ref: raw.job_ref,
+            job_ref: raw.job_ref.map(Box::new),
         });
     }
     Some(Lowered {

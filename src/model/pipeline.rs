@@ -127,9 +127,10 @@ pub struct Step {
     pub name: StepName,
     /// The job's id: as written, or resolved from `job_ref` (0 until resolved).
     pub job_id: JobId,
-    /// The job by name, when the file names it (`job_name:`); absent in older records.
+    /// The job by name, when the file names it (`job_name:`); absent in older records. Boxed:
+    /// most steps have none, and each step of every loaded pipeline would carry its room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_ref: Option<JobRef>,
+    pub job_ref: Option<Box<JobRef>>,
     pub depends_on: Vec<StepName>,
     pub overrides: Overrides,
     pub retry: RetryPolicy,

@@ -452,7 +452,10 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
             retry: raw.retry.policy(),
             timeout: raw.timeout,
             queue_timeout: raw.queue_timeout,
-            account: raw.account.map(AccountName).unwrap_or_default(),
+            account: raw
+                .account
+                .map(|a| AccountName(a.into()))
+                .unwrap_or_default(),
             job_ref: raw.job_ref.map(Box::new),
         });
     }

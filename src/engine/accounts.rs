@@ -113,7 +113,7 @@ mod tests {
             retry: RetryPolicy::default(),
             timeout: None,
             queue_timeout: None,
-            account: AccountName(account.into()),
+            account: AccountName(account.to_string().into()),
         }
     }
 

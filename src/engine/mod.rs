@@ -67,6 +67,9 @@ pub struct EngineConfig {
     /// finished run in full right after it ends (the metrics, notifications); whatever asks later
     /// reads the store.
     pub memory_window: Duration,
+    /// Failed pipeline runs stay in memory this long instead: the status page lists recent
+    /// failures from memory, and an operator retries one soon after it fails.
+    pub failure_memory_window: Duration,
     /// A tick found this late is still on time; later ones count as missed (catch-up).
     pub on_time_grace: Duration,
     /// Poll each run around its expected end, learned from its job's recent durations (off when
@@ -87,6 +90,7 @@ impl Default for EngineConfig {
             reconcile_delay: Duration::from_secs(10),
             history_retention: Duration::from_secs(30 * 86_400),
             memory_window: Duration::from_secs(60),
+            failure_memory_window: Duration::from_secs(600),
             on_time_grace: Duration::from_secs(60),
             predict_polls: true,
             takeover_hold: Duration::ZERO,
@@ -653,9 +657,9 @@ impl Engine {
         }
     }
 
-    /// Moves runs finished more than `memory_window` ago out of memory, except those something
-    /// still reads in full: a failure whose details are being fetched, a run of a backfill that
-    /// is not over.
+    /// Moves runs finished more than `memory_window` ago (failed ones: `failure_memory_window`)
+    /// out of memory, except those something still reads in full: a failure whose details are
+    /// being fetched, a run of a backfill that is not over.
     fn archive(&mut self, now: DateTime<Utc>) {
         if self
             .passes
@@ -666,6 +670,7 @@ impl Engine {
         }
         self.passes.last_archive = Some(now);
         let cutoff = now - to_chrono(self.config.memory_window);
+        let failure_cutoff = now - to_chrono(self.config.failure_memory_window);
         let held: BTreeSet<&PipelineRunId> = self
             .state
             .backfills
@@ -679,7 +684,13 @@ impl Engine {
             .state
             .runs
             .values()
-            .filter(|r| r.state.is_terminal() && r.finished_at.is_some_and(|f| f < cutoff))
+            .filter(|r| {
+                let cutoff = match r.state {
+                    state::PipelineRunState::Failed => failure_cutoff,
+                    _ => cutoff,
+                };
+                r.state.is_terminal() && r.finished_at.is_some_and(|f| f < cutoff)
+            })
             .filter(|r| !held.contains(&r.id))
             .map(|r| r.id.clone())
             .collect();

@@ -3,7 +3,7 @@
 //! 10,000 pipelines the document is tens of megabytes; a scrape holds one chunk of it, never the
 //! whole, and never keeps the feeding task waiting for longer than a chunk takes.
 
-use super::registry::{Long, Registry, Series, Short, RUN_STATES};
+use super::registry::{Long, Registry, Series, Short, Timings, RUN_STATES};
 use super::text::{Exposition, LONG_BUCKETS, SHORT_BUCKETS};
 use super::Metrics;
 use crate::dbt_cloud::budget::BudgetStats;
@@ -172,11 +172,14 @@ const PARTS: &[Option<Family>] = &[
     None,
 ];
 
-fn long(h: &Long) -> (&'static [f64], &[u32], f64) {
+/// A histogram as written: its bounds, counts per bucket and sum.
+type Buckets<'a> = (&'static [f64], &'a [u32], f64);
+
+fn long(h: &Long) -> Buckets<'_> {
     (LONG_BUCKETS, h.counts(), h.sum())
 }
 
-fn short(h: &Short) -> (&'static [f64], &[u32], f64) {
+fn short(h: &Short) -> Buckets<'_> {
     (SHORT_BUCKETS, h.counts(), h.sum())
 }
 
@@ -212,7 +215,7 @@ fn timings(
     s: &Series,
     per_step: bool,
     name: &str,
-    pick: fn(&super::registry::Timings) -> (&'static [f64], &[u32], f64),
+    pick: fn(&Timings) -> Buckets<'_>,
 ) {
     if per_step {
         for (step, t) in &s.step_timings {

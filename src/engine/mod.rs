@@ -513,8 +513,8 @@ impl Engine {
             writes.push(Write::Archive(Box::new(run)));
         }
         for id in std::mem::take(&mut self.outbox.runs) {
-            if let Some(run) = self.state.runs.get(&id) {
-                writes.push(Write::Run(Box::new(run.clone())));
+            if self.state.runs.contains_key(&id) {
+                writes.push(Write::Changed(id));
             }
         }
         for name in std::mem::take(&mut self.outbox.cursors) {

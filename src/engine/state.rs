@@ -395,6 +395,9 @@ impl State {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     Run(Box<PipelineRun>),
+    /// A run held in memory changed: the store encodes it from the state it commits with
+    /// (`Store::commit_from`), so a turn never copies the runs it writes.
+    Changed(PipelineRunId),
     /// A finished run leaves memory: the store keeps its record in the history.
     Archive(Box<PipelineRun>),
     /// Forgets a run, in memory or archived.

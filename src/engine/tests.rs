@@ -12,6 +12,16 @@ use crate::model::pipeline::{
 use chrono::{DateTime, Duration, Utc};
 use std::collections::BTreeMap;
 
+/// A changed run as the store would write it (the tests read writes whole).
+fn resolve(write: super::state::Write, state: &State) -> super::state::Write {
+    match write {
+        super::state::Write::Changed(id) => {
+            super::state::Write::Run(Box::new(state.runs[&id].clone()))
+        }
+        other => other,
+    }
+}
+
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
@@ -86,7 +96,12 @@ impl Harness {
     ) -> Self {
         let now = t(start);
         let mut engine = Engine::new(config, pipelines, state, now).unwrap();
-        let writes = engine.step([], now).writes;
+        let writes = engine
+            .step([], now)
+            .writes
+            .into_iter()
+            .map(|write| resolve(write, engine.state()))
+            .collect();
         Self {
             engine,
             now,
@@ -113,7 +128,9 @@ impl Harness {
     /// One engine step at `now`; keeps the writes, returns the actions.
     fn step(&mut self, event: Option<Event>) -> Vec<Action> {
         let output = self.engine.step(event.map(Input::Event), self.now);
-        self.writes.extend(output.writes);
+        let state = self.engine.state();
+        self.writes
+            .extend(output.writes.into_iter().map(|write| resolve(write, state)));
         output.actions
     }
 
@@ -346,6 +363,7 @@ fn a_restart_reconciles_every_triggering_attempt_instead_of_sending() {
                 state.cursors.insert(n, c);
             }
             super::state::Write::DeleteRun(_)
+            | super::state::Write::Changed(_)
             | super::state::Write::Archive(_)
             | super::state::Write::Backfill(_) => {}
         }

@@ -16,6 +16,7 @@ use crate::model::template::{self, override_type, OverrideType};
 use chrono_tz::Tz;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A lowered pipeline and where its name was written (for duplicate-name reports).
@@ -440,6 +441,8 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
     // Exact capacities: 10,000 definitions stay in memory, and a vector grown by pushes keeps up
     // to twice the room it needs (a collect from `depends_on` would keep its larger allocation).
     let mut ordered = Vec::with_capacity(by_name.len());
+    // Steps that retry alike share one policy (most share the process-wide default).
+    let mut policies: Vec<Arc<RetryPolicy>> = Vec::new();
     for step_name in order? {
         let raw = by_name.remove(&step_name)?;
         let mut depends_on = Vec::with_capacity(raw.depends_on.len());
@@ -449,7 +452,7 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
             job_id: raw.job_id?,
             depends_on,
             overrides: raw.overrides,
-            retry: raw.retry.policy(),
+            retry: share(&mut policies, raw.retry.policy()),
             timeout: raw.timeout,
             queue_timeout: raw.queue_timeout,
             account: raw
@@ -474,4 +477,14 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
         },
         name_span,
     })
+}
+
+/// The pipeline's one copy of `policy` (kept in `policies`), the default's being the process's.
+fn share(policies: &mut Vec<Arc<RetryPolicy>>, policy: RetryPolicy) -> Arc<RetryPolicy> {
+    if let Some(same) = policies.iter().find(|p| ***p == policy) {
+        return same.clone();
+    }
+    let shared = policy.shared();
+    policies.push(shared.clone());
+    shared
 }

@@ -110,7 +110,7 @@ mod tests {
             job_ref: None,
             depends_on: Vec::new(),
             overrides: BTreeMap::new(),
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy::default().shared(),
             timeout: None,
             queue_timeout: None,
             account: AccountName(account.to_string().into()),

@@ -198,7 +198,7 @@ mod tests {
             job_id: JobId(7),
             depends_on: Vec::new(),
             overrides: BTreeMap::new(),
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy::default().shared(),
             timeout: None,
             queue_timeout: None,
             account: Default::default(),

@@ -32,7 +32,7 @@ fn step(name: &str, job: i64, deps: &[&str]) -> Step {
         job_id: JobId(job),
         depends_on: deps.iter().map(|d| StepName((*d).into())).collect(),
         overrides: BTreeMap::new(),
-        retry: RetryPolicy::default(),
+        retry: RetryPolicy::default().shared(),
         timeout: None,
         queue_timeout: None,
         account: Default::default(),
@@ -246,13 +246,13 @@ fn a_failed_step_stops_its_downstream_but_not_the_independent_branch() {
 #[test]
 fn an_error_is_retried_after_backoff_through_rerun_when_from_failure() {
     let mut p = pipeline("flaky", "0 2 * * *", vec![step("only", 9, &[])]);
-    p.steps[0].retry = RetryPolicy {
+    p.steps[0].retry = std::sync::Arc::new(RetryPolicy {
         attempts: 3,
         backoff: std::time::Duration::from_secs(60),
         max_backoff: std::time::Duration::from_secs(600),
         from_failure: true,
         ..RetryPolicy::default()
-    };
+    });
     let mut h = Harness::new(vec![p], "2026-03-01T01:00:00Z");
     let first = h.at("2026-03-01T02:00:00Z");
     h.accept_all(first);
@@ -455,11 +455,11 @@ fn a_run_stuck_in_the_queue_hits_queue_timeout() {
 #[test]
 fn dbt_clouds_own_timeout_and_an_outside_cancel_are_classes_of_their_own() {
     let mut p = pipeline("p", "0 2 * * *", vec![step("s", 7, &[])]);
-    p.steps[0].retry = RetryPolicy {
+    p.steps[0].retry = std::sync::Arc::new(RetryPolicy {
         attempts: 2,
         on_cancel: true,
         ..RetryPolicy::default()
-    };
+    });
     let mut h = Harness::new(vec![p], "2026-03-01T01:00:00Z");
     let a = h.at("2026-03-01T02:00:00Z");
     h.accept_all(a);

@@ -5,6 +5,7 @@
 
 mod accounts;
 mod active;
+pub mod archive;
 pub mod backfill;
 #[cfg(test)]
 mod check;
@@ -637,13 +638,7 @@ impl Engine {
             .values()
             .filter(|r| r.state.is_terminal() && r.finished_at.is_some_and(|f| f < cutoff))
             .map(|r| r.id.clone())
-            .chain(
-                self.state
-                    .archived
-                    .iter()
-                    .filter(|(_, a)| a.finished_at < cutoff)
-                    .map(|(id, _)| id.clone()),
-            )
+            .chain(self.state.archived.finished_before(cutoff))
             .take(PRUNE_BATCH + 1)
             .collect();
         if old.len() > PRUNE_BATCH {

@@ -77,7 +77,10 @@ pub(crate) fn archived_runs_are_summaries_at_load_and_records_on_demand(open: Op
     let store = open().unwrap();
     let state = store.load().unwrap();
     assert_eq!(state.runs.keys().collect::<Vec<_>>(), vec![&recent.id]);
-    assert_eq!(state.archived[&old.id].state, PipelineRunState::Succeeded);
+    assert_eq!(
+        state.archived.get(&old.id).unwrap().state,
+        PipelineRunState::Succeeded
+    );
     assert_eq!(
         state.archived_last_success[&nightly()],
         old.finished_at.unwrap()

@@ -10,7 +10,7 @@ use super::yaml::{Node, Span};
 use crate::ids::{AccountName, EnvironmentId, JobId, ProjectId};
 use crate::model::pipeline::{
     CatchupPolicy, ConcurrencyPolicy, JobRef, OverrideValue, Overrides, Pipeline, PipelineName,
-    RetryPolicy, RollingBackfill, ScheduleSpec, Step, StepName, Template,
+    RetryPolicy, RollingBackfill, ScheduleSpec, Step, StepLimits, StepName, Template,
 };
 use crate::model::template::{self, override_type, OverrideType};
 use chrono_tz::Tz;
@@ -441,8 +441,8 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
     // Exact capacities: 10,000 definitions stay in memory, and a vector grown by pushes keeps up
     // to twice the room it needs (a collect from `depends_on` would keep its larger allocation).
     let mut ordered = Vec::with_capacity(by_name.len());
-    // Steps that retry alike share one policy (most share the process-wide default).
-    let mut policies: Vec<Arc<RetryPolicy>> = Vec::new();
+    // Steps that allow alike share their limits (most share the process-wide default).
+    let mut limits: Vec<Arc<StepLimits>> = Vec::new();
     for step_name in order? {
         let raw = by_name.remove(&step_name)?;
         let mut depends_on = Vec::with_capacity(raw.depends_on.len());
@@ -452,9 +452,14 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
             job_id: raw.job_id?,
             depends_on,
             overrides: raw.overrides,
-            retry: share(&mut policies, raw.retry.policy()),
-            timeout: raw.timeout,
-            queue_timeout: raw.queue_timeout,
+            limits: share(
+                &mut limits,
+                StepLimits {
+                    retry: raw.retry.policy(),
+                    timeout: raw.timeout,
+                    queue_timeout: raw.queue_timeout,
+                },
+            ),
             account: raw
                 .account
                 .map(|a| AccountName(a.into()))
@@ -479,12 +484,12 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
     })
 }
 
-/// The pipeline's one copy of `policy` (kept in `policies`), the default's being the process's.
-fn share(policies: &mut Vec<Arc<RetryPolicy>>, policy: RetryPolicy) -> Arc<RetryPolicy> {
-    if let Some(same) = policies.iter().find(|p| ***p == policy) {
+/// The pipeline's one copy of `wanted` (kept in `known`), the default's being the process's.
+fn share(known: &mut Vec<Arc<StepLimits>>, wanted: StepLimits) -> Arc<StepLimits> {
+    if let Some(same) = known.iter().find(|k| ***k == wanted) {
         return same.clone();
     }
-    let shared = policy.shared();
-    policies.push(shared.clone());
+    let shared = wanted.shared();
+    known.push(shared.clone());
     shared
 }

@@ -7,7 +7,7 @@ use crate::dbt_cloud::wire::{Run, RunStatus};
 use crate::ids::{JobId, RunId};
 use crate::model::pipeline::{
     CatchupPolicy, ConcurrencyPolicy, Pipeline, PipelineName, RetryPolicy, ScheduleSpec, Step,
-    StepName,
+    StepLimits, StepName,
 };
 use chrono::{DateTime, Duration, Utc};
 use std::collections::BTreeMap;
@@ -32,9 +32,7 @@ fn step(name: &str, job: i64, deps: &[&str]) -> Step {
         job_id: JobId(job),
         depends_on: deps.iter().map(|d| StepName((*d).into())).collect(),
         overrides: BTreeMap::new(),
-        retry: RetryPolicy::default().shared(),
-        timeout: None,
-        queue_timeout: None,
+        limits: StepLimits::default().shared(),
         account: Default::default(),
         job_ref: None,
     }
@@ -246,13 +244,13 @@ fn a_failed_step_stops_its_downstream_but_not_the_independent_branch() {
 #[test]
 fn an_error_is_retried_after_backoff_through_rerun_when_from_failure() {
     let mut p = pipeline("flaky", "0 2 * * *", vec![step("only", 9, &[])]);
-    p.steps[0].retry = std::sync::Arc::new(RetryPolicy {
+    std::sync::Arc::make_mut(&mut p.steps[0].limits).retry = RetryPolicy {
         attempts: 3,
         backoff: std::time::Duration::from_secs(60),
         max_backoff: std::time::Duration::from_secs(600),
         from_failure: true,
         ..RetryPolicy::default()
-    });
+    };
     let mut h = Harness::new(vec![p], "2026-03-01T01:00:00Z");
     let first = h.at("2026-03-01T02:00:00Z");
     h.accept_all(first);
@@ -405,7 +403,8 @@ fn a_restart_reconciles_every_triggering_attempt_instead_of_sending() {
 #[test]
 fn a_timeout_cancels_and_waits_for_dbt_cloud_to_confirm() {
     let mut p = pipeline("p", "0 2 * * *", vec![step("s", 7, &[])]);
-    p.steps[0].timeout = Some(std::time::Duration::from_secs(3600));
+    std::sync::Arc::make_mut(&mut p.steps[0].limits).timeout =
+        Some(std::time::Duration::from_secs(3600));
     let mut h = Harness::new(vec![p], "2026-03-01T01:00:00Z");
     let a = h.at("2026-03-01T02:00:00Z");
     h.accept_all(a);
@@ -438,7 +437,8 @@ fn a_timeout_cancels_and_waits_for_dbt_cloud_to_confirm() {
 #[test]
 fn a_run_stuck_in_the_queue_hits_queue_timeout() {
     let mut p = pipeline("p", "0 2 * * *", vec![step("s", 7, &[])]);
-    p.steps[0].queue_timeout = Some(std::time::Duration::from_secs(600));
+    std::sync::Arc::make_mut(&mut p.steps[0].limits).queue_timeout =
+        Some(std::time::Duration::from_secs(600));
     let mut h = Harness::new(vec![p], "2026-03-01T01:00:00Z");
     let a = h.at("2026-03-01T02:00:00Z");
     h.accept_all(a);
@@ -455,11 +455,11 @@ fn a_run_stuck_in_the_queue_hits_queue_timeout() {
 #[test]
 fn dbt_clouds_own_timeout_and_an_outside_cancel_are_classes_of_their_own() {
     let mut p = pipeline("p", "0 2 * * *", vec![step("s", 7, &[])]);
-    p.steps[0].retry = std::sync::Arc::new(RetryPolicy {
+    std::sync::Arc::make_mut(&mut p.steps[0].limits).retry = RetryPolicy {
         attempts: 2,
         on_cancel: true,
         ..RetryPolicy::default()
-    });
+    };
     let mut h = Harness::new(vec![p], "2026-03-01T01:00:00Z");
     let a = h.at("2026-03-01T02:00:00Z");
     h.accept_all(a);

@@ -65,8 +65,8 @@ pub fn step_attempt_reason(
 ) -> Option<String> {
     attempt_reason(
         attempt,
-        step.and_then(|s| s.timeout),
-        step.and_then(|s| s.queue_timeout),
+        step.and_then(|s| s.limits.timeout),
+        step.and_then(|s| s.limits.queue_timeout),
     )
 }
 

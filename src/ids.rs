@@ -54,10 +54,11 @@ int_id!(
 );
 
 /// The name a daemon config gives one dbt Cloud account (`dbt_cloud:` is the account `default`,
-/// `accounts:` names the others); a step names the account its job lives in.
+/// `accounts:` names the others); a step names the account its job lives in. The `default`
+/// account's name is borrowed, not allocated: nearly every step of every pipeline carries it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct AccountName(pub String);
+pub struct AccountName(pub std::borrow::Cow<'static, str>);
 
 impl AccountName {
     pub const DEFAULT: &'static str = "default";
@@ -69,7 +70,7 @@ impl AccountName {
 
 impl Default for AccountName {
     fn default() -> Self {
-        Self(Self::DEFAULT.to_string())
+        Self(std::borrow::Cow::Borrowed(Self::DEFAULT))
     }
 }
 

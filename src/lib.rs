@@ -18,6 +18,7 @@ pub mod http;
 pub mod humanize;
 pub mod ids;
 pub mod logging;
+pub mod malloc;
 pub mod model;
 pub mod ops;
 pub mod runtime;

@@ -90,6 +90,7 @@ pub const EXIT_PROBLEMS: u8 = 1;
 
 /// Runs the CLI and returns the process exit code (clap itself exits 2 on usage errors).
 pub fn main() -> ExitCode {
+    crate::malloc::tune();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate(args) => validate::run(&args),

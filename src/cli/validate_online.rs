@@ -62,7 +62,7 @@ pub async fn check_jobs(
             checks.push(JobCheck {
                 pipeline: p.name.0.clone(),
                 step: s.name.0.clone(),
-                account: s.account.0.clone(),
+                account: s.account.0.to_string(),
                 ok,
                 found,
             });

@@ -90,7 +90,11 @@ mod tests {
             "{MINIMAL}accounts:\n  emea:\n    base_url: https://emea.dbt.com\n    account_id: 7\n    token_file: emea.token\n    requests_per_minute: 60\n    webhook_secret_env: EMEA_HOOK\n"
         );
         let c = DaemonConfig::from_str_at(Path::new("/etc/baton/config.yaml"), &text).unwrap();
-        let names: Vec<String> = c.account_names().into_iter().map(|a| a.0).collect();
+        let names: Vec<String> = c
+            .account_names()
+            .into_iter()
+            .map(|a| a.0.into_owned())
+            .collect();
         assert_eq!(names, ["default", "emea"]);
         let emea = &c.accounts[&AccountName("emea".into())];
         assert_eq!(emea.account_id, AccountId(7));

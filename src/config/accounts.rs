@@ -30,7 +30,7 @@ pub fn check_accounts(
     known: &BTreeSet<AccountName>,
 ) -> Result<(), Diagnostics> {
     let mut problems = Diagnostics::default();
-    let names: Vec<&str> = known.iter().map(|a| a.0.as_str()).collect();
+    let names: Vec<&str> = known.iter().map(|a| a.0.as_ref()).collect();
     for pipeline in pipelines {
         let unknown: Vec<_> = pipeline
             .steps

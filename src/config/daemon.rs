@@ -360,7 +360,7 @@ impl DaemonConfig {
             }
             let section = format!("accounts.{name}");
             let config = account_config(account, base, &section, true).map_err(&invalid)?;
-            accounts.insert(AccountName(name), config);
+            accounts.insert(AccountName(name.into()), config);
         }
         let dbt_cloud = match (raw.dbt_cloud, accounts.remove(&AccountName::default())) {
             (Some(_), Some(_)) => return Err(invalid(

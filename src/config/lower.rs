@@ -10,11 +10,12 @@ use super::yaml::{Node, Span};
 use crate::ids::{AccountName, EnvironmentId, JobId, ProjectId};
 use crate::model::pipeline::{
     CatchupPolicy, ConcurrencyPolicy, JobRef, OverrideValue, Overrides, Pipeline, PipelineName,
-    RetryPolicy, RollingBackfill, ScheduleSpec, Step, StepName, Template,
+    RetryPolicy, RollingBackfill, ScheduleSpec, Step, StepLimits, StepName, Template,
 };
 use crate::model::template::{self, override_type, OverrideType};
 use chrono_tz::Tz;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A lowered pipeline and where its name was written (for duplicate-name reports).
@@ -447,6 +448,8 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
     // Exact capacities: 10,000 definitions stay in memory, and a vector grown by pushes keeps up
     // to twice the room it needs (a collect from `depends_on` would keep its larger allocation).
     let mut ordered = Vec::with_capacity(placed.len());
+    // Steps that allow alike share their limits (most share the process-wide default).
+    let mut limits: Vec<Arc<StepLimits>> = Vec::new();
     for (_, raw) in placed {
         let mut depends_on = Vec::with_capacity(raw.depends_on.len());
         depends_on.extend(raw.depends_on.into_iter().map(|(d, _)| StepName(d)));
@@ -455,11 +458,19 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
             job_id: raw.job_id?,
             depends_on,
             overrides: raw.overrides,
-            retry: raw.retry.policy(),
-            timeout: raw.timeout,
-            queue_timeout: raw.queue_timeout,
-            account: raw.account.map(AccountName).unwrap_or_default(),
-            job_ref: raw.job_ref,
+            limits: share(
+                &mut limits,
+                StepLimits {
+                    retry: raw.retry.policy(),
+                    timeout: raw.timeout,
+                    queue_timeout: raw.queue_timeout,
+                },
+            ),
+            account: raw
+                .account
+                .map(|a| AccountName(a.into()))
+                .unwrap_or_default(),
+            job_ref: raw.job_ref.map(Box::new),
         });
     }
     Some(Lowered {
@@ -477,4 +488,14 @@ pub fn lower_pipeline(report: &mut FileReport, root: &Node, source: &Path) -> Op
         },
         name_span,
     })
+}
+
+/// The pipeline's one copy of `wanted` (kept in `known`), the default's being the process's.
+fn share(known: &mut Vec<Arc<StepLimits>>, wanted: StepLimits) -> Arc<StepLimits> {
+    if let Some(same) = known.iter().find(|k| ***k == wanted) {
+        return same.clone();
+    }
+    let shared = wanted.shared();
+    known.push(shared.clone());
+    shared
 }

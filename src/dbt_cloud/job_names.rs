@@ -124,7 +124,7 @@ pub async fn resolve_job_names(
             if let Some(job) = &s.job_ref {
                 wanted
                     .entry(canonical_key(&s.account, job))
-                    .or_insert_with(|| (s.account.clone(), job.clone()));
+                    .or_insert_with(|| (s.account.clone(), JobRef::clone(job)));
             }
         }
     }

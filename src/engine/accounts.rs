@@ -98,7 +98,7 @@ mod tests {
     use crate::engine::{Engine, EngineConfig};
     use crate::ids::{AccountName, JobId};
     use crate::model::pipeline::{
-        ConcurrencyPolicy, Pipeline, PipelineName, RetryPolicy, Step, StepName,
+        ConcurrencyPolicy, Pipeline, PipelineName, Step, StepLimits, StepName,
     };
     use chrono::{DateTime, Utc};
     use std::collections::BTreeMap;
@@ -110,10 +110,8 @@ mod tests {
             job_ref: None,
             depends_on: Vec::new(),
             overrides: BTreeMap::new(),
-            retry: RetryPolicy::default(),
-            timeout: None,
-            queue_timeout: None,
-            account: AccountName(account.into()),
+            limits: StepLimits::default().shared(),
+            account: AccountName(account.to_string().into()),
         }
     }
 

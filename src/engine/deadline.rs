@@ -180,7 +180,7 @@ mod tests {
     use crate::engine::{Engine, EngineConfig};
     use crate::ids::JobId;
     use crate::model::pipeline::{
-        ConcurrencyPolicy, Pipeline, PipelineName, RetryPolicy, Step, StepName,
+        ConcurrencyPolicy, Pipeline, PipelineName, Step, StepLimits, StepName,
     };
     use chrono::{DateTime, Utc};
     use std::collections::BTreeMap;
@@ -198,9 +198,7 @@ mod tests {
             job_id: JobId(7),
             depends_on: Vec::new(),
             overrides: BTreeMap::new(),
-            retry: RetryPolicy::default(),
-            timeout: None,
-            queue_timeout: None,
+            limits: StepLimits::default().shared(),
             account: Default::default(),
             job_ref: None,
         };

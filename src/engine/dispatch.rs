@@ -117,7 +117,7 @@ impl Engine {
                             let previous = state.current();
                             let kind = match previous {
                                 Some(p)
-                                    if step.retry.from_failure
+                                    if step.limits.retry.from_failure
                                         && p.outcome == Some(AttemptOutcome::Error) =>
                                 {
                                     match p.run_id {
@@ -304,7 +304,7 @@ impl Engine {
         let Some(step) = def.step(&at.step) else {
             return;
         };
-        let policy = &step.retry;
+        let policy = &step.limits.retry;
         let retryable = match outcome {
             AttemptOutcome::Success => {
                 self.set_step_state(&at.run, &at.step, StepState::Succeeded, now, &detail);

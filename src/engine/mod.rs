@@ -5,6 +5,7 @@
 
 mod accounts;
 mod active;
+pub mod archive;
 pub mod backfill;
 #[cfg(test)]
 mod check;
@@ -63,8 +64,13 @@ pub struct EngineConfig {
     /// Finished pipeline runs older than this are pruned.
     pub history_retention: Duration,
     /// Finished pipeline runs stay in memory this long, then only their records in the store
-    /// (`Write::Archive`) and one small entry in memory remain.
+    /// (`Write::Archive`) and one small entry in memory remain. A minute covers what reads a
+    /// finished run in full right after it ends (the metrics, notifications); whatever asks later
+    /// reads the store.
     pub memory_window: Duration,
+    /// Failed pipeline runs stay in memory this long instead: the status page lists recent
+    /// failures from memory, and an operator retries one soon after it fails.
+    pub failure_memory_window: Duration,
     /// A tick found this late is still on time; later ones count as missed (catch-up).
     pub on_time_grace: Duration,
     /// Poll each run around its expected end, learned from its job's recent durations (off when
@@ -84,7 +90,8 @@ impl Default for EngineConfig {
             catchup_max: 10,
             reconcile_delay: Duration::from_secs(10),
             history_retention: Duration::from_secs(30 * 86_400),
-            memory_window: Duration::from_secs(600),
+            memory_window: Duration::from_secs(60),
+            failure_memory_window: Duration::from_secs(600),
             on_time_grace: Duration::from_secs(60),
             predict_polls: true,
             takeover_hold: Duration::ZERO,
@@ -539,8 +546,8 @@ impl Engine {
             writes.push(Write::Archive(Box::new(run)));
         }
         for id in std::mem::take(&mut self.outbox.runs) {
-            if let Some(run) = self.state.runs.get(&id) {
-                writes.push(Write::Run(Box::new(run.clone())));
+            if self.state.runs.contains_key(&id) {
+                writes.push(Write::Changed(id));
             }
         }
         for name in std::mem::take(&mut self.outbox.cursors) {
@@ -663,13 +670,7 @@ impl Engine {
             .values()
             .filter(|r| r.state.is_terminal() && r.finished_at.is_some_and(|f| f < cutoff))
             .map(|r| r.id.clone())
-            .chain(
-                self.state
-                    .archived
-                    .iter()
-                    .filter(|(_, a)| a.finished_at < cutoff)
-                    .map(|(id, _)| id.clone()),
-            )
+            .chain(self.state.archived.finished_before(cutoff))
             .take(PRUNE_BATCH + 1)
             .collect();
         if old.len() > PRUNE_BATCH {
@@ -683,9 +684,9 @@ impl Engine {
         }
     }
 
-    /// Moves runs finished more than `memory_window` ago out of memory, except those something
-    /// still reads in full: a failure whose details are being fetched, a run of a backfill that
-    /// is not over.
+    /// Moves runs finished more than `memory_window` ago (failed ones: `failure_memory_window`)
+    /// out of memory, except those something still reads in full: a failure whose details are
+    /// being fetched, a run of a backfill that is not over.
     fn archive(&mut self, now: DateTime<Utc>) {
         if self
             .passes
@@ -696,6 +697,7 @@ impl Engine {
         }
         self.passes.last_archive = Some(now);
         let cutoff = now - to_chrono(self.config.memory_window);
+        let failure_cutoff = now - to_chrono(self.config.failure_memory_window);
         let held: BTreeSet<&PipelineRunId> = self
             .state
             .backfills
@@ -709,7 +711,13 @@ impl Engine {
             .state
             .runs
             .values()
-            .filter(|r| r.state.is_terminal() && r.finished_at.is_some_and(|f| f < cutoff))
+            .filter(|r| {
+                let cutoff = match r.state {
+                    state::PipelineRunState::Failed => failure_cutoff,
+                    _ => cutoff,
+                };
+                r.state.is_terminal() && r.finished_at.is_some_and(|f| f < cutoff)
+            })
             .filter(|r| !held.contains(&r.id))
             .map(|r| r.id.clone())
             .collect();

@@ -369,8 +369,8 @@ pub struct ArchivedRun {
 pub struct State {
     pub runs: BTreeMap<PipelineRunId, PipelineRun>,
     /// Finished runs moved out of memory (`Write::Archive`); the store keeps their records.
-    /// A hash map with a fast hash: it may hold hundreds of thousands of ids, read at start-up.
-    pub archived: rustc_hash::FxHashMap<PipelineRunId, ArchivedRun>,
+    /// Millions over a retention period: compact entries (`archive.rs`), read at start-up.
+    pub archived: super::archive::Archive,
     /// Per pipeline, when its newest archived successful run finished.
     pub archived_last_success: BTreeMap<PipelineName, DateTime<Utc>>,
     pub cursors: BTreeMap<PipelineName, ScheduleCursor>,
@@ -395,6 +395,9 @@ impl State {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     Run(Box<PipelineRun>),
+    /// A run held in memory changed: the store encodes it from the state it commits with
+    /// (`Store::commit_from`), so a turn never copies the runs it writes.
+    Changed(PipelineRunId),
     /// A finished run leaves memory: the store keeps its record in the history.
     Archive(Box<PipelineRun>),
     /// Forgets a run, in memory or archived.

@@ -7,10 +7,20 @@ use crate::dbt_cloud::wire::{Run, RunStatus};
 use crate::ids::{JobId, RunId};
 use crate::model::pipeline::{
     CatchupPolicy, ConcurrencyPolicy, Pipeline, PipelineName, RetryPolicy, ScheduleSpec, Step,
-    StepName,
+    StepLimits, StepName,
 };
 use chrono::{DateTime, Duration, Utc};
 use std::collections::BTreeMap;
+
+/// A changed run as the store would write it (the tests read writes whole).
+fn resolve(write: super::state::Write, state: &State) -> super::state::Write {
+    match write {
+        super::state::Write::Changed(id) => {
+            super::state::Write::Run(Box::new(state.runs[&id].clone()))
+        }
+        other => other,
+    }
+}
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -22,9 +32,7 @@ fn step(name: &str, job: i64, deps: &[&str]) -> Step {
         job_id: JobId(job),
         depends_on: deps.iter().map(|d| StepName((*d).into())).collect(),
         overrides: BTreeMap::new(),
-        retry: RetryPolicy::default(),
-        timeout: None,
-        queue_timeout: None,
+        limits: StepLimits::default().shared(),
         account: Default::default(),
         job_ref: None,
     }
@@ -86,7 +94,12 @@ impl Harness {
     ) -> Self {
         let now = t(start);
         let mut engine = Engine::new(config, pipelines, state, now).unwrap();
-        let writes = engine.step([], now).writes;
+        let writes = engine
+            .step([], now)
+            .writes
+            .into_iter()
+            .map(|write| resolve(write, engine.state()))
+            .collect();
         Self {
             engine,
             now,
@@ -113,7 +126,9 @@ impl Harness {
     /// One engine step at `now`; keeps the writes, returns the actions.
     fn step(&mut self, event: Option<Event>) -> Vec<Action> {
         let output = self.engine.step(event.map(Input::Event), self.now);
-        self.writes.extend(output.writes);
+        let state = self.engine.state();
+        self.writes
+            .extend(output.writes.into_iter().map(|write| resolve(write, state)));
         output.actions
     }
 
@@ -229,7 +244,7 @@ fn a_failed_step_stops_its_downstream_but_not_the_independent_branch() {
 #[test]
 fn an_error_is_retried_after_backoff_through_rerun_when_from_failure() {
     let mut p = pipeline("flaky", "0 2 * * *", vec![step("only", 9, &[])]);
-    p.steps[0].retry = RetryPolicy {
+    std::sync::Arc::make_mut(&mut p.steps[0].limits).retry = RetryPolicy {
         attempts: 3,
         backoff: std::time::Duration::from_secs(60),
         max_backoff: std::time::Duration::from_secs(600),
@@ -346,6 +361,7 @@ fn a_restart_reconciles_every_triggering_attempt_instead_of_sending() {
                 state.cursors.insert(n, c);
             }
             super::state::Write::DeleteRun(_)
+            | super::state::Write::Changed(_)
             | super::state::Write::Archive(_)
             | super::state::Write::Backfill(_) => {}
         }
@@ -387,7 +403,8 @@ fn a_restart_reconciles_every_triggering_attempt_instead_of_sending() {
 #[test]
 fn a_timeout_cancels_and_waits_for_dbt_cloud_to_confirm() {
     let mut p = pipeline("p", "0 2 * * *", vec![step("s", 7, &[])]);
-    p.steps[0].timeout = Some(std::time::Duration::from_secs(3600));
+    std::sync::Arc::make_mut(&mut p.steps[0].limits).timeout =
+        Some(std::time::Duration::from_secs(3600));
     let mut h = Harness::new(vec![p], "2026-03-01T01:00:00Z");
     let a = h.at("2026-03-01T02:00:00Z");
     h.accept_all(a);
@@ -420,7 +437,8 @@ fn a_timeout_cancels_and_waits_for_dbt_cloud_to_confirm() {
 #[test]
 fn a_run_stuck_in_the_queue_hits_queue_timeout() {
     let mut p = pipeline("p", "0 2 * * *", vec![step("s", 7, &[])]);
-    p.steps[0].queue_timeout = Some(std::time::Duration::from_secs(600));
+    std::sync::Arc::make_mut(&mut p.steps[0].limits).queue_timeout =
+        Some(std::time::Duration::from_secs(600));
     let mut h = Harness::new(vec![p], "2026-03-01T01:00:00Z");
     let a = h.at("2026-03-01T02:00:00Z");
     h.accept_all(a);
@@ -437,7 +455,7 @@ fn a_run_stuck_in_the_queue_hits_queue_timeout() {
 #[test]
 fn dbt_clouds_own_timeout_and_an_outside_cancel_are_classes_of_their_own() {
     let mut p = pipeline("p", "0 2 * * *", vec![step("s", 7, &[])]);
-    p.steps[0].retry = RetryPolicy {
+    std::sync::Arc::make_mut(&mut p.steps[0].limits).retry = RetryPolicy {
         attempts: 2,
         on_cancel: true,
         ..RetryPolicy::default()

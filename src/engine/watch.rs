@@ -400,7 +400,7 @@ impl Engine {
         };
         let started = a.accepted_at.unwrap_or(a.created_at);
         let mut reason = None;
-        if let Some(limit) = step.timeout {
+        if let Some(limit) = step.limits.timeout {
             let deadline = started + to_chrono(limit);
             if deadline <= now {
                 reason = Some(CancelReason::Timeout);
@@ -409,7 +409,7 @@ impl Engine {
             }
         }
         if let (Some(limit), Some(since), true) = (
-            step.queue_timeout,
+            step.limits.queue_timeout,
             a.queued_since,
             a.status.is_some_and(|s| s.is_queued()),
         ) {

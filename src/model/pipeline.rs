@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A pipeline's unique name (one pipeline per file).
@@ -81,6 +82,29 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What a step allows: retries and time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepLimits {
+    pub retry: RetryPolicy,
+    /// Whole-attempt limit, enforced by baton with a confirmed cancel.
+    pub timeout: Option<Duration>,
+    /// Limit on time spent in dbt Cloud status 1 or 2.
+    pub queue_timeout: Option<Duration>,
+}
+
+impl StepLimits {
+    /// The limits as steps hold them: the default ones are one allocation for the whole process.
+    pub fn shared(self) -> Arc<Self> {
+        static DEFAULT: std::sync::LazyLock<Arc<StepLimits>> =
+            std::sync::LazyLock::new(|| Arc::new(StepLimits::default()));
+        if self == **DEFAULT {
+            DEFAULT.clone()
+        } else {
+            Arc::new(self)
+        }
+    }
+}
+
 impl RetryPolicy {
     /// Delay before attempt number `next_attempt` (2 for the first retry): exponential, capped.
     pub fn delay_before(&self, next_attempt: u32) -> Duration {
@@ -127,16 +151,17 @@ pub struct Step {
     pub name: StepName,
     /// The job's id: as written, or resolved from `job_ref` (0 until resolved).
     pub job_id: JobId,
-    /// The job by name, when the file names it (`job_name:`); absent in older records.
+    /// The job by name, when the file names it (`job_name:`); absent in older records. Boxed:
+    /// most steps have none, and each step of every loaded pipeline would carry its room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_ref: Option<JobRef>,
+    pub job_ref: Option<Box<JobRef>>,
     pub depends_on: Vec<StepName>,
     pub overrides: Overrides,
-    pub retry: RetryPolicy,
-    /// Whole-attempt limit, enforced by baton with a confirmed cancel.
-    pub timeout: Option<Duration>,
-    /// Limit on time spent in dbt Cloud status 1 or 2.
-    pub queue_timeout: Option<Duration>,
+    /// Retry policy and time limits, shared by the steps that allow alike
+    /// (`StepLimits::shared`): 72 bytes less per step of every loaded pipeline. Written inline
+    /// among the step's own fields, as before, so digests do not change.
+    #[serde(flatten)]
+    pub limits: Arc<StepLimits>,
     /// The dbt Cloud account the job lives in (the daemon config names its accounts). Not
     /// written when `default`, so the digests of older definitions do not change.
     #[serde(default, skip_serializing_if = "AccountName::is_default")]
@@ -230,5 +255,38 @@ impl Pipeline {
         self.steps
             .iter()
             .filter(move |s| s.depends_on.contains(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_is_written_as_before_its_limits_were_shared() {
+        let step = Step {
+            name: StepName("s".into()),
+            job_id: JobId(7),
+            job_ref: None,
+            depends_on: vec![],
+            overrides: Overrides::new(),
+            limits: StepLimits {
+                timeout: Some(Duration::from_secs(60)),
+                ..StepLimits::default()
+            }
+            .shared(),
+            account: AccountName::default(),
+        };
+        let json = serde_json::to_string(&step).unwrap();
+        assert_eq!(
+            json,
+            r#"{"name":"s","job_id":7,"depends_on":[],"overrides":{},"retry":{"attempts":1,"backoff":{"secs":60,"nanos":0},"max_backoff":{"secs":1800,"nanos":0},"from_failure":false,"on_timeout":false,"on_cancel":false},"timeout":{"secs":60,"nanos":0},"queue_timeout":null}"#
+        );
+        let back: Step = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, step);
+        assert!(Arc::ptr_eq(
+            &StepLimits::default().shared(),
+            &StepLimits::default().shared()
+        ));
     }
 }

@@ -463,7 +463,7 @@ impl Daemon {
             || operator
             || writes
                 .iter()
-                .any(|w| !matches!(w, Write::Run(_) | Write::Archive(_)))
+                .any(|w| !matches!(w, Write::Run(_) | Write::Changed(_) | Write::Archive(_)))
             // A late run is announced once: its mark is durable before the notice goes out.
             || transitions
                 .iter()
@@ -474,7 +474,8 @@ impl Daemon {
             Durability::Deferred
         };
         // One transaction per turn.
-        self.store.commit_with(&writes, durability)?;
+        self.store
+            .commit_from(&writes, Some(self.engine.state()), durability)?;
         for transition in transitions {
             log::transition(&transition);
             let _ = self.transitions.send(transition);
@@ -635,7 +636,8 @@ impl Daemon {
         let output = self
             .engine
             .step(std::mem::take(&mut self.inputs), self.clock.now());
-        self.store.commit(&output.writes)?;
+        self.store
+            .commit_from(&output.writes, Some(self.engine.state()), Durability::Full)?;
         for transition in output.transitions {
             log::transition(&transition);
         }

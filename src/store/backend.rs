@@ -70,6 +70,51 @@ impl Batch {
     }
 }
 
+/// Takes one commit's rows in order, inside the backend's transaction: a definition before the
+/// runs naming it, an archived record before its removal from the runs held in memory.
+pub trait RowSink {
+    fn definition(&mut self, row: DefinitionRow) -> Result<(), StoreError>;
+    /// Upserted into the runs held in memory.
+    fn run(&mut self, row: RunRow) -> Result<(), StoreError>;
+    /// Inserted into the history (record deflated) and removed from the runs held in memory.
+    fn archive(&mut self, row: RunRow) -> Result<(), StoreError>;
+    /// Removed from both.
+    fn delete(&mut self, id: String) -> Result<(), StoreError>;
+    fn cursor(&mut self, pipeline: String, cursor: Vec<u8>) -> Result<(), StoreError>;
+    fn backfill(&mut self, id: String, backfill: Vec<u8>) -> Result<(), StoreError>;
+}
+
+/// Hands a commit's rows to a sink, one at a time.
+pub type Fill<'a> = &'a mut dyn FnMut(&mut dyn RowSink) -> Result<(), StoreError>;
+
+/// A batch collects rows (for a backend that applies them whole).
+impl RowSink for Batch {
+    fn definition(&mut self, row: DefinitionRow) -> Result<(), StoreError> {
+        self.definitions.push(row);
+        Ok(())
+    }
+    fn run(&mut self, row: RunRow) -> Result<(), StoreError> {
+        self.runs.push(row);
+        Ok(())
+    }
+    fn archive(&mut self, row: RunRow) -> Result<(), StoreError> {
+        self.archive.push(row);
+        Ok(())
+    }
+    fn delete(&mut self, id: String) -> Result<(), StoreError> {
+        self.deletes.push(id);
+        Ok(())
+    }
+    fn cursor(&mut self, pipeline: String, cursor: Vec<u8>) -> Result<(), StoreError> {
+        self.cursors.push((pipeline, cursor));
+        Ok(())
+    }
+    fn backfill(&mut self, id: String, backfill: Vec<u8>) -> Result<(), StoreError> {
+        self.backfills.push((id, backfill));
+        Ok(())
+    }
+}
+
 /// What an archived run leaves in memory: its id, pipeline, state and end (RFC 3339).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArchivedRow {
@@ -97,7 +142,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn load(&self) -> Result<Loaded, StoreError>;
     /// One transaction. With `Durability::Full` and an empty batch, makes earlier deferred commits
     /// durable.
-    fn apply(&self, batch: &Batch, durability: Durability) -> Result<(), StoreError>;
+    fn apply(&self, batch: Batch, durability: Durability) -> Result<(), StoreError>;
+    /// One transaction whose rows `fill` hands over one at a time, so that a backend able to
+    /// write them as they come never holds a whole commit encoded. This default collects them
+    /// into a batch first.
+    fn apply_rows(&self, fill: Fill<'_>, durability: Durability) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        fill(&mut batch)?;
+        self.apply(batch, durability)
+    }
     /// The references job names last resolved to, with their job ids: read alone at start-up,
     /// not through `load`.
     fn resolved_jobs(&self) -> Result<Vec<(String, i64)>, StoreError>;

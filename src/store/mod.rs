@@ -21,7 +21,7 @@ use crate::engine::state::{
     ArchivedRun, PipelineRun, PipelineRunId, PipelineRunState, State, Write,
 };
 use crate::model::pipeline::{Pipeline, PipelineName};
-use backend::{Backend, Batch, DefinitionRow, RunRow};
+use backend::{Backend, Batch, DefinitionRow, RowSink, RunRow};
 use chrono::{DateTime, SecondsFormat, Utc};
 use records::Definitions;
 use std::collections::BTreeMap;
@@ -198,8 +198,25 @@ impl Store {
     /// depends on yet: they survive a crash of the process, and a power cut once a later full
     /// commit (even an empty one) returns.
     pub fn commit_with(&self, writes: &[Write], durability: Durability) -> Result<(), StoreError> {
-        let batch = self.encode(writes)?;
-        self.backend.apply(&batch, durability)
+        self.commit_from(writes, None, durability)
+    }
+
+    /// Like `commit_with`, reading each `Write::Changed` run from `state` (the engine's, as its
+    /// step left it). Each run is encoded and handed to the backend in turn, so a large commit
+    /// never holds every run copied or encoded at once; still one transaction.
+    pub fn commit_from(
+        &self,
+        writes: &[Write],
+        state: Option<&State>,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return self.backend.apply(Batch::default(), durability);
+        }
+        self.backend.apply_rows(
+            &mut |rows: &mut dyn RowSink| self.encode_into(writes, state, rows),
+            durability,
+        )
     }
 
     /// The resolved job references (reference → job id) kept for a dbt Cloud outage.
@@ -221,7 +238,7 @@ impl Store {
             resolved_jobs: Some(jobs.iter().map(|(r, id)| (r.clone(), id.0)).collect()),
             ..Batch::default()
         };
-        self.backend.apply(&batch, Durability::Full)
+        self.backend.apply(batch, Durability::Full)
     }
 
     /// The backend's integrity check: empty when healthy.
@@ -234,40 +251,71 @@ impl Store {
         self.backend.size_on_disk()
     }
 
-    fn encode(&self, writes: &[Write]) -> Result<Batch, StoreError> {
-        let mut batch = Batch::default();
-        let mut defs = self.defs.lock().unwrap_or_else(|e| e.into_inner());
-        let mut encode_run = |run: &PipelineRun, batch: &mut Batch| {
-            let encoded = defs.encode(run).map_err(|e| self.encode_error(e))?;
-            if let Some((digest, definition)) = encoded.new_definition {
-                batch.definitions.push(DefinitionRow {
-                    digest,
-                    pipeline: run.pipeline().0.clone(),
-                    definition,
-                });
-            }
-            Ok::<_, StoreError>(run_row(run, encoded.digest, encoded.record))
-        };
+    /// Encodes the writes one by one into `rows`, in the order a batch is applied: archived
+    /// records, runs held in memory, deletions, cursors, backfills (each run after the new
+    /// definition it names).
+    fn encode_into(
+        &self,
+        writes: &[Write],
+        state: Option<&State>,
+        rows: &mut dyn RowSink,
+    ) -> Result<(), StoreError> {
         for write in writes {
-            match write {
-                Write::Run(run) => {
-                    let row = encode_run(run, &mut batch)?;
-                    batch.runs.push(row);
-                }
-                Write::Archive(run) => {
-                    let row = encode_run(run, &mut batch)?;
-                    batch.archive.push(row);
-                }
-                Write::DeleteRun(id) => batch.deletes.push(id.0.clone()),
-                Write::Cursor(name, cursor) => batch
-                    .cursors
-                    .push((name.0.clone(), self.encode_json(cursor)?)),
-                Write::Backfill(backfill) => batch
-                    .backfills
-                    .push((backfill.id.0.clone(), self.encode_json(backfill.as_ref())?)),
+            if let Write::Archive(run) = write {
+                let row = self.encode_run(run, rows)?;
+                rows.archive(row)?;
             }
         }
-        Ok(batch)
+        for write in writes {
+            let run = match write {
+                Write::Run(run) => run.as_ref(),
+                Write::Changed(id) => match state.map(|state| state.runs.get(id)) {
+                    Some(Some(run)) => run,
+                    // Gone from memory since (archived or deleted): that write says so.
+                    Some(None) => continue,
+                    None => {
+                        return Err(StoreError::Write {
+                            location: self.location().to_string(),
+                            message: format!(
+                                "run {id} was committed as changed without the state holding it"
+                            ),
+                        })
+                    }
+                },
+                _ => continue,
+            };
+            let row = self.encode_run(run, rows)?;
+            rows.run(row)?;
+        }
+        for write in writes {
+            match write {
+                Write::DeleteRun(id) => rows.delete(id.0.clone())?,
+                Write::Cursor(name, cursor) => {
+                    rows.cursor(name.0.clone(), self.encode_json(cursor)?)?
+                }
+                Write::Backfill(backfill) => {
+                    rows.backfill(backfill.id.0.clone(), self.encode_json(backfill.as_ref())?)?
+                }
+                Write::Run(_) | Write::Changed(_) | Write::Archive(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One run's row; its definition goes to `rows` first when the store has not written it yet.
+    fn encode_run(&self, run: &PipelineRun, rows: &mut dyn RowSink) -> Result<RunRow, StoreError> {
+        let encoded = {
+            let mut defs = self.defs.lock().unwrap_or_else(|e| e.into_inner());
+            defs.encode(run).map_err(|e| self.encode_error(e))?
+        };
+        if let Some((digest, definition)) = encoded.new_definition {
+            rows.definition(DefinitionRow {
+                digest,
+                pipeline: run.pipeline().0.clone(),
+                definition,
+            })?;
+        }
+        Ok(run_row(run, encoded.digest, encoded.record))
     }
 
     fn encode_json<T: serde::Serialize>(&self, value: &T) -> Result<Vec<u8>, StoreError> {

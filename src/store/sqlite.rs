@@ -3,7 +3,8 @@
 //! history reader) that never blocks it. A lock file keeps a second daemon out.
 
 use super::backend::{
-    ArchivedRow, Backend, Batch, DefinitionRow, Durability, HistorySource, Loaded,
+    ArchivedRow, Backend, Batch, DefinitionRow, Durability, Fill, HistorySource, Loaded, RowSink,
+    RunRow,
 };
 use super::migrations::{self, Migration};
 use super::StoreError;
@@ -108,6 +109,59 @@ impl SqliteBackend {
 
     fn write_error(&self, e: rusqlite::Error) -> StoreError {
         classify(&self.location, e)
+    }
+
+    /// One transaction whose rows `fill` writes as it goes. With `may_skip` (nothing to write),
+    /// no transaction at all unless earlier deferred commits must now become durable.
+    fn write(
+        &self,
+        durability: Durability,
+        may_skip: bool,
+        fill: &mut dyn FnMut(&mut Rows<'_, '_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut writer = self.writer();
+        let full = durability == Durability::Full;
+        if may_skip && (!full || !writer.unsynced) {
+            return Ok(());
+        }
+        let err = |e| classify(&self.location, e);
+        if writer.synchronous_full != full {
+            let pragma = if full {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            writer.conn.execute_batch(pragma).map_err(err)?;
+            writer.synchronous_full = full;
+        }
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let mut rows = Rows {
+            tx: &tx,
+            location: &self.location,
+            written: 0,
+            deleted: false,
+        };
+        fill(&mut rows)?;
+        let (written, deleted) = (rows.written, rows.deleted);
+        if written == 0 {
+            // Nothing to write, yet earlier deferred commits must become durable: a commit with
+            // synchronous=FULL syncs the whole write-ahead log, theirs included.
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('full_syncs', '1') \
+                 ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+                [],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        writer.unsynced = !full;
+        if deleted {
+            incremental_vacuum(&writer.conn).map_err(err)?;
+        }
+        Ok(())
     }
 }
 
@@ -269,43 +323,17 @@ impl Backend for SqliteBackend {
         read().map_err(|e| self.write_error(e))
     }
 
-    fn apply(&self, batch: &Batch, durability: Durability) -> Result<(), StoreError> {
-        let mut writer = self.writer();
-        let full = durability == Durability::Full;
-        if batch.is_empty() && (!full || !writer.unsynced) {
-            return Ok(());
-        }
-        let err = |e| classify(&self.location, e);
-        if writer.synchronous_full != full {
-            let pragma = if full {
-                "PRAGMA synchronous = FULL"
-            } else {
-                "PRAGMA synchronous = NORMAL"
-            };
-            writer.conn.execute_batch(pragma).map_err(err)?;
-            writer.synchronous_full = full;
-        }
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        write_batch(&tx, batch).map_err(err)?;
-        if batch.is_empty() {
-            // Nothing to write, yet earlier deferred commits must become durable: a commit with
-            // synchronous=FULL syncs the whole write-ahead log, theirs included.
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('full_syncs', '1') \
-                 ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
-                [],
-            )
-            .map_err(err)?;
-        }
-        tx.commit().map_err(err)?;
-        writer.unsynced = !full;
-        if !batch.deletes.is_empty() {
-            incremental_vacuum(&writer.conn).map_err(err)?;
-        }
-        Ok(())
+    fn apply(&self, batch: Batch, durability: Durability) -> Result<(), StoreError> {
+        let may_skip = batch.is_empty();
+        let mut batch = Some(batch);
+        self.write(durability, may_skip, &mut |rows| match batch.take() {
+            Some(batch) => rows.batch(batch),
+            None => Ok(()),
+        })
+    }
+
+    fn apply_rows(&self, fill: Fill<'_>, durability: Durability) -> Result<(), StoreError> {
+        self.write(durability, false, &mut |rows| fill(rows))
     }
 
     fn resolved_jobs(&self) -> Result<Vec<(String, i64)>, StoreError> {
@@ -347,87 +375,141 @@ fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &Batch) -> rusqlite::Result<()> {
-    let mut definitions = tx.prepare_cached(
-        "INSERT INTO definitions (digest, pipeline, definition) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (digest) DO NOTHING",
-    )?;
-    for d in &batch.definitions {
-        definitions.execute(params![d.digest, d.pipeline, utf8(&d.definition)?])?;
+const INSERT_DEFINITION: &str =
+    "INSERT INTO definitions (digest, pipeline, definition) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (digest) DO NOTHING";
+const UPSERT_HISTORY: &str = "INSERT INTO run_history \
+     (id, pipeline, logical_date, state, started_at, finished_at, attempts, definition, record) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+     ON CONFLICT (id) DO UPDATE SET pipeline = excluded.pipeline, \
+     logical_date = excluded.logical_date, state = excluded.state, \
+     started_at = excluded.started_at, finished_at = excluded.finished_at, \
+     attempts = excluded.attempts, definition = excluded.definition, record = excluded.record";
+const FORGET_RUN: &str = "DELETE FROM pipeline_runs WHERE id = ?1";
+const FORGET_HISTORY: &str = "DELETE FROM run_history WHERE id = ?1";
+const UPSERT_RUN: &str = "INSERT INTO pipeline_runs \
+     (id, pipeline, logical_date, state, started_at, finished_at, definition, record) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+     ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
+     started_at = excluded.started_at, finished_at = excluded.finished_at, \
+     definition = excluded.definition, record = excluded.record";
+const UPSERT_CURSOR: &str = "INSERT INTO schedule_cursors (pipeline, cursor) VALUES (?1, ?2) \
+     ON CONFLICT (pipeline) DO UPDATE SET cursor = excluded.cursor";
+const UPSERT_BACKFILL: &str = "INSERT INTO backfills (id, backfill) VALUES (?1, ?2) \
+     ON CONFLICT (id) DO UPDATE SET backfill = excluded.backfill";
+
+/// Writes each row as it comes, inside the writer's open transaction (statements cached).
+struct Rows<'a, 'c> {
+    tx: &'a rusqlite::Transaction<'c>,
+    location: &'a str,
+    written: usize,
+    deleted: bool,
+}
+
+impl Rows<'_, '_> {
+    fn execute<P: rusqlite::Params>(&mut self, sql: &str, params: P) -> Result<(), StoreError> {
+        self.written += 1;
+        self.tx
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute(params))
+            .map(drop)
+            .map_err(|e| classify(self.location, e))
     }
-    let mut history = tx.prepare_cached(
-        "INSERT INTO run_history \
-         (id, pipeline, logical_date, state, started_at, finished_at, attempts, definition, record) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-         ON CONFLICT (id) DO UPDATE SET pipeline = excluded.pipeline, \
-         logical_date = excluded.logical_date, state = excluded.state, \
-         started_at = excluded.started_at, finished_at = excluded.finished_at, \
-         attempts = excluded.attempts, definition = excluded.definition, record = excluded.record",
-    )?;
-    let mut forget = tx.prepare_cached("DELETE FROM pipeline_runs WHERE id = ?1")?;
-    for r in &batch.archive {
-        let finished = r.finished_at.as_deref().unwrap_or(r.logical_date.as_str());
-        history.execute(params![
-            r.id,
-            r.pipeline,
-            r.logical_date,
-            r.state,
-            r.started_at,
-            finished,
-            r.attempts,
-            r.definition,
-            super::records::deflate(&r.record),
-        ])?;
-        forget.execute([&r.id])?;
+
+    fn text<'b>(&self, bytes: &'b [u8]) -> Result<&'b str, StoreError> {
+        utf8(bytes).map_err(|e| classify(self.location, e))
     }
-    let mut runs = tx.prepare_cached(
-        "INSERT INTO pipeline_runs \
-         (id, pipeline, logical_date, state, started_at, finished_at, definition, record) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-         ON CONFLICT (id) DO UPDATE SET state = excluded.state, \
-         started_at = excluded.started_at, finished_at = excluded.finished_at, \
-         definition = excluded.definition, record = excluded.record",
-    )?;
-    for r in &batch.runs {
-        runs.execute(params![
-            r.id,
-            r.pipeline,
-            r.logical_date,
-            r.state,
-            r.started_at,
-            r.finished_at,
-            r.definition,
-            utf8(&r.record)?,
-        ])?;
-    }
-    let mut forget_history = tx.prepare_cached("DELETE FROM run_history WHERE id = ?1")?;
-    for id in &batch.deletes {
-        forget.execute([id])?;
-        forget_history.execute([id])?;
-    }
-    let mut cursors = tx.prepare_cached(
-        "INSERT INTO schedule_cursors (pipeline, cursor) VALUES (?1, ?2) \
-         ON CONFLICT (pipeline) DO UPDATE SET cursor = excluded.cursor",
-    )?;
-    for (pipeline, cursor) in &batch.cursors {
-        cursors.execute(params![pipeline, utf8(cursor)?])?;
-    }
-    let mut backfills = tx.prepare_cached(
-        "INSERT INTO backfills (id, backfill) VALUES (?1, ?2) \
-         ON CONFLICT (id) DO UPDATE SET backfill = excluded.backfill",
-    )?;
-    for (id, backfill) in &batch.backfills {
-        backfills.execute(params![id, utf8(backfill)?])?;
-    }
-    if let Some(jobs) = &batch.resolved_jobs {
-        tx.execute("DELETE FROM resolved_jobs", [])?;
-        let mut insert =
-            tx.prepare_cached("INSERT INTO resolved_jobs (reference, job_id) VALUES (?1, ?2)")?;
-        for (reference, job_id) in jobs {
-            insert.execute(params![reference, job_id])?;
+
+    /// A whole batch, in the order `Batch` documents.
+    fn batch(&mut self, batch: Batch) -> Result<(), StoreError> {
+        for row in batch.definitions {
+            self.definition(row)?;
         }
+        for row in batch.archive {
+            self.archive(row)?;
+        }
+        for row in batch.runs {
+            self.run(row)?;
+        }
+        for id in batch.deletes {
+            self.delete(id)?;
+        }
+        for (pipeline, cursor) in batch.cursors {
+            self.cursor(pipeline, cursor)?;
+        }
+        for (id, backfill) in batch.backfills {
+            self.backfill(id, backfill)?;
+        }
+        if let Some(jobs) = batch.resolved_jobs {
+            self.execute("DELETE FROM resolved_jobs", [])?;
+            for (reference, job_id) in jobs {
+                self.execute(
+                    "INSERT INTO resolved_jobs (reference, job_id) VALUES (?1, ?2)",
+                    params![reference, job_id],
+                )?;
+            }
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+impl RowSink for Rows<'_, '_> {
+    fn definition(&mut self, d: DefinitionRow) -> Result<(), StoreError> {
+        let definition = self.text(&d.definition)?;
+        self.execute(INSERT_DEFINITION, params![d.digest, d.pipeline, definition])
+    }
+
+    fn run(&mut self, r: RunRow) -> Result<(), StoreError> {
+        let record = self.text(&r.record)?;
+        self.execute(
+            UPSERT_RUN,
+            params![
+                r.id,
+                r.pipeline,
+                r.logical_date,
+                r.state,
+                r.started_at,
+                r.finished_at,
+                r.definition,
+                record,
+            ],
+        )
+    }
+
+    fn archive(&mut self, r: RunRow) -> Result<(), StoreError> {
+        let finished = r.finished_at.as_deref().unwrap_or(r.logical_date.as_str());
+        self.execute(
+            UPSERT_HISTORY,
+            params![
+                r.id,
+                r.pipeline,
+                r.logical_date,
+                r.state,
+                r.started_at,
+                finished,
+                r.attempts,
+                r.definition,
+                super::records::deflate(&r.record),
+            ],
+        )?;
+        self.execute(FORGET_RUN, [&r.id])
+    }
+
+    fn delete(&mut self, id: String) -> Result<(), StoreError> {
+        self.deleted = true;
+        self.execute(FORGET_RUN, [&id])?;
+        self.execute(FORGET_HISTORY, [&id])
+    }
+
+    fn cursor(&mut self, pipeline: String, cursor: Vec<u8>) -> Result<(), StoreError> {
+        let cursor = self.text(&cursor)?;
+        self.execute(UPSERT_CURSOR, params![pipeline, cursor])
+    }
+
+    fn backfill(&mut self, id: String, backfill: Vec<u8>) -> Result<(), StoreError> {
+        let backfill = self.text(&backfill)?;
+        self.execute(UPSERT_BACKFILL, params![id, backfill])
+    }
 }
 
 /// JSON is stored as TEXT so the sqlite3 shell (and its json functions) read it.

@@ -77,7 +77,10 @@ pub(crate) fn archived_runs_are_summaries_at_load_and_records_on_demand(open: Op
     let store = open().unwrap();
     let state = store.load().unwrap();
     assert_eq!(state.runs.keys().collect::<Vec<_>>(), vec![&recent.id]);
-    assert_eq!(state.archived[&old.id].state, PipelineRunState::Succeeded);
+    assert_eq!(
+        state.archived.get(&old.id).unwrap().state,
+        PipelineRunState::Succeeded
+    );
     assert_eq!(
         state.archived_last_success[&nightly()],
         old.finished_at.unwrap()
@@ -164,9 +167,38 @@ pub(crate) fn a_healthy_store_passes_its_check(open: Open<'_>) {
     assert_eq!(store.check().unwrap(), Vec::<String>::new());
 }
 
+pub(crate) fn changed_runs_are_read_from_the_state_they_are_committed_with(open: Open<'_>) {
+    let store = open().unwrap();
+    let held = run("2026-01-02T00:00:00Z");
+    let archived = run("2026-01-01T00:00:00Z");
+    let mut state = crate::engine::state::State::default();
+    state.runs.insert(held.id.clone(), held.clone());
+    let writes = [
+        Write::Archive(Box::new(archived.clone())),
+        Write::Changed(held.id.clone()),
+        Write::Cursor(nightly(), ScheduleCursor::default()),
+    ];
+    store
+        .commit_from(&writes, Some(&state), super::Durability::Full)
+        .unwrap();
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded.runs[&held.id], held);
+    assert!(loaded.archived.contains_key(&archived.id));
+    assert!(loaded.cursors.contains_key(&nightly()));
+    // A changed run with no state to read it from is an error, and writes nothing.
+    let other = run("2026-01-03T00:00:00Z");
+    assert!(store
+        .commit(&[
+            Write::Run(Box::new(other.clone())),
+            Write::Changed(held.id.clone())
+        ])
+        .is_err());
+    assert!(!store.load().unwrap().runs.contains_key(&other.id));
+}
+
 /// Runs every case; `fresh` gives each its own empty database and an opener for it.
 pub(crate) fn run_all(fresh: Fresh<'_>) {
-    let cases: [(&str, Case); 8] = [
+    let cases: [(&str, Case); 9] = [
         ("an_empty_store_loads_empty", an_empty_store_loads_empty),
         ("commits_survive_a_reopen", commits_survive_a_reopen),
         (
@@ -192,6 +224,10 @@ pub(crate) fn run_all(fresh: Fresh<'_>) {
         (
             "a_healthy_store_passes_its_check",
             a_healthy_store_passes_its_check,
+        ),
+        (
+            "changed_runs_are_read_from_the_state_they_are_committed_with",
+            changed_runs_are_read_from_the_state_they_are_committed_with,
         ),
     ];
     for (name, case) in cases {

@@ -328,7 +328,7 @@ fn expired_runs_left(workspace: &Workspace, kills: u32) -> usize {
         Ok(state) => state
             .archived
             .keys()
-            .chain(state.runs.keys())
+            .chain(state.runs.keys().cloned())
             .filter(|id| id.0.starts_with("expired@"))
             .count(),
         Err(e) => panic!("the store did not open after kill {kills}: {e}"),

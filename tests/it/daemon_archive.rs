@@ -58,9 +58,9 @@ async fn archived_runs_are_served_from_the_store_and_never_run_twice() {
     let api = Api::start(&h).await;
     let chain = "chain@2026-03-01T02:00:00Z";
 
-    h.run_until(t("2026-03-01T02:10:00Z"), 30).await;
+    h.run_until(t("2026-03-01T02:04:00Z"), 30).await;
     assert_eq!(whereabouts(&h, chain).await, (true, None));
-    // Ten minutes after it finished (02:03-ish), the archive pass moves it out of memory.
+    // A minute after it finished (02:03-ish), the archive pass moves it out of memory.
     h.run_until(t("2026-03-01T02:20:00Z"), 30).await;
     assert_eq!(
         whereabouts(&h, chain).await,

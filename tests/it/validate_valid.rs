@@ -228,10 +228,14 @@ fn every_key_lowers_to_what_it_says() {
     assert_eq!(names, ["load", "report"]);
     let load = &p.steps[0];
     // The step's own retry sets attempts; the rest comes from defaults.
-    assert_eq!(load.retry.attempts, 1);
-    assert_eq!(load.retry.backoff, Duration::from_secs(30));
-    assert!(load.retry.from_failure && load.retry.on_timeout && !load.retry.on_cancel);
-    assert_eq!(load.timeout, Some(Duration::from_secs(3600)));
+    assert_eq!(load.limits.retry.attempts, 1);
+    assert_eq!(load.limits.retry.backoff, Duration::from_secs(30));
+    assert!(
+        load.limits.retry.from_failure
+            && load.limits.retry.on_timeout
+            && !load.limits.retry.on_cancel
+    );
+    assert_eq!(load.limits.timeout, Some(Duration::from_secs(3600)));
     assert_eq!(load.overrides.len(), 9);
     assert_eq!(
         load.overrides["threads_override"],
@@ -242,9 +246,9 @@ fn every_key_lowers_to_what_it_says() {
         OverrideValue::Text(Template("s_{{ ds_nodash }}".into()))
     );
     let report = &p.steps[1];
-    assert_eq!(report.retry.attempts, 4);
-    assert_eq!(report.timeout, Some(Duration::from_secs(9000)));
-    assert_eq!(report.queue_timeout, Some(Duration::from_secs(900)));
+    assert_eq!(report.limits.retry.attempts, 4);
+    assert_eq!(report.limits.timeout, Some(Duration::from_secs(9000)));
+    assert_eq!(report.limits.queue_timeout, Some(Duration::from_secs(900)));
     let backfill = p.backfill.as_ref().unwrap();
     assert_eq!(backfill.window, Duration::from_secs(7 * 86_400));
     assert_eq!(backfill.max_active, 2);
@@ -252,8 +256,11 @@ fn every_key_lowers_to_what_it_says() {
 
     let anchors =
         &config::load_pipelines(&[PathBuf::from("tests/data/valid/anchors.yaml")]).unwrap()[0];
-    assert_eq!(anchors.steps[1].retry.attempts, 5);
-    assert_eq!(anchors.steps[1].retry.backoff, Duration::from_secs(60));
+    assert_eq!(anchors.steps[1].limits.retry.attempts, 5);
+    assert_eq!(
+        anchors.steps[1].limits.retry.backoff,
+        Duration::from_secs(60)
+    );
 }
 
 #[test]

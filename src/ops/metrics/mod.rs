@@ -5,55 +5,28 @@
 //! Labels are pipeline and step names (bounded by the config), never run ids. The timing
 //! histograms are per pipeline unless the operator asks for them per step
 //! (`metrics.step_histograms`): with 10,000 pipelines of five steps, per-step series of three
-//! histogram families were most of the daemon's memory.
+//! histogram families were most of the daemon's memory. The registry keeps one compact entry per
+//! pipeline (`registry.rs`) and a scrape streams the document in chunks (`render.rs`).
 
 mod read;
+mod registry;
+mod render;
 mod text;
 
-use crate::dbt_cloud::budget::{BudgetStats, RequestBudget};
+use crate::dbt_cloud::budget::RequestBudget;
 use crate::engine::event::{Transition, TransitionKind};
 use crate::ids::AccountName;
 use crate::model::pipeline::StepName;
 use crate::ops::webhook::WebhookStats;
 use crate::runtime::DaemonHandle;
-use chrono::{DateTime, Utc};
-use read::{gauges, resolve, Found, Gauges, Lookup};
+use read::{gauges, last_success, resolve, Found, Lookup};
+use registry::Registry;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use text::{Exposition, Histogram, LONG_BUCKETS, SHORT_BUCKETS};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use text::escape as escape_label_value;
-
-pub(super) type Pair = (String, String);
-type Triple = (String, String, String);
-
-#[derive(Debug, Default)]
-struct Registry {
-    attempts: BTreeMap<Triple, u64>,
-    retries: BTreeMap<Triple, u64>,
-    queued: BTreeMap<Pair, Histogram>,
-    running: BTreeMap<Pair, Histogram>,
-    dispatch: BTreeMap<Pair, Histogram>,
-    schedule_lag: BTreeMap<String, Histogram>,
-    pipeline_runs: BTreeMap<Pair, u64>,
-    ticks_missed: BTreeMap<String, u64>,
-    runs_late: BTreeMap<String, u64>,
-    late_now: BTreeMap<String, i64>,
-    ticks_skipped: BTreeMap<String, u64>,
-    triggers_ambiguous: BTreeMap<String, u64>,
-    /// (account, endpoint, status)
-    api: BTreeMap<(String, String, u16), u64>,
-    active_runs: BTreeMap<Pair, i64>,
-    /// The series of `active_runs` and `late_now` the last gauges counted (the others are zero).
-    counted: (Vec<Pair>, Vec<String>),
-    /// The definitions version the gauges last walked every pipeline at.
-    pipelines_walked: Option<u64>,
-    attempts_in_flight: i64,
-    last_success: BTreeMap<String, DateTime<Utc>>,
-    transitions_lost: u64,
-}
 
 /// The daemon's metrics. Shared (`Arc`) between the feeding task, the `/metrics` route and
 /// whatever calls `observe_api`.
@@ -177,9 +150,10 @@ impl Metrics {
         mut rx: broadcast::Receiver<Transition>,
         shutdown: CancellationToken,
     ) {
-        if let Ok(g) = handle.peek(|engine, _| gauges(engine, None)).await {
-            self.apply_gauges(g);
-        }
+        let me = self.clone();
+        let _ = handle
+            .peek(move |engine, _| gauges(engine, &mut me.lock()))
+            .await;
         let mut gauges_read = tokio::time::Instant::now();
         // Transitions counted whose gauges are not read yet: `processed` waits for them.
         let mut unread: u64 = 0;
@@ -206,21 +180,22 @@ impl Metrics {
             let lookups = self.count(&batch);
             // Gauges are instants a scrape reads: read at most every `GAUGES_EVERY` (a batch of
             // transitions comes with nearly every turn, a gauge read walks every active run).
-            let walked =
-                (gauges_read.elapsed() >= GAUGES_EVERY).then(|| self.lock().pipelines_walked);
-            // What waits for the next turn comes with the next batch of transitions.
+            let read_gauges = gauges_read.elapsed() >= GAUGES_EVERY;
+            let me = self.clone();
             let answer = handle
                 .peek(move |engine, _| {
                     let found: Vec<Found> =
                         lookups.iter().filter_map(|l| resolve(engine, l)).collect();
-                    (found, walked.map(|walked| gauges(engine, walked)))
+                    if read_gauges {
+                        gauges(engine, &mut me.lock());
+                    }
+                    found
                 })
                 .await;
-            let Ok((found, g)) = answer else { return };
+            let Ok(found) = answer else { return };
             self.apply_found(found);
             unread += batch.len() as u64;
-            if let Some(g) = g {
-                self.apply_gauges(g);
+            if read_gauges {
                 gauges_read = tokio::time::Instant::now();
                 let read = std::mem::take(&mut unread);
                 self.processed.send_modify(|n| *n += read);
@@ -242,7 +217,7 @@ impl Metrics {
         let mut lookups = Vec::new();
         let mut reg = self.lock();
         for t in batch {
-            let pipeline = t.pipeline.0.clone();
+            let pipeline = t.pipeline.0.as_str();
             let attempt = match (&t.run, &t.step, t.attempt) {
                 (Some(run), Some(step), Some(number)) if number > 0 => {
                     Some((run.clone(), StepName(step.clone()), number))
@@ -274,28 +249,15 @@ impl Metrics {
                     }
                 }
                 TransitionKind::PipelineRunSucceeded => {
-                    *reg.pipeline_runs
-                        .entry((pipeline.clone(), "succeeded".into()))
-                        .or_default() += 1;
-                    let last = reg.last_success.entry(pipeline).or_insert(t.at);
-                    *last = (*last).max(t.at);
+                    reg.series(pipeline).runs[2] += 1;
+                    last_success(&mut reg, pipeline, t.at);
                 }
-                TransitionKind::PipelineRunFailed => {
-                    *reg.pipeline_runs
-                        .entry((pipeline, "failed".into()))
-                        .or_default() += 1;
-                }
-                TransitionKind::PipelineRunCancelled => {
-                    *reg.pipeline_runs
-                        .entry((pipeline, "cancelled".into()))
-                        .or_default() += 1;
-                }
-                TransitionKind::TicksMissed => *reg.ticks_missed.entry(pipeline).or_default() += 1,
-                TransitionKind::PipelineRunLate => *reg.runs_late.entry(pipeline).or_default() += 1,
-                TransitionKind::TickSkipped => *reg.ticks_skipped.entry(pipeline).or_default() += 1,
-                TransitionKind::TriggerAmbiguous => {
-                    *reg.triggers_ambiguous.entry(pipeline).or_default() += 1
-                }
+                TransitionKind::PipelineRunFailed => reg.series(pipeline).runs[1] += 1,
+                TransitionKind::PipelineRunCancelled => reg.series(pipeline).runs[0] += 1,
+                TransitionKind::TicksMissed => reg.series(pipeline).ticks_missed += 1,
+                TransitionKind::PipelineRunLate => reg.series(pipeline).runs_late += 1,
+                TransitionKind::TickSkipped => reg.series(pipeline).ticks_skipped += 1,
+                TransitionKind::TriggerAmbiguous => reg.series(pipeline).triggers_ambiguous += 1,
                 _ => {}
             }
         }
@@ -304,6 +266,7 @@ impl Metrics {
 
     fn apply_found(&self, found: Vec<Found>) {
         let mut reg = self.lock();
+        let per_step = self.step_histograms;
         for f in found {
             match f {
                 Found::Attempt {
@@ -314,26 +277,16 @@ impl Metrics {
                     queued,
                     running,
                 } => {
-                    let key = self.histogram_key(&pipeline, &step);
-                    *reg.attempts
-                        .entry((pipeline.clone(), step.clone(), outcome.into()))
-                        .or_default() += 1;
+                    reg.count(&pipeline, &step, outcome, false);
                     if retry {
-                        *reg.retries
-                            .entry((pipeline, step, outcome.into()))
-                            .or_default() += 1;
+                        reg.count(&pipeline, &step, outcome, true);
                     }
+                    let timings = reg.timings(&pipeline, &step, per_step);
                     if let Some(q) = queued {
-                        reg.queued
-                            .entry(key.clone())
-                            .or_insert_with(|| Histogram::new(LONG_BUCKETS))
-                            .observe(q);
+                        timings.queued.add(q);
                     }
                     if let Some(r) = running {
-                        reg.running
-                            .entry(key)
-                            .or_insert_with(|| Histogram::new(LONG_BUCKETS))
-                            .observe(r);
+                        timings.running.add(r);
                     }
                 }
                 Found::Dispatch {
@@ -341,311 +294,23 @@ impl Metrics {
                     step,
                     seconds,
                 } => reg
+                    .timings(&pipeline, &step, per_step)
                     .dispatch
-                    .entry(self.histogram_key(&pipeline, &step))
-                    .or_insert_with(|| Histogram::new(SHORT_BUCKETS))
-                    .observe(seconds),
-                Found::Lag { pipeline, seconds } => reg
-                    .schedule_lag
-                    .entry(pipeline)
-                    .or_insert_with(|| Histogram::new(SHORT_BUCKETS))
-                    .observe(seconds),
+                    .add(seconds),
+                Found::Lag { pipeline, seconds } => reg.series(&pipeline).lag.add(seconds),
             }
         }
     }
 
-    /// The series a timing goes to: (pipeline, step), or (pipeline, "") without step histograms.
-    fn histogram_key(&self, pipeline: &str, step: &str) -> Pair {
-        let step = if self.step_histograms { step } else { "" };
-        (pipeline.to_string(), step.to_string())
-    }
-
-    fn apply_gauges(&self, g: Gauges) {
-        let mut reg = self.lock();
-        let reg = &mut *reg;
-        if g.pipelines_walked.is_some() {
-            reg.pipelines_walked = g.pipelines_walked;
-            reg.counted = (
-                g.active_runs
-                    .iter()
-                    .filter(|(_, n)| **n != 0)
-                    .map(|(k, _)| k.clone())
-                    .collect(),
-                g.late_now
-                    .iter()
-                    .filter(|(_, n)| **n != 0)
-                    .map(|(k, _)| k.clone())
-                    .collect(),
-            );
-            reg.active_runs = g.active_runs;
-            reg.late_now = g.late_now;
-        } else {
-            // Only the series counted now are listed: the ones counted last time go back to zero.
-            for key in &reg.counted.0 {
-                if let Some(n) = reg.active_runs.get_mut(key) {
-                    *n = 0;
-                }
-            }
-            for key in &reg.counted.1 {
-                if let Some(n) = reg.late_now.get_mut(key) {
-                    *n = 0;
-                }
-            }
-            reg.counted = (
-                g.active_runs.keys().cloned().collect(),
-                g.late_now.keys().cloned().collect(),
-            );
-            reg.active_runs.extend(g.active_runs);
-            reg.late_now.extend(g.late_now);
-        }
-        reg.attempts_in_flight = g.attempts_in_flight;
-        for (pipeline, at) in g.last_success {
-            let last = reg.last_success.entry(pipeline).or_insert(at);
-            *last = (*last).max(at);
-        }
-    }
-
-    /// The exposition document.
-    pub fn render(&self) -> String {
-        let mut e = Exposition::default();
-        e.family(
-            "baton_build_info",
-            "gauge",
-            "Always 1; the version in a label.",
-        );
-        e.sample(
-            "baton_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))],
-            1.0,
-        );
-        let reg = self.lock();
-        counter3(
-            &mut e,
-            "baton_attempts_total",
-            "Attempts (dbt Cloud runs) ended, by outcome: success or the failure class (error, timed_out, queue_timed_out, cancelled, cancelled_outside, rejected).",
-            "outcome",
-            &reg.attempts,
-        );
-        counter3(
-            &mut e,
-            "baton_retries_total",
-            "Retries scheduled, by the failure class of the attempt that ended.",
-            "class",
-            &reg.retries,
-        );
-        histograms2(&mut e, "baton_step_queued_seconds", "Time an attempt spent queued in dbt Cloud (accepted to running, or to its end if it never ran).", &reg.queued);
-        histograms2(
-            &mut e,
-            "baton_step_running_seconds",
-            "Time an attempt spent running in dbt Cloud.",
-            &reg.running,
-        );
-        histograms2(&mut e, "baton_dispatch_latency_seconds", "Time from the last upstream step seen finished to the downstream step's run accepted by dbt Cloud.", &reg.dispatch);
-        e.family(
-            "baton_schedule_lag_seconds",
-            "histogram",
-            "Time from a schedule tick (the logical date) to its pipeline run's creation.",
-        );
-        for (p, h) in &reg.schedule_lag {
-            e.histogram("baton_schedule_lag_seconds", &[("pipeline", p)], h);
-        }
-        e.family(
-            "baton_pipeline_runs_total",
-            "counter",
-            "Pipeline runs ended, by final state.",
-        );
-        for ((p, s), v) in &reg.pipeline_runs {
-            e.sample(
-                "baton_pipeline_runs_total",
-                &[("pipeline", p), ("state", s)],
-                *v as f64,
-            );
-        }
-        e.family(
-            "baton_pipeline_runs_active",
-            "gauge",
-            "Pipeline runs not finished, by state (queued behind an earlier run, or running).",
-        );
-        for ((p, s), v) in &reg.active_runs {
-            e.sample(
-                "baton_pipeline_runs_active",
-                &[("pipeline", p), ("state", s)],
-                *v as f64,
-            );
-        }
-        e.family(
-            "baton_attempts_in_flight",
-            "gauge",
-            "Attempts triggering or running in dbt Cloud.",
-        );
-        e.sample(
-            "baton_attempts_in_flight",
-            &[],
-            reg.attempts_in_flight as f64,
-        );
-        e.family(
-            "baton_pipeline_last_success_timestamp_seconds",
-            "gauge",
-            "When the pipeline's latest successful run finished (Unix time).",
-        );
-        for (p, at) in &reg.last_success {
-            e.sample(
-                "baton_pipeline_last_success_timestamp_seconds",
-                &[("pipeline", p)],
-                at.timestamp_millis() as f64 / 1000.0,
-            );
-        }
-        counter1(
-            &mut e,
-            "baton_pipeline_runs_late_total",
-            "Pipeline runs found not done by their pipeline's deadline (counted once per run).",
-            &reg.runs_late,
-        );
-        e.family(
-            "baton_pipeline_runs_late",
-            "gauge",
-            "Pipeline runs past their deadline and not finished yet.",
-        );
-        for (p, v) in &reg.late_now {
-            e.sample("baton_pipeline_runs_late", &[("pipeline", p)], *v as f64);
-        }
-        counter1(&mut e, "baton_schedule_ticks_missed_total", "Times ticks were found missed (after downtime); the catch-up policy decided which ran.", &reg.ticks_missed);
-        counter1(
-            &mut e,
-            "baton_schedule_ticks_skipped_total",
-            "Ticks skipped because the previous run was still active (concurrency: skip).",
-            &reg.ticks_skipped,
-        );
-        counter1(&mut e, "baton_triggers_ambiguous_total", "Trigger calls with an ambiguous answer (timeout, 5xx), reconciled by key before any re-send.", &reg.triggers_ambiguous);
-        e.family(
-            "baton_dbt_cloud_api_requests_total",
-            "counter",
-            "dbt Cloud API requests answered, by account, endpoint and HTTP status (0: no answer).",
-        );
-        for ((account, endpoint, status), v) in &reg.api {
-            e.sample(
-                "baton_dbt_cloud_api_requests_total",
-                &[
-                    ("account", account),
-                    ("endpoint", endpoint),
-                    ("status", &status.to_string()),
-                ],
-                *v as f64,
-            );
-        }
-        e.family(
-            "baton_metrics_transitions_lost_total",
-            "counter",
-            "Transitions the metrics task fell too far behind to count.",
-        );
-        e.sample(
-            "baton_metrics_transitions_lost_total",
-            &[],
-            reg.transitions_lost as f64,
-        );
-        drop(reg);
-        let budgets: Vec<(String, BudgetStats)> = self
-            .budgets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(account, budget)| (account.clone(), budget.stats()))
-            .collect();
-        if !budgets.is_empty() {
-            for (name, kind, help, value) in [
-                (
-                    "baton_dbt_cloud_requests_total",
-                    "counter",
-                    "HTTP requests sent to dbt Cloud, retries included, by account.",
-                    (|s: &BudgetStats| s.requests) as fn(&BudgetStats) -> u64,
-                ),
-                (
-                    "baton_dbt_cloud_rate_limited_total",
-                    "counter",
-                    "429 answers from dbt Cloud, by account.",
-                    |s| s.rate_limited,
-                ),
-                (
-                    "baton_dbt_cloud_budget_waits_total",
-                    "counter",
-                    "Requests that waited for the request budget or a 429 cooldown, by account.",
-                    |s| s.waits,
-                ),
-                (
-                    "baton_dbt_cloud_budget_waiting",
-                    "gauge",
-                    "Requests waiting for the request budget now, by account.",
-                    |s| s.waiting,
-                ),
-            ] {
-                e.family(name, kind, help);
-                for (account, stats) in &budgets {
-                    e.sample(name, &[("account", account)], value(stats) as f64);
-                }
-            }
-        }
-        if let Some(stats) = self
-            .webhooks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            let s = *stats.lock().unwrap_or_else(|p| p.into_inner());
-            e.family(
-                "baton_webhooks_received_total",
-                "counter",
-                "dbt Cloud webhook deliveries received, by what became of them.",
-            );
-            for (result, v) in [
-                ("accepted", s.accepted),
-                ("duplicate", s.duplicates),
-                ("bad_signature", s.bad_signature),
-                ("malformed", s.malformed),
-                ("ignored", s.ignored),
-            ] {
-                e.sample(
-                    "baton_webhooks_received_total",
-                    &[("result", result)],
-                    v as f64,
-                );
-            }
-        }
-        let mut text = e.finish();
-        if let Some(extra) = self.extra.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-            text.push_str(&(extra.0)());
+    /// The whole exposition document at once (tests, and callers that want it as one string;
+    /// `GET /metrics` streams it).
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut scrape = render::Scrape::new(self.clone());
+        let mut text = String::new();
+        while let Some(chunk) = scrape.next_chunk() {
+            text.push_str(&chunk);
         }
         text
-    }
-}
-
-fn counter1(e: &mut Exposition, name: &str, help: &str, values: &BTreeMap<String, u64>) {
-    e.family(name, "counter", help);
-    for (p, v) in values {
-        e.sample(name, &[("pipeline", p)], *v as f64);
-    }
-}
-
-fn counter3(
-    e: &mut Exposition,
-    name: &str,
-    help: &str,
-    label: &str,
-    values: &BTreeMap<Triple, u64>,
-) {
-    e.family(name, "counter", help);
-    for ((p, s, x), v) in values {
-        e.sample(name, &[("pipeline", p), ("step", s), (label, x)], *v as f64);
-    }
-}
-
-fn histograms2(e: &mut Exposition, name: &str, help: &str, values: &BTreeMap<Pair, Histogram>) {
-    e.family(name, "histogram", help);
-    for ((p, s), h) in values {
-        if s.is_empty() {
-            e.histogram(name, &[("pipeline", p)], h);
-        } else {
-            e.histogram(name, &[("pipeline", p), ("step", s)], h);
-        }
     }
 }
 
@@ -661,7 +326,7 @@ pub fn router(metrics: Arc<Metrics>) -> axum::Router {
                         axum::http::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4; charset=utf-8",
                     )],
-                    metrics.render(),
+                    axum::body::Body::from_stream(render::Scrape::new(metrics)),
                 )
             }
         }),
@@ -674,7 +339,7 @@ mod tests {
 
     #[test]
     fn budget_counters_are_read_at_scrape_time() {
-        let clock = crate::clock::ManualClock::new(chrono::DateTime::<Utc>::UNIX_EPOCH);
+        let clock = crate::clock::ManualClock::new(chrono::DateTime::<chrono::Utc>::UNIX_EPOCH);
         let budget = Arc::new(RequestBudget::new(60, Arc::new(clock)));
         let m = Metrics::new();
         m.set_budget(budget.clone());
@@ -728,5 +393,52 @@ mod tests {
         assert!(text.contains(
             "baton_dbt_cloud_api_requests_total{account=\"default\",endpoint=\"jobs.trigger\",status=\"429\"} 1\n"
         ));
+    }
+
+    #[test]
+    fn a_scrape_of_many_pipelines_comes_in_chunks_that_make_the_whole_document() {
+        let m = Metrics::new();
+        {
+            let mut reg = m.lock();
+            for i in 0..3000 {
+                let p = format!("p{i:05}");
+                reg.count(
+                    &p,
+                    "s0",
+                    crate::engine::state::AttemptOutcome::Success,
+                    false,
+                );
+                reg.series(&p).lag.add(0.2);
+                reg.series(&p).runs[2] += 1;
+            }
+        }
+        let mut scrape = render::Scrape::new(m.clone());
+        let mut chunks = Vec::new();
+        while let Some(chunk) = scrape.next_chunk() {
+            chunks.push(chunk);
+        }
+        assert!(chunks.len() > 3, "{} chunks", chunks.len());
+        assert!(chunks.iter().all(|c| c.len() < 2 * 64 * 1024));
+        let text = chunks.concat();
+        assert_eq!(text, m.render());
+        for family in [
+            "baton_attempts_total",
+            "baton_schedule_lag_seconds",
+            "baton_pipeline_runs_total",
+        ] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {family} ")).count(),
+                1,
+                "{family}"
+            );
+        }
+        assert_eq!(
+            text.matches("baton_schedule_lag_seconds_count{").count(),
+            3000
+        );
+        assert!(text.contains(
+            "baton_attempts_total{pipeline=\"p02999\",step=\"s0\",outcome=\"success\"} 1\n"
+        ));
+        assert!(text.ends_with("baton_metrics_transitions_lost_total 0\n"));
     }
 }

@@ -1,12 +1,11 @@
 //! What the metrics read from the engine's state, inside one `peek` per batch of transitions:
 //! the timings of ended attempts, dispatch latency, schedule lag and the gauges.
 
-use super::Pair;
-use crate::engine::state::{PipelineRunId, PipelineRunState, RunOrigin};
+use super::registry::Registry;
+use crate::engine::state::{AttemptOutcome, PipelineRunId, PipelineRunState, RunOrigin};
 use crate::engine::Engine;
 use crate::model::pipeline::StepName;
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
 
 /// Something a transition needs from the engine's state.
 #[derive(Debug)]
@@ -30,7 +29,7 @@ pub(super) enum Found {
     Attempt {
         pipeline: String,
         step: String,
-        outcome: &'static str,
+        outcome: AttemptOutcome,
         retry: bool,
         queued: Option<f64>,
         running: Option<f64>,
@@ -44,22 +43,6 @@ pub(super) enum Found {
         pipeline: String,
         seconds: f64,
     },
-}
-
-/// Engine-wide gauges, read in the same inspect: only the unfinished runs, and every pipeline
-/// (the zero series, the last successes in memory) only when the definitions changed, since a batch
-/// of transitions comes with nearly every turn and there are tens of thousands of pipelines.
-#[derive(Debug, Default)]
-pub(super) struct Gauges {
-    /// The engine's `definitions_version` when every pipeline was walked (`None`: not walked).
-    pub(super) pipelines_walked: Option<u64>,
-    /// With `pipelines_walked`: every pipeline at zero; else only the pipelines counted.
-    pub(super) active_runs: BTreeMap<Pair, i64>,
-    pub(super) attempts_in_flight: i64,
-    pub(super) last_success: BTreeMap<String, DateTime<Utc>>,
-    /// Unfinished runs past their deadline, per pipeline (with `pipelines_walked`: every pipeline
-    /// with a deadline listed).
-    pub(super) late_now: BTreeMap<String, i64>,
 }
 
 fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
@@ -90,7 +73,7 @@ pub(super) fn resolve(engine: &Engine, lookup: &Lookup) -> Option<Found> {
             Some(Found::Attempt {
                 pipeline: r.pipeline().0.clone(),
                 step: step.0.clone(),
-                outcome: a.outcome?.name(),
+                outcome: a.outcome?,
                 retry: *retry,
                 queued,
                 running,
@@ -121,46 +104,66 @@ pub(super) fn resolve(engine: &Engine, lookup: &Lookup) -> Option<Found> {
     }
 }
 
-/// The gauges; every pipeline is walked only when the definitions are not those of
-/// `walked_version` (the first time, and after a reload). Between, a pipeline's success is counted
-/// from its transition.
-pub(super) fn gauges(engine: &Engine, walked_version: Option<u64>) -> Gauges {
-    let mut g = Gauges::default();
+/// Sets the gauges from the engine's state, in place. Every pipeline is walked only when the
+/// definitions are not those the gauges last walked (the first time, and after a reload): every
+/// pipeline of the engine is exported (its active runs at zero, its late runs at zero when it has a
+/// deadline), and a pipeline no longer loaded keeps its counters but leaves the gauges once it has
+/// no run in memory. Between walks only the unfinished runs are read (a batch of transitions comes
+/// with nearly every turn, and there are tens of thousands of pipelines); a pipeline's success is
+/// counted from its transition.
+pub(super) fn gauges(engine: &Engine, reg: &mut Registry) {
     let version = engine.definitions_version();
-    if walked_version != Some(version) {
-        g.pipelines_walked = Some(version);
+    if reg.pipelines_walked != Some(version) {
+        reg.pipelines_walked = Some(version);
+        reg.counted.clear();
+        for series in reg.pipelines.values_mut() {
+            series.present = false;
+            series.deadline = false;
+            series.active = [0, 0];
+            series.late_now = 0;
+        }
         for p in engine.pipelines() {
-            for state in ["queued", "running"] {
-                g.active_runs.insert((p.name.0.clone(), state.into()), 0);
-            }
-            if p.deadline.is_some() {
-                g.late_now.insert(p.name.0.clone(), 0);
-            }
+            let series = reg.series(&p.name.0);
+            series.present = true;
+            series.deadline = p.deadline.is_some();
         }
         for r in engine.state().runs.values() {
             if let (PipelineRunState::Succeeded, Some(at)) = (r.state, r.finished_at) {
-                let entry = g.last_success.entry(r.pipeline().0.clone()).or_insert(at);
-                *entry = (*entry).max(at);
+                last_success(reg, &r.pipeline().0, at);
             }
         }
         for (pipeline, at) in &engine.state().archived_last_success {
-            let entry = g.last_success.entry(pipeline.0.clone()).or_insert(*at);
-            *entry = (*entry).max(*at);
+            last_success(reg, &pipeline.0, *at);
+        }
+    } else {
+        for pipeline in std::mem::take(&mut reg.counted) {
+            if let Some(series) = reg.pipelines.get_mut(&pipeline) {
+                series.active = [0, 0];
+                series.late_now = 0;
+            }
         }
     }
     for r in engine.active_runs() {
-        let state = match r.state {
-            PipelineRunState::Queued => "queued",
-            PipelineRunState::Running => "running",
+        let slot = match r.state {
+            PipelineRunState::Queued => 0,
+            PipelineRunState::Running => 1,
             _ => continue,
         };
+        let series = reg.series(&r.pipeline().0);
+        let first = series.active == [0, 0];
+        series.present = true;
         if r.late_since.is_some() {
-            *g.late_now.entry(r.pipeline().0.clone()).or_default() += 1;
+            series.late_now += 1;
         }
-        *g.active_runs
-            .entry((r.pipeline().0.clone(), state.into()))
-            .or_default() += 1;
+        series.active[slot] += 1;
+        if first {
+            reg.counted.push(r.pipeline().0.as_str().into());
+        }
     }
-    g.attempts_in_flight = engine.in_flight_attempts() as i64;
-    g
+    reg.attempts_in_flight = engine.in_flight_attempts() as i64;
+}
+
+pub(super) fn last_success(reg: &mut Registry, pipeline: &str, at: DateTime<Utc>) {
+    let last = &mut reg.series(pipeline).last_success;
+    *last = Some(last.map_or(at, |l| l.max(at)));
 }

@@ -13,42 +13,6 @@ pub const SHORT_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
 ];
 
-#[derive(Debug, Clone)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    /// Per bucket, not cumulative; the last slot is `+Inf`.
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            counts: vec![0; bounds.len() + 1],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    pub fn observe(&mut self, value: f64) {
-        let value = if value.is_finite() {
-            value.max(0.0)
-        } else {
-            0.0
-        };
-        let slot = self
-            .bounds
-            .iter()
-            .position(|b| value <= *b)
-            .unwrap_or(self.bounds.len());
-        self.counts[slot] += 1;
-        self.sum += value;
-        self.count += 1;
-    }
-}
-
 /// Escapes a label value: backslash, double quote and newline.
 pub fn escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -98,17 +62,36 @@ impl Exposition {
         let _ = writeln!(self.out, "{name}{} {}", labels(pairs), number(value));
     }
 
-    pub fn histogram(&mut self, name: &str, pairs: &[(&str, &str)], h: &Histogram) {
-        let mut cumulative = 0;
-        for (i, count) in h.counts.iter().enumerate() {
-            cumulative += count;
-            let le = h.bounds.get(i).map_or("+Inf".to_string(), |b| number(*b));
+    /// A cumulative histogram from its counts per bucket (`bounds.len() + 1` of them, the last
+    /// one `+Inf`) and the sum of what it observed.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        pairs: &[(&str, &str)],
+        bounds: &[f64],
+        counts: &[u32],
+        sum: f64,
+    ) {
+        let mut cumulative: u64 = 0;
+        for (i, count) in counts.iter().enumerate() {
+            cumulative += u64::from(*count);
+            let le = bounds.get(i).map_or("+Inf".to_string(), |b| number(*b));
             let mut with_le: Vec<(&str, &str)> = pairs.to_vec();
             with_le.push(("le", &le));
             let _ = writeln!(self.out, "{name}_bucket{} {cumulative}", labels(&with_le));
         }
-        let _ = writeln!(self.out, "{name}_sum{} {}", labels(pairs), number(h.sum));
-        let _ = writeln!(self.out, "{name}_count{} {}", labels(pairs), h.count);
+        let _ = writeln!(self.out, "{name}_sum{} {}", labels(pairs), number(sum));
+        let _ = writeln!(self.out, "{name}_count{} {cumulative}", labels(pairs));
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Appends text already in the exposition format.
+    pub fn raw(&mut self, text: &str) {
+        self.out.push_str(text);
     }
 
     pub fn finish(self) -> String {
@@ -122,13 +105,15 @@ mod tests {
 
     #[test]
     fn histograms_are_cumulative_and_labels_escaped() {
-        let mut h = Histogram::new(&[1.0, 10.0]);
-        h.observe(0.5);
-        h.observe(5.0);
-        h.observe(50.0);
         let mut e = Exposition::default();
         e.family("x_seconds", "histogram", "test");
-        e.histogram("x_seconds", &[("pipeline", "a\"b\\c\nd")], &h);
+        e.histogram(
+            "x_seconds",
+            &[("pipeline", "a\"b\\c\nd")],
+            &[1.0, 10.0],
+            &[1, 1, 1],
+            55.5,
+        );
         let text = e.finish();
         assert!(
             text.contains("x_seconds_bucket{pipeline=\"a\\\"b\\\\c\\nd\",le=\"1\"} 1\n"),

@@ -357,10 +357,10 @@ impl Backend for PostgresBackend {
         }
     }
 
-    fn apply(&self, batch: &Batch, durability: Durability) -> Result<(), StoreError> {
+    fn apply(&self, batch: Batch, durability: Durability) -> Result<(), StoreError> {
         match self
             .writer
-            .ask(Request::Apply(Box::new(batch.clone()), durability))?
+            .ask(Request::Apply(Box::new(batch), durability))?
         {
             Reply::Done => Ok(()),
             _ => Err(self.unexpected()),

@@ -180,7 +180,7 @@ pub fn check(state: &State, runs: &[EmulatedRun], expected: &BTreeSet<PipelineRu
             });
             let retryable = |outcome: AttemptOutcome| match outcome {
                 AttemptOutcome::Error => true,
-                AttemptOutcome::TimedOut => step.retry.on_timeout,
+                AttemptOutcome::TimedOut => step.limits.retry.on_timeout,
                 _ => false,
             };
             let expected_state = match last {
@@ -194,7 +194,7 @@ pub fn check(state: &State, runs: &[EmulatedRun], expected: &BTreeSet<PipelineRu
                 Some(AttemptOutcome::Success) => StepState::Succeeded,
                 Some(outcome)
                     if !retryable(outcome)
-                        || step_run.attempts.len() as u32 >= step.retry.attempts =>
+                        || step_run.attempts.len() as u32 >= step.limits.retry.attempts =>
                 {
                     StepState::Failed
                 }
@@ -251,7 +251,7 @@ fn outcome_of(dbt: &EmulatedRun, step: &Step) -> Option<AttemptOutcome> {
     match dbt.status {
         10 => Some(AttemptOutcome::Success),
         20 => Some(AttemptOutcome::Error),
-        30 if step.timeout.is_some() => Some(AttemptOutcome::TimedOut),
+        30 if step.limits.timeout.is_some() => Some(AttemptOutcome::TimedOut),
         _ => None,
     }
 }

@@ -1,5 +1,5 @@
-//! The C allocator's tuning, set once at the start of the process: one malloc arena, fixed mmap
-//! and trim thresholds.
+//! The C allocator's tuning, set once at the start of the daemon's process (`baton run`, the
+//! demo): one malloc arena, fixed mmap and trim thresholds.
 //!
 //! glibc gives each thread that meets a locked arena an arena of its own, up to eight per core;
 //! every arena keeps the memory freed into it. The daemon allocates on the runtime loop's thread

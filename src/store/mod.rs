@@ -9,6 +9,7 @@ pub mod migrations;
 pub mod postgres;
 mod records;
 pub mod sqlite;
+mod sqlite_rows;
 #[cfg(test)]
 mod sqlite_tests;
 #[cfg(test)]

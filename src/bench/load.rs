@@ -2,7 +2,7 @@
 //! on a time line `SPEED` times faster than real time for a fixed real period: the daemon's CPU
 //! (utime + stime from /proc) and peak RSS (VmHWM). CPU is also given per simulated second, which
 //! is the share of one core the same workload takes at real speed: that is the figure held against
-//! the 2% target.
+//! the 1% target.
 
 use super::generate::{self, job_id};
 use super::output::{Report, Target};

@@ -165,12 +165,7 @@ pub(super) struct Registry {
 impl Registry {
     /// The pipeline's entry, made on first use (its name is copied once).
     pub(super) fn series(&mut self, pipeline: &str) -> &mut Series {
-        if !self.pipelines.contains_key(pipeline) {
-            self.pipelines.insert(pipeline.into(), Box::default());
-        }
-        self.pipelines
-            .get_mut(pipeline)
-            .unwrap_or_else(|| unreachable!("inserted above"))
+        series_in(&mut self.pipelines, pipeline)
     }
 
     /// Counts one ended attempt (or scheduled retry) of `step` with `outcome`.
@@ -185,12 +180,7 @@ impl Registry {
         let Self {
             pipelines, steps, ..
         } = self;
-        if !pipelines.contains_key(pipeline) {
-            pipelines.insert(pipeline.into(), Box::default());
-        }
-        let Some(series) = pipelines.get_mut(pipeline) else {
-            return;
-        };
+        let series = series_in(pipelines, pipeline);
         if let Some(c) = series
             .counts
             .iter_mut()
@@ -220,12 +210,7 @@ impl Registry {
         let Self {
             pipelines, steps, ..
         } = self;
-        if !pipelines.contains_key(pipeline) {
-            pipelines.insert(pipeline.into(), Box::default());
-        }
-        let series = pipelines
-            .get_mut(pipeline)
-            .unwrap_or_else(|| unreachable!("inserted above"));
+        let series = series_in(pipelines, pipeline);
         let at = match series
             .step_timings
             .binary_search_by(|(s, _)| steps.name(*s).cmp(step))
@@ -238,6 +223,20 @@ impl Registry {
         };
         &mut series.step_timings[at].1
     }
+}
+
+/// A pipeline's entry, made on first use: the name is copied only then (an `entry` call would
+/// copy it on every lookup).
+fn series_in<'a>(
+    pipelines: &'a mut BTreeMap<Box<str>, Box<Series>>,
+    pipeline: &str,
+) -> &'a mut Series {
+    if !pipelines.contains_key(pipeline) {
+        pipelines.insert(pipeline.into(), Box::default());
+    }
+    pipelines
+        .get_mut(pipeline)
+        .unwrap_or_else(|| unreachable!("inserted above"))
 }
 
 #[cfg(test)]

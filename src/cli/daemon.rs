@@ -182,7 +182,11 @@ pub(super) async fn serve_with(
                 problems.join("\n  ")
             )
         })?;
-    store.save_resolved_jobs(&resolved)?;
+    // A start (or an HA node's term) that found the same ids writes nothing: on PostgreSQL that
+    // write is a fenced transaction of its own.
+    if resolved != stored {
+        store.save_resolved_jobs(&resolved)?;
+    }
     let mut settings = RuntimeSettings {
         shutdown_grace: args.shutdown_grace,
         ..settings(&config)

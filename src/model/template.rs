@@ -120,7 +120,7 @@ pub fn override_type(field: &str) -> Option<OverrideType> {
         .map(|(_, kind)| *kind)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct Variables {
     logical_date: String,
     ds: String,
@@ -204,8 +204,9 @@ thread_local! {
     /// One environment per thread: making one (its filters and tests) cost more than rendering
     /// a short template with it.
     static ENVIRONMENT: Environment<'static> = environment();
-    /// The date variables of the sample contexts, per zone (they differ by nothing else).
-    static SAMPLE_DATES: std::cell::RefCell<std::collections::HashMap<Tz, SampleDates>> =
+    /// The variables of a sample context, per zone (the samples differ only in the names
+    /// `VARY_BETWEEN_SAMPLES`, set for each rendering).
+    static SAMPLE_VARIABLES: std::cell::RefCell<std::collections::HashMap<Tz, Variables>> =
         std::cell::RefCell::default();
     /// What a template that reads neither `pipeline` nor `step` rendered to in a zone: the same
     /// override in many files is checked once.
@@ -220,15 +221,8 @@ pub fn render(template: &Template, ctx: &TemplateContext) -> Result<String, Temp
     ENVIRONMENT.with(|env| Ok(env.render_str(&template.0, ctx.variables())?))
 }
 
-/// The variables of [`TemplateContext::samples`] that do not differ between the samples.
-#[derive(Debug, Clone)]
-struct SampleDates {
-    logical_date: String,
-    ds: String,
-    ds_nodash: String,
-    data_interval_start: String,
-    data_interval_end: String,
-}
+/// The variables the samples of [`TemplateContext::samples`] differ in.
+const VARY_BETWEEN_SAMPLES: &[&str] = &["attempt", "is_backfill"];
 
 /// What a template renders to against each of [`TemplateContext::samples`] for `pipeline`,
 /// `step` and `timezone`, or the first error; what validation checks. The samples differ only in
@@ -249,39 +243,22 @@ pub fn render_samples(
     if let Some(known) = SAMPLE_RENDERINGS.with(|r| r.borrow().get(&key).cloned()) {
         return known;
     }
-    let dates = SAMPLE_DATES.with(|cache| {
+    let sample = SAMPLE_VARIABLES.with(|cache| {
         cache
             .borrow_mut()
             .entry(timezone)
-            .or_insert_with(|| {
-                let v = TemplateContext::sample(pipeline, step, timezone).variables();
-                SampleDates {
-                    logical_date: v.logical_date,
-                    ds: v.ds,
-                    ds_nodash: v.ds_nodash,
-                    data_interval_start: v.data_interval_start,
-                    data_interval_end: v.data_interval_end,
-                }
-            })
+            .or_insert_with(|| TemplateContext::sample(pipeline, step, timezone).variables())
             .clone()
     });
     ENVIRONMENT.with(|env| {
         let parsed = env.template_from_str(&template.0)?;
-        // Only these are the same in every sample; any other name (`attempt`, `is_backfill`, a
-        // function that reads the whole context) may render differently.
-        const SAME_IN_EVERY_SAMPLE: &[&str] = &[
-            "logical_date",
-            "ds",
-            "ds_nodash",
-            "data_interval_start",
-            "data_interval_end",
-            "pipeline",
-            "step",
-        ];
         let names = parsed.undeclared_variables(false);
-        let varies = names
-            .iter()
-            .any(|name| !SAME_IN_EVERY_SAMPLE.contains(&name.as_str()));
+        // Any name beyond the known ones (a function that reads the whole context) may render
+        // differently too.
+        let varies = names.iter().any(|name| {
+            !TEMPLATE_VARIABLES.contains(&name.as_str())
+                || VARY_BETWEEN_SAMPLES.contains(&name.as_str())
+        });
         let general = !names.contains("pipeline") && !names.contains("step");
         let samples: &[(u32, bool)] = if varies {
             &[(1, false), (u32::MAX, false), (1, true), (u32::MAX, true)]
@@ -292,15 +269,11 @@ pub fn render_samples(
             .iter()
             .map(|&(attempt, is_backfill)| {
                 let variables = Variables {
-                    logical_date: dates.logical_date.clone(),
-                    ds: dates.ds.clone(),
-                    ds_nodash: dates.ds_nodash.clone(),
-                    data_interval_start: dates.data_interval_start.clone(),
-                    data_interval_end: dates.data_interval_end.clone(),
                     pipeline: pipeline.to_string(),
                     step: step.to_string(),
                     attempt,
                     is_backfill,
+                    ..sample.clone()
                 };
                 Ok(parsed.render(variables)?)
             })

@@ -102,16 +102,8 @@ impl PipelinePage {
 }
 
 fn legend() -> String {
-    use super::run_history::SpanKind::*;
     let mut h = String::from("<p class=\"legend\">");
-    for kind in [
-        WaitingUpstream,
-        WaitingSlot,
-        Queued,
-        Running,
-        Retried,
-        WaitingRetry,
-    ] {
+    for kind in super::run_history::SpanKind::ALL {
         let _ = write!(h, "<span class=\"{}\">{}</span>", kind.name(), kind.label());
     }
     h.push_str("<span class=\"critical\">bold, red mark: critical path</span></p>");

@@ -153,6 +153,16 @@ pub enum SpanKind {
 }
 
 impl SpanKind {
+    /// Every kind, in the order a step's time passes through them.
+    pub const ALL: [SpanKind; 6] = [
+        Self::WaitingUpstream,
+        Self::WaitingSlot,
+        Self::Queued,
+        Self::Running,
+        Self::Retried,
+        Self::WaitingRetry,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::WaitingUpstream => "waiting_upstream",

@@ -17,13 +17,16 @@
 use crate::support::check::{check, minute_ticks, tail};
 use crate::support::pg::TestPostgres;
 use crate::support::process::{DaemonProcess, EmulatorProcess, TimeLine, Workspace};
-use crate::support::t;
+use crate::support::{eventually, eventually_blocking, t};
 use baton::secret::Secret;
 use baton::store::postgres::PostgresBackend;
 use baton::store::Store;
 use chrono::{DateTime, Utc};
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
+
+/// How often the test looks at the nodes' logs and the lease.
+const POLL: Duration = Duration::from_millis(20);
 
 const WINDOW_START: &str = "2026-01-01T00:00:00Z";
 const PIPELINES: [&str; 2] = ["fanin", "chain"];
@@ -132,17 +135,17 @@ fn wall_now() -> DateTime<Utc> {
 /// From `death` to the first action of `leader` after it (waiting up to a minute for it).
 fn takeover(nodes: &[Node], leader: &str, death: DateTime<Utc>) -> Duration {
     let node = nodes.iter().find(|n| n.name == leader).unwrap();
-    let started = Instant::now();
-    loop {
-        if let Some(at) = node.first_action_after(death) {
-            return (at - death).to_std().unwrap_or_default();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{leader} took the lease but did not act within a minute"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut acted = None;
+    assert!(
+        eventually_blocking(Duration::from_secs(60), POLL, || {
+            acted = node.first_action_after(death);
+            acted.is_some()
+        }),
+        "{leader} took the lease but did not act within a minute"
+    );
+    acted.map_or(Duration::ZERO, |at| {
+        (at - death).to_std().unwrap_or_default()
+    })
 }
 
 /// The node holding a live lease, and its epoch.
@@ -284,45 +287,42 @@ async fn each_node_says_who_leads(nodes: &[Node], leader: &str) {
 
 /// The node holding a live lease whose process runs, once its store is open.
 fn live_leader(pg: &TestPostgres, nodes: &mut [Node]) -> (String, i64) {
-    let started = Instant::now();
-    loop {
-        if let Some((name, epoch)) = leader(pg) {
-            let node = nodes.iter_mut().find(|n| n.name == name).unwrap();
-            let running = node
-                .process
-                .as_mut()
-                .is_some_and(|p| p.try_exit().is_none());
-            if running && node.first_action_after(DateTime::<Utc>::MIN_UTC).is_some() {
-                return (name, epoch);
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no running leader for a minute"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut live = None;
+    assert!(
+        eventually_blocking(Duration::from_secs(60), POLL, || {
+            live = leader(pg).filter(|(name, _)| {
+                let node = nodes.iter_mut().find(|n| &n.name == name).unwrap();
+                let running = node
+                    .process
+                    .as_mut()
+                    .is_some_and(|p| p.try_exit().is_none());
+                running && node.first_action_after(DateTime::<Utc>::MIN_UTC).is_some()
+            });
+            live.is_some()
+        }),
+        "no running leader for a minute"
+    );
+    live.unwrap()
 }
 
 /// Waits until the node at `api` says on `/leader` that it has `role`; its answer.
 async fn wait_for_role(api: &str, role: &str) -> serde_json::Value {
     let http = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        let answer = http.get(format!("{api}/leader")).send().await;
-        if let Ok(answer) = answer {
-            if let Ok(who) = answer.json::<serde_json::Value>().await {
-                if who["role"] == role && who["leader"].is_string() {
-                    return who;
-                }
+    let answer = std::cell::RefCell::new(serde_json::Value::Null);
+    let said = eventually(Duration::from_secs(60), || {
+        let request = http.get(format!("{api}/leader")).send();
+        let answer = &answer;
+        async move {
+            if let Ok(who) = async { request.await?.json::<serde_json::Value>().await }.await {
+                *answer.borrow_mut() = who;
             }
+            let who = answer.borrow();
+            who["role"] == role && who["leader"].is_string()
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{api} did not say it is a {role} within a minute"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert!(said, "{api} did not say it is a {role} within a minute");
+    answer.into_inner()
 }
 
 fn open_shared(url: &str) -> Store {
